@@ -1,0 +1,25 @@
+# Quick start: `make demo` and `make test`. Everything installs into .venv from the registries.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test fuzz bench-speed bench-rd clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on local disk; the package then asks only for torch>=2.3.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[data,test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,117 @@
+"""Byte layout of the .qnc container: magic numbers, versions, enums, limits, struct layouts and
+the checksum. Every number here is normative and mirrors SPEC.md; the encoders and decoders in the
+sibling modules take their widths and offsets from these definitions only.
+
+All integers are little-endian (the `<` in every struct format) and no struct has padding.
+"""
+import struct
+import zlib
+
+MAGIC = b"\x89QNC\r\n\x1a\n"
+TRAILER_MAGIC = b"\x89QNCEND\n"
+CHUNK_TAG = b"QCHK"
+INDEX_TAG = b"QIDX"
+
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+
+# Fixed header: magic, version_major, version_minor, header_size, n, sections_length, dim, K, M,
+# chunk_rows, source_dtype, bytes_per_code, header_flags, model_sha256; then (after any bytes a
+# later minor version appends) header_crc32 as the last 4 bytes of header_size.
+HEADER_PREFIX = struct.Struct("<8sHHI")  # the 16 bytes a reader needs before trusting the rest
+HEADER_FIELDS = struct.Struct("<8sHHIQQIIIIBBH32s")
+HEADER_CRC = struct.Struct("<I")
+HEADER_SIZE_V1_0 = HEADER_FIELDS.size + HEADER_CRC.size  # 88
+MAX_HEADER_SIZE = 4096
+
+# Section header: type, flags, payload length, CRC-32 of the payload.
+SECTION_HEADER = struct.Struct("<IIQI")
+SECTION_FLAG_REQUIRED = 0x1
+
+SECTION_MODEL_CONFIG = 1
+SECTION_USER_METADATA = 2
+SECTION_EMBEDDED_MODEL = 3
+SECTION_NAMES = {
+    SECTION_MODEL_CONFIG: "model_config",
+    SECTION_USER_METADATA: "user_metadata",
+    SECTION_EMBEDDED_MODEL: "embedded_model",
+}
+MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
+
+# Chunk header: tag, chunk_index, row_count, plane_count, then plane_count plane entries
+# (stored_len, raw_len, crc32 of the stored bytes, encoding, 3 reserved bytes), then a CRC-32 of
+# everything before it in the chunk header.
+CHUNK_PREFIX = struct.Struct("<4sIII")
+PLANE_ENTRY = struct.Struct("<IIIB3x")
+CHUNK_CRC = struct.Struct("<I")
+
+ENCODING_RAW = 0
+ENCODING_ZSTD = 1
+ENCODING_NAMES = {ENCODING_RAW: "raw", ENCODING_ZSTD: "zstd"}
+
+# Index: tag, reserved, chunk_count, then chunk_count entries (chunk_offset, chunk_length), then
+# a CRC-32 of everything before it in the index.
+INDEX_PREFIX = struct.Struct("<4sIQ")
+INDEX_ENTRY = struct.Struct("<QQ")
+INDEX_CRC = struct.Struct("<I")
+
+# Trailer, the last 24 bytes of every file: index_offset, index_length, trailer magic.
+TRAILER = struct.Struct("<QQ8s")
+
+MIN_K = 2
+MAX_K = 1 << 16
+MAX_M = 0xFFFF
+MAX_CHUNK_ROWS = 1 << 24
+
+# source_dtype codes: the element type of the vectors that were compressed.
+DTYPE_CODES = {
+    1: "float32",
+    2: "float16",
+    3: "bfloat16",
+    4: "float64",
+    5: "int8",
+    6: "uint8",
+    7: "int16",
+    8: "uint16",
+    9: "int32",
+    10: "uint32",
+    11: "int64",
+    12: "uint64",
+}
+DTYPE_IDS = {name: code for code, name in DTYPE_CODES.items()}
+
+
+def crc32(data):
+    """CRC-32/ISO-HDLC (zlib, IEEE 802.3): reflected polynomial 0xEDB88320, init and xorout
+    0xFFFFFFFF. Check value: crc32(b"123456789") == 0xCBF43926."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def bytes_per_code(K):
+    """Width of one stored code: 1 byte for K <= 256, else 2."""
+    return 1 if K <= 256 else 2
+
+
+def code_dtype(bpc):
+    """Little-endian numpy dtype string of a code of `bpc` bytes."""
+    return "<u1" if bpc == 1 else "<u2"
+
+
+def chunk_header_size(M):
+    """Bytes of a chunk header for M planes."""
+    return CHUNK_PREFIX.size + M * PLANE_ENTRY.size + CHUNK_CRC.size
+
+
+def index_size(chunk_count):
+    """Bytes of an index listing `chunk_count` chunks."""
+    return INDEX_PREFIX.size + chunk_count * INDEX_ENTRY.size + INDEX_CRC.size
+
+
+def chunk_count(n, chunk_rows):
+    """Number of chunks holding n rows: ceil(n / chunk_rows)."""
+    return -(-n // chunk_rows)
+
+
+def chunk_row_count(index, n, chunk_rows):
+    """Rows in chunk `index`: chunk_rows, except the last chunk which holds the remainder."""
+    return min(chunk_rows, n - index * chunk_rows)

@@ -1,0 +1,39 @@
+"""qinco-codec: learned compression of embedding vectors (QINCo / QINCo2) in a prefix-decodable
+.qnc container.
+
+Importing the package is cheap and does not import torch: the container reader
+(`qinco_codec.open(...).codes()`) works without it. Names that need torch are loaded on first use.
+"""
+from importlib import import_module
+
+from ._version import __version__
+from .errors import InputError, ModelFormatError, ModelMismatchError, QincoError, QncFormatError
+
+# public name -> module that defines it (imported lazily, PEP 562)
+_LAZY = {
+    "QincoModel": ".model",
+    "PRESETS": ".presets",
+    "train": ".training",
+    "load_model": ".serialize",
+    "evaluate": ".evaluation",
+    "compress": ".container",
+    "open": ".container",
+    "QncFile": ".container",
+    "datasets": None,
+    "readers": None,
+}
+
+__all__ = ["__version__", "QincoError", "InputError", "ModelFormatError", "ModelMismatchError",
+           "QncFormatError", *_LAZY]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'qinco_codec' has no attribute {name!r}")
+    module_name = _LAZY[name]
+    if module_name is None:
+        value = import_module(f".{name}", __name__)
+    else:
+        value = getattr(import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,46 @@
+"""Crash-safe file output: write to a temporary file in the target directory, fsync, then rename.
+
+A reader never sees a half-written file under the final name, and an interrupted writer leaves
+at most a temporary file named `.<name>.<random>.tmp` (removed on any Python-level failure).
+"""
+import contextlib
+import os
+import tempfile
+
+TMP_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode="wb"):
+    """Yield a file object; on clean exit it is fsynced and renamed to `path`, else deleted."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=TMP_SUFFIX,
+                                    dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (best effort: not every filesystem allows it)."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_bytes_atomic(path, data):
+    """Write `data` to `path` atomically."""
+    with atomic_output(path) as f:
+        f.write(data)

@@ -1,0 +1,27 @@
+"""Device and thread selection shared by encoding, decoding and training."""
+import os
+
+import torch
+
+from .errors import InputError
+
+
+def resolve_device(device="auto"):
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but no CUDA device is available (use 'cpu' or 'auto')")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise InputError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+def available_cores():
+    """Cores this process may run on (respects taskset / cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

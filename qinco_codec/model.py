@@ -1,0 +1,152 @@
+"""QincoModel: a QINCo / QINCo2 quantizer with its data normalisation, as one nn.Module.
+
+Users pass raw vectors and get raw vectors back; the per-dimension mean and single scalar std
+that the networks work under are buffers of the model and travel with its file.
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import codec
+from ._version import __version__
+from .devices import resolve_device
+from .errors import InputError
+from .presets import get_preset
+from .steps import QincoStep
+from .validation import as_code_matrix, as_float_matrix
+
+MAX_K = 65536
+# Bound on the largest intermediate tensor of a batch (elements): keeps memory bounded and the
+# working set moderate whatever n is.
+WORK_ELEMENTS = 1 << 22
+
+
+def _check_K(K):
+    if not isinstance(K, int) or K < 2 or K > MAX_K or K & (K - 1):
+        raise InputError(f"K must be a power of two between 2 and {MAX_K}, got {K!r}")
+
+
+class QincoModel(nn.Module):
+    """Step-1 codebook, M-1 QINCo steps, and the normalisation of the data they were fitted to."""
+
+    def __init__(self, config):
+        super().__init__()
+        config = dict(config)
+        _check_K(config["K"])
+        if config["M"] < 1:
+            raise InputError(f"M must be at least 1, got {config['M']}")
+        if config["dim"] < 1:
+            raise InputError(f"dim must be at least 1, got {config['dim']}")
+        self.config = config
+        D, K = config["dim"], config["K"]
+        self.register_buffer("mean", torch.zeros(D))
+        self.register_buffer("std", torch.ones(()))
+        self.codebook0 = nn.Parameter(torch.zeros(K, D))
+        preselect = config["arch"] == "qinco2"
+        self.steps = nn.ModuleList(
+            QincoStep(config["arch"], D, K, config["L"], config["hidden"], config.get("embed", 0), preselect)
+            for _ in range(config["M"] - 1))
+
+    # ---- construction ----
+    @classmethod
+    def from_preset(cls, name, dim, M, K=256, **overrides):
+        """An untrained model of preset `name` for `dim`-dimensional vectors and M codes of K values."""
+        p = get_preset(name, **overrides)
+        return cls({"preset": p.name, "arch": p.arch, "dim": int(dim), "M": int(M), "K": int(K),
+                    "L": p.L, "hidden": p.hidden, "embed": p.embed, "A": p.A, "B": p.B,
+                    "train_A": p.train_A, "version": __version__})
+
+    # ---- shape facts ----
+    dim = property(lambda self: self.config["dim"])
+    M = property(lambda self: self.config["M"])
+    K = property(lambda self: self.config["K"])
+
+    @property
+    def bits_per_code(self):
+        return int(math.log2(self.K))
+
+    @property
+    def bytes_per_code(self):
+        return 1 if self.K <= 256 else 2
+
+    @property
+    def code_dtype(self):
+        return np.uint8 if self.K <= 256 else np.uint16
+
+    @property
+    def bytes_per_vector(self):
+        return self.M * self.bytes_per_code
+
+    def num_parameters(self, decoding_only=False):
+        """Parameter count; `decoding_only` leaves out the pre-selection codebooks."""
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if not (decoding_only and n.endswith("preselect")))
+
+    def set_normalization(self, mean, std):
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.fill_(float(std))
+
+    def normalize(self, x):
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x):
+        return x * self.std + self.mean
+
+    # ---- numpy-facing encode / decode ----
+    def _batch_rows(self, candidates_per_vector, batch_size):
+        if batch_size:
+            return int(batch_size)
+        width = max(self.dim, max((s.embed for s in self.steps), default=0),
+                    max((s.hidden for s in self.steps), default=0))
+        return max(16, WORK_ELEMENTS // max(1, candidates_per_vector * width))
+
+    def encode(self, x, A=None, B=None, batch_size=None, device="auto"):
+        """Codes (n, M), uint8 for K <= 256 else uint16, for raw vectors x (n, dim).
+
+        A, B default to the model's own settings (config 'A', 'B': exhaustive greedy for QINCo1,
+        pre-selection plus beam for QINCo2). A=0 evaluates all K codewords at every step (exhaustive),
+        0 < A < K pre-selects A candidates per hypothesis; B is the beam width (1 = greedy).
+        """
+        x = as_float_matrix(x, dim=self.dim)
+        A = self.config.get("A", 0) if A is None else int(A)
+        B = self.config.get("B", 1) if B is None else int(B)
+        if A < 0 or B < 1:
+            raise InputError(f"A must be >= 0 and B >= 1, got A={A}, B={B}")
+        dev = resolve_device(device)
+        model = self.to(dev)
+        cands = (A if 0 < A < self.K else self.K) * min(B, self.K)
+        rows = self._batch_rows(cands, batch_size)
+        out = np.empty((len(x), self.M), dtype=self.code_dtype)
+        with torch.inference_mode():
+            for start in range(0, len(x), rows):
+                xb = model.normalize(torch.from_numpy(x[start:start + rows]).to(dev))
+                out[start:start + rows] = codec.encode_normalized(model, xb, A, B).cpu().numpy()
+        return out
+
+    def decode(self, codes, steps=None, batch_size=None, device="auto"):
+        """Raw float32 vectors (n, dim) from codes (n, m); only the first `steps` (or m) codes are used."""
+        codes = as_code_matrix(codes, self.M, self.K)
+        m = codes.shape[1] if steps is None else int(steps)
+        if not 1 <= m <= codes.shape[1]:
+            raise InputError(f"steps must be between 1 and {codes.shape[1]} (the codes' columns), got {m}")
+        dev = resolve_device(device)
+        model = self.to(dev)
+        rows = batch_size or max(1024, WORK_ELEMENTS // max(self.dim, 1) // 4)
+        out = np.empty((len(codes), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(codes), rows):
+                cb = torch.from_numpy(codes[start:start + rows, :m]).to(dev)
+                out[start:start + rows] = model.denormalize(codec.decode_normalized(model, cb)).cpu().numpy()
+        return out
+
+    # ---- persistence ----
+    def save(self, path):
+        """Write the model as safetensors (weights + JSON config); returns its SHA-256 (the model id)."""
+        from .serialize import save_model
+        return save_model(self, path)
+
+    def extra_repr(self):
+        c = self.config
+        return f"preset={c['preset']}, dim={c['dim']}, M={c['M']}, K={c['K']}"

@@ -1,0 +1,58 @@
+"""Named model configurations.
+
+QINCo1 presets follow Huijben et al. 2024 (step = concat block + L residual MLP blocks of width h,
+exhaustive greedy encoding). QINCo2 presets follow Vallaeys et al. 2025 (in/out projections to
+width de, hidden dh, a pre-selection codebook per step, A candidates and beam B at encode time).
+`qinco2-XS` is ours: a small network for low-dimensional data where the model's bytes count.
+"""
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Architecture and default search / training settings of one model family member."""
+
+    name: str
+    arch: str            # "qinco1" or "qinco2"
+    L: int               # residual blocks per step
+    hidden: int          # h (QINCo1) or dh (QINCo2)
+    embed: int = 0       # de for QINCo2 (0 = the data dimension); unused by QINCo1
+    A: int = 0           # pre-selected candidates per beam at encode time (0 = all K)
+    B: int = 1           # beam width at encode time
+    train_A: int = 0     # candidates used to encode training batches (0 = all K)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip_value: float = 0.0   # element-wise gradient clipping (0 = off)
+    clip_norm: float = 1.0    # gradient-norm clipping (0 = off)
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        return asdict(self)
+
+
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset("qinco1-L2", "qinco1", L=2, hidden=256, lr=1e-3),
+        Preset("qinco1-L16", "qinco1", L=16, hidden=256, lr=1e-3),
+        Preset("qinco2-XS", "qinco2", L=2, hidden=128, embed=64, A=16, B=8, train_A=16,
+               lr=8e-4, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),
+        Preset("qinco2-S", "qinco2", L=2, hidden=256, embed=128, A=16, B=32, train_A=16,
+               lr=8e-4, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),
+        Preset("qinco2-M", "qinco2", L=4, hidden=384, embed=384, A=16, B=32, train_A=16,
+               lr=8e-4, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),
+        Preset("qinco2-L", "qinco2", L=16, hidden=384, embed=384, A=16, B=32, train_A=16,
+               lr=8e-4, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),
+    ]
+}
+
+DEFAULT_PRESET = "qinco2-XS"
+
+
+def get_preset(name, **overrides):
+    """The preset called `name`, with any field overridden; unknown names are an InputError."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]

@@ -1,0 +1,559 @@
+"""Tests of the .qnc container byte layer (qinco_codec.formats): round trips on files and pipes,
+golden vectors, SPEC.md's worked example, partial reads, and rejection of malformed files."""
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zstandard
+
+import qinco_codec.formats as formats
+from qinco_codec.errors import InputError, QncFormatError
+from qinco_codec.formats import QncHeader, QncReader, QncWriter
+from qinco_codec.formats.annotate import annotated_hexdump
+from qinco_codec.formats.header import encode_fixed_header
+from qinco_codec.formats.index import encode_index, encode_trailer
+from qinco_codec.formats.layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCODING_RAW,
+                                        ENCODING_ZSTD, HEADER_CRC, HEADER_FIELDS, PLANE_ENTRY,
+                                        SECTION_FLAG_REQUIRED, SECTION_MODEL_CONFIG, TRAILER,
+                                        chunk_header_size, crc32)
+from qinco_codec.formats.sections import encode_section
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(formats.__file__).resolve().parent / "golden"
+SHA = hashlib.sha256(b"model").digest()
+
+
+def _load_make_golden():
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_golden = _load_make_golden()
+
+
+class Pipe(io.RawIOBase):
+    """A non-seekable byte stream that returns short reads, like a pipe."""
+
+    def __init__(self, data):
+        self._data = io.BytesIO(data)
+        self._calls = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self._calls += 1
+        piece = self._data.read(min(len(buffer), 1 + self._calls % 37))
+        buffer[:len(piece)] = piece
+        return len(piece)
+
+
+def write_file(path, codes, *, K, chunk_rows=7, zstd_level=3, metadata=None, model_bytes=None,
+               split=(5, 1, 13)):
+    """Write `codes` with several write_codes calls of uneven sizes; return the file bytes."""
+    sha = hashlib.sha256(model_bytes).digest() if model_bytes is not None else SHA
+    with QncWriter(path, n=len(codes), dim=4, source_dtype="float32", K=K, M=codes.shape[1],
+                   model_sha256=sha, model_config={"K": K}, metadata=metadata,
+                   model_bytes=model_bytes, chunk_rows=chunk_rows, zstd_level=zstd_level) as w:
+        start = 0
+        for size in split:
+            w.write_codes(codes[start:start + size])
+            start = min(start + size, len(codes))
+        w.write_codes(codes[start:])
+    return Path(path).read_bytes()
+
+
+def random_codes(n, M, K, seed=0):
+    codes = np.random.default_rng(seed).integers(0, K, (n, M))
+    codes[:, M // 2:] = codes[:, M // 2:] % 8 == 0  # mostly zeros: zstd planes appear
+    return codes.astype(np.uint8 if K <= 256 else np.uint16)
+
+
+def patch_header(data, **changes):
+    """Return `data` with fixed-header fields replaced and the header CRC recomputed."""
+    names = ["magic", "major", "minor", "header_size", "n", "sections_length", "dim", "K", "M",
+             "chunk_rows", "source_dtype", "bytes_per_code", "flags", "model_sha256"]
+    fields = dict(zip(names, HEADER_FIELDS.unpack_from(data)))
+    fields.update(changes)
+    head = HEADER_FIELDS.pack(*(fields[k] for k in names))
+    return head + HEADER_CRC.pack(crc32(head)) + data[HEADER_FIELDS.size + HEADER_CRC.size:]
+
+
+def single_chunk_file(planes, *, rows, K=256):
+    """A file with one chunk whose planes are given as (encoding, stored bytes, raw_len), every
+    CRC and offset correct: lets tests hand-craft plane contents."""
+    config = encode_section(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}")
+    head = encode_fixed_header(n=rows, sections_length=len(config), dim=1, K=K, M=len(planes),
+                               chunk_rows=rows, source_dtype="float32", model_sha256=SHA)
+    table = b"".join(PLANE_ENTRY.pack(len(stored), raw_len, crc32(stored), encoding)
+                     for encoding, stored, raw_len in planes)
+    chunk_head = CHUNK_PREFIX.pack(CHUNK_TAG, 0, rows, len(planes)) + table
+    chunk = chunk_head + CHUNK_CRC.pack(crc32(chunk_head)) + b"".join(p[1] for p in planes)
+    start = len(head) + len(config)
+    index = encode_index([(start, len(chunk))])
+    return head + config + chunk + index + encode_trailer(start + len(chunk), len(index))
+
+
+def read_all(data, mode):
+    """Decode every code of `data` through a seekable file object or a pipe."""
+    with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+        return r.codes()
+
+
+MODES = ["seek", "pipe"]
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("K,M,n,chunk_rows,zstd_level", [
+    (4, 2, 3, 2, None), (256, 16, 300, 64, 3), (4096, 5, 100, 7, 3), (65536, 3, 50, 50, 1),
+    (256, 1, 1, 1, 3), (2, 4, 129, 128, 22)])
+def test_round_trip(tmp_path, K, M, n, chunk_rows, zstd_level):
+    codes = random_codes(n, M, K)
+    data = write_file(tmp_path / "a.qnc", codes, K=K, chunk_rows=chunk_rows, zstd_level=zstd_level,
+                      metadata={"b": [1, 2], "a": "é"}, model_bytes=b"model")
+    expected_header = QncHeader(version=(1, 0), n=n, dim=4, source_dtype="float32", K=K,
+                                bytes_per_code=1 if K <= 256 else 2, M=M, chunk_rows=chunk_rows,
+                                model_sha256=SHA, model_config={"K": K},
+                                metadata={"a": "é", "b": [1, 2]}, has_embedded_model=True)
+    for source in (tmp_path / "a.qnc", io.BytesIO(data), Pipe(data)):
+        with QncReader(source) as r:
+            assert r.header == expected_header
+            assert r.model_bytes() == b"model"
+            got = r.codes()
+            assert got.dtype == codes.dtype and got.shape == (n, M)
+            np.testing.assert_array_equal(got, codes)
+            assert r.bytes_read <= len(data)
+    for source in (io.BytesIO(data), Pipe(data)):
+        with QncReader(source) as r:
+            chunks = list(r.iter_chunks(steps=M // 2 + 1))
+        assert [start for start, _ in chunks] == list(range(0, n, chunk_rows))
+        np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), codes[:, :M // 2 + 1])
+
+
+def test_real_os_pipe(tmp_path):
+    codes = random_codes(500, 8, 256)
+    data = write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=64)
+    read_fd, write_fd = os.pipe()
+
+    def feed():
+        with os.fdopen(write_fd, "wb") as f:
+            f.write(data)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    with os.fdopen(read_fd, "rb") as f, QncReader(f) as r:
+        assert not r.seekable
+        np.testing.assert_array_equal(r.codes(steps=3), codes[:, :3])
+        assert r.bytes_read == len(data)
+    thread.join()
+
+
+def test_pipe_is_read_once(tmp_path):
+    data = write_file(tmp_path / "a.qnc", random_codes(20, 2, 16), K=16)
+    r = QncReader(Pipe(data))
+    r.codes()
+    with pytest.raises(InputError, match="only once"):
+        r.codes()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_file_round_trip(tmp_path, mode):
+    codes = np.zeros((0, 4), np.uint16)
+    data = write_file(tmp_path / "e.qnc", codes, K=1024, split=())
+    with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+        assert r.header.n == 0 and r.header.num_chunks == 0
+        got = r.codes(steps=2)
+        assert got.shape == (0, 2) and got.dtype == np.uint16
+    assert list(QncReader(io.BytesIO(data)).iter_chunks()) == []
+    assert QncReader(Pipe(data)).plane_sizes() == []
+
+
+def test_codes_row_and_step_selection(tmp_path):
+    n, M = 103, 6
+    codes = random_codes(n, M, 4096, seed=3)
+    data = write_file(tmp_path / "a.qnc", codes, K=4096, chunk_rows=10)
+    selections = [slice(None), slice(5, 47), slice(-20, None), slice(50, 40), slice(100, 500),
+                  np.array([5, 102, 0, 5, -1, 37]), [3, 2, 1], np.array([], np.int64), []]
+    for mode in MODES:
+        for rows in selections:
+            for steps in (1, 4, M):
+                with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+                    got = r.codes(steps=steps, rows=rows)
+                want = codes[rows if not isinstance(rows, list) else np.array(rows, int)][:, :steps]
+                np.testing.assert_array_equal(got, want)
+                assert got.shape == want.shape and got.dtype == np.uint16
+    r = QncReader(io.BytesIO(data))
+    for bad in (dict(steps=0), dict(steps=M + 1), dict(steps=2.0), dict(rows=slice(0, 9, 2)),
+                dict(rows=[n]), dict(rows=[-n - 1]), dict(rows=np.array([[1]])),
+                dict(rows=np.array([1.5]))):
+        with pytest.raises(InputError):
+            r.codes(**bad)
+
+
+def test_plane_sizes_account_for_every_byte(tmp_path):
+    codes = random_codes(300, 8, 256)
+    data = write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=64)
+    sizes = QncReader(io.BytesIO(data)).plane_sizes()
+    assert sizes == QncReader(Pipe(data)).plane_sizes()
+    assert len(sizes) == 5 and all(len(chunk) == 8 for chunk in sizes)
+    assert any(z for chunk in sizes for *_, z in chunk) and not all(
+        z for chunk in sizes for *_, z in chunk)
+    assert all(raw == min(64, 300 - 64 * c) for c, chunk in enumerate(sizes) for _, raw, _ in chunk)
+    plane_bytes = sum(stored for chunk in sizes for stored, _, _ in chunk)
+    with QncReader(io.BytesIO(data)) as r:
+        r.codes()
+        chunk_bytes = sum(length for _, length in r._chunks)
+    assert chunk_bytes == plane_bytes + 5 * chunk_header_size(8)
+
+
+# -- partial reads -----------------------------------------------------------------------------
+
+def test_reading_half_the_planes_reads_about_half_the_code_bytes(tmp_path):
+    codes = random_codes(4096, 16, 256)
+    data = write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=1024, zstd_level=None)
+    with QncReader(io.BytesIO(data)) as r:
+        code_bytes = sum(length for _, length in r._chunks)
+        before = r.bytes_read
+        np.testing.assert_array_equal(r.codes(steps=8), codes[:, :8])
+        assert r.bytes_read - before <= 0.55 * code_bytes
+        assert before + code_bytes <= len(data)
+
+
+def test_row_selection_reads_only_needed_chunks(tmp_path):
+    codes = random_codes(1000, 4, 256)
+    data = write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=100)
+    with QncReader(io.BytesIO(data)) as r:
+        lengths = [length for _, length in r._chunks]
+        before = r.bytes_read
+        np.testing.assert_array_equal(r.codes(rows=slice(310, 390)), codes[310:390])
+        assert r.bytes_read - before == lengths[3]
+        before = r.bytes_read
+        np.testing.assert_array_equal(r.codes(rows=[950, 5, 990]), codes[[950, 5, 990]])
+        assert r.bytes_read - before == lengths[0] + lengths[9]
+
+
+# -- golden files and the SPEC example ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", make_golden.names())
+def test_golden_file_decodes_to_expected_codes(name):
+    data = (GOLDEN / f"{name}.qnc").read_bytes()
+    expected = np.load(GOLDEN / f"{name}.npy")
+    for mode in MODES:
+        got = read_all(data, mode)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    with QncReader(GOLDEN / f"{name}.qnc") as r:
+        model = r.model_bytes()
+        assert (model is not None) == r.header.has_embedded_model
+        if model is not None:
+            assert model == make_golden.MODEL
+            assert hashlib.sha256(model).digest() == r.header.model_sha256
+
+
+@pytest.mark.parametrize("name", make_golden.names())
+def test_golden_file_is_regenerated_byte_for_byte(name):
+    data = (GOLDEN / f"{name}.qnc").read_bytes()
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    assert manifest["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
+    zstd_now = make_golden.zstd_version()
+    if manifest["files"][name]["uses_zstd"] and manifest["zstd_version"] != zstd_now:
+        pytest.skip(f"zstd {zstd_now} differs from the golden files' "
+                    f"{manifest['zstd_version']}: compressed planes may differ")
+    assert make_golden.build(name) == data
+
+
+def test_golden_set_covers_the_required_cases():
+    headers = {name: QncReader(GOLDEN / f"{name}.qnc").header for name in make_golden.names()}
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())["files"]
+    assert set(manifest) == set(headers)
+    assert any(h.K == 256 and not manifest[name]["uses_zstd"] for name, h in headers.items())
+    assert any(h.K == 256 and manifest[name]["uses_zstd"] for name, h in headers.items())
+    assert any(h.bytes_per_code == 2 for h in headers.values())
+    assert any(h.has_embedded_model for h in headers.values())
+    assert any(not h.has_embedded_model and h.n for h in headers.values())
+    assert any(h.num_chunks >= 3 for h in headers.values())
+    assert any(h.n == 0 for h in headers.values())
+    assert any(h.version > (1, 0) for h in headers.values())
+
+
+def test_spec_worked_example_matches_the_code():
+    spec = (REPO / "SPEC.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- worked-example:begin -->\n```text\n(.*?)```\n"
+                      r"<!-- worked-example:end -->", spec, re.S)
+    assert block, "SPEC.md lacks the worked-example block"
+    data = (GOLDEN / "tiny_example.qnc").read_bytes()
+    assert block.group(1) == annotated_hexdump(data), (
+        "SPEC.md's worked example is stale: replace it with the output of "
+        "`python formats/golden/make_golden.py --example`")
+    hex_column = "".join(line[8:8 + 24] for line in block.group(1).splitlines()
+                         if re.match(r"[0-9a-f]{6}  ", line))
+    assert bytes.fromhex(hex_column) == data
+
+
+def test_determinism(tmp_path):
+    codes = random_codes(200, 8, 256)
+    a = write_file(tmp_path / "a.qnc", codes, K=256, metadata={"x": 1, "y": [1.5, None]})
+    b = write_file(tmp_path / "b.qnc", codes, K=256, metadata={"y": [1.5, None], "x": 1},
+                   split=(100, 100))
+    assert a == b
+
+
+def test_formats_layer_does_not_import_torch():
+    code = "import sys, qinco_codec.formats; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- writer failures ---------------------------------------------------------------------------
+
+def _leftovers(directory):
+    return sorted(p.name for p in Path(directory).iterdir())
+
+
+def test_writer_exception_leaves_no_file(tmp_path):
+    with pytest.raises(RuntimeError):
+        with QncWriter(tmp_path / "a.qnc", n=10, dim=2, source_dtype="float32", K=16, M=2,
+                       model_sha256=SHA, model_config={}) as w:
+            w.write_codes(np.zeros((5, 2), np.uint8))
+            raise RuntimeError("interrupted")
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("rows", [9, 11, 0])
+def test_writer_wrong_row_total_leaves_no_file(tmp_path, rows):
+    with pytest.raises(InputError, match="n=10"):
+        with QncWriter(tmp_path / "a.qnc", n=10, dim=2, source_dtype="float32", K=16, M=2,
+                       model_sha256=SHA, model_config={}, chunk_rows=4) as w:
+            w.write_codes(np.zeros((rows, 2), np.uint8))
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", [
+    dict(K=3), dict(K=1 << 17), dict(M=0), dict(chunk_rows=0), dict(chunk_rows=(1 << 24) + 1),
+    dict(n=-1), dict(dim=0), dict(source_dtype="complex64"), dict(model_sha256=b"short"),
+    dict(model_config=[1]), dict(metadata={"x": float("nan")}), dict(zstd_level=0),
+    dict(model_bytes=b"not the model")])
+def test_writer_rejects_bad_arguments(tmp_path, bad):
+    kwargs = dict(n=1, dim=2, source_dtype="float32", K=16, M=2, model_sha256=SHA,
+                  model_config={})
+    kwargs.update(bad)
+    with pytest.raises(InputError):
+        QncWriter(tmp_path / "a.qnc", **kwargs)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("codes", [np.zeros((2, 3)), np.full((2, 2), 16), np.full((2, 2), -1),
+                                   np.zeros(2, np.uint8)])
+def test_writer_rejects_bad_codes(tmp_path, codes):
+    with pytest.raises(InputError):
+        with QncWriter(tmp_path / "a.qnc", n=2, dim=2, source_dtype="float32", K=16, M=2,
+                       model_sha256=SHA, model_config={}) as w:
+            w.write_codes(codes)
+    assert _leftovers(tmp_path) == []
+
+
+# -- malformed files ---------------------------------------------------------------------------
+
+def expect_error(data, fragment, modes=MODES):
+    """Reading all of `data` fails with QncFormatError whose message contains `fragment`."""
+    for mode in modes:
+        with pytest.raises(QncFormatError, match=fragment):
+            read_all(data, mode)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A valid 4-chunk file (rows 64, 64, 64, 8) with raw and zstd planes and an embedded model."""
+    return write_file(tmp_path_factory.mktemp("sample") / "s.qnc", random_codes(200, 4, 256),
+                      K=256, chunk_rows=64, model_bytes=b"weights" * 10, metadata={"m": 1})
+
+
+def test_bad_magic(sample):
+    expect_error(b"GIF89a" + sample[6:], "bad magic")
+    expect_error(b"\x89QNX", "bad magic")
+
+
+def test_unknown_major_version(sample):
+    expect_error(patch_header(sample, major=2), "unsupported .qnc major version 2")
+    expect_error(sample[:8] + b"\x00\x00" + sample[10:], "major version 0")
+
+
+def test_newer_minor_with_unknown_optional_section_is_read():
+    data = (GOLDEN / "minor_1_1_unknown_section.qnc").read_bytes()
+    with QncReader(io.BytesIO(data)) as r:
+        assert r.header.version == (1, 1)
+    for mode in MODES:
+        np.testing.assert_array_equal(read_all(data, mode), np.load(GOLDEN / "k256_raw.npy"))
+
+
+def test_unknown_required_section_is_rejected():
+    data = make_golden.future_minor_variant((GOLDEN / "k256_raw.qnc").read_bytes())
+    sections_at = 96 + HEADER_FIELDS.unpack_from(data)[5] - (20 + len(b'{"added_in":"1.1"}'))
+    flagged = bytearray(data)
+    flagged[sections_at + 4] = SECTION_FLAG_REQUIRED
+    expect_error(bytes(flagged), "marked required")
+
+
+def test_every_truncation_is_detected():
+    data = (GOLDEN / "embedded_model.qnc").read_bytes()
+    for k in range(len(data)):
+        expect_error(data[:k], "truncated")
+
+
+@pytest.mark.parametrize("name", ["k256_zstd", "k4096_u16"])
+def test_truncation_and_extension_of_larger_files(name):
+    data = (GOLDEN / f"{name}.qnc").read_bytes()
+    for k in (0, 7, 15, 87, 88, 150, len(data) // 2, len(data) - 25, len(data) - 24,
+              len(data) - 1):
+        expect_error(data[:k], "truncated")
+    expect_error(data + b"\0", "trailing bytes|truncated")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flipped_bit_in_plane_names_chunk_and_plane(sample, mode):
+    with QncReader(io.BytesIO(sample)) as r:
+        offset, _ = r._chunks[1]
+        sizes = r.plane_sizes()[1]
+    for plane in (1, 3):  # plane 1 raw, plane 3 zstd
+        assert sizes[plane - 1][2] == (plane == 3)
+        at = offset + chunk_header_size(4) + sum(s for s, _, _ in sizes[:plane - 1]) + 1
+        corrupted = bytearray(sample)
+        corrupted[at] ^= 0x10
+        expect_error(bytes(corrupted), f"chunk 1, plane {plane}: checksum mismatch", [mode])
+        if plane > 1:  # the planes before the corrupted one still decode
+            with QncReader(io.BytesIO(bytes(corrupted))) as r:
+                r.codes(steps=plane - 1, rows=slice(64, 128))
+
+
+def test_flipped_bits_elsewhere_are_detected(sample):
+    with QncReader(io.BytesIO(sample)) as r:
+        chunk1, _ = r._chunks[1]
+        index_offset = r._chunks[-1][0] + r._chunks[-1][1]
+    for at, fragment in ((30, "header checksum mismatch"),
+                         (110, "model_config section checksum mismatch"),
+                         (chunk1 + 20, "chunk 1: chunk header checksum mismatch"),
+                         (index_offset + 20, "index checksum mismatch"),
+                         (len(sample) - 3, "no .qnc trailer")):
+        corrupted = bytearray(sample)
+        corrupted[at] ^= 0x01
+        modes = ["seek"] if "trailer" in fragment else MODES
+        expect_error(bytes(corrupted), fragment, modes)
+
+
+def test_embedded_model_hash_mismatch(sample):
+    at = sample.index(b"weights")
+    tampered = sample[:at] + b"W" + sample[at + 1:]
+    with QncReader(io.BytesIO(tampered)) as r:
+        with pytest.raises(QncFormatError, match="embedded_model section checksum"):
+            r.model_bytes()
+    # same bytes with a fresh section CRC: now only the SHA-256 check can catch it
+    crc_at = at - 4
+    fixed = tampered[:crc_at] + crc32(b"W" + b"eights" + b"weights" * 9).to_bytes(4, "little") \
+        + tampered[at:]
+    for source in (io.BytesIO(fixed), Pipe(fixed)):
+        with QncReader(source) as r:
+            with pytest.raises(QncFormatError, match="SHA-256"):
+                r.model_bytes()
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    (dict(n=260), "inconsistent header: the index lists 4 chunks.*imply 5"
+                  "|chunk 3: chunk header says chunk 3 with 8 rows.*64 rows"),
+    (dict(n=198), "chunk 3: chunk header says chunk 3 with 8 rows.*6 rows"),
+    (dict(bytes_per_code=2), "inconsistent header: bytes_per_code=2 does not match K=256"),
+    (dict(K=300), "inconsistent header: K=300 must be a power of two"),
+    (dict(M=5), "chunk 0: chunk header checksum mismatch"),
+    (dict(chunk_rows=0), "chunk_rows=0"),
+    (dict(source_dtype=99), "unknown source_dtype code 99"),
+    (dict(header_size=20), "header_size=20"),
+])
+def test_inconsistent_header(sample, changes, fragment):
+    expect_error(patch_header(sample, **changes), fragment)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_huge_declared_sizes(sample, mode):
+    """Lengths beyond the file are rejected before any allocation, on files and pipes."""
+    cases = [(patch_header(sample, sections_length=1 << 62), "truncated|runs past")]
+    section = bytearray(sample)  # model_config length -> 2**60, its CRC left as is
+    section[88 + 8:88 + 16] = (1 << 60).to_bytes(8, "little")
+    cases.append((bytes(section), "declares 1152921504606846976 bytes"))
+    with QncReader(io.BytesIO(sample)) as r:
+        offset, _ = r._chunks[0]
+    stored = bytearray(sample)  # plane 1 stored_len -> 2**31 with a valid chunk header CRC
+    at = offset + CHUNK_PREFIX.size
+    stored[at:at + 4] = (1 << 31).to_bytes(4, "little")
+    end = offset + chunk_header_size(4) - 4
+    stored[end:end + 4] = crc32(bytes(stored[offset:end])).to_bytes(4, "little")
+    cases.append((bytes(stored), "raw plane has stored_len=2147483648"))
+    trailer = bytearray(sample)
+    trailer[-24:-16] = (1 << 63).to_bytes(8, "little")
+    if mode == "seek":
+        cases.append((bytes(trailer), "trailer points at index"))
+    for data, fragment in cases:
+        expect_error(data, fragment, [mode])
+
+
+def test_zstd_planes_must_decompress_to_exactly_raw_len():
+    rows = 1000
+    zeros = np.zeros(rows, np.uint8).tobytes()
+    good = zstandard.ZstdCompressor().compress(zeros)
+    np.testing.assert_array_equal(
+        read_all(single_chunk_file([(ENCODING_ZSTD, good, rows)], rows=rows), "seek"),
+        np.zeros((rows, 1)))
+    bomb = zstandard.ZstdCompressor().compress(bytes(100 * rows))
+    no_size = zstandard.ZstdCompressor(write_content_size=False)
+    cases = [
+        (bomb, "declares 100000 bytes of content, plane table says raw_len=1000"),
+        (no_size.compress(bytes(100 * rows)), "more than raw_len=1000"),
+        (no_size.compress(bytes(rows - 1)), "decompressed to 999 bytes"),
+        (zstandard.ZstdCompressor().compress(bytes(rows - 1)), "declares 999 bytes"),
+        (good + b"\0", "invalid zstd frame"),
+        (b"not zstd", "invalid zstd frame"),
+    ]
+    for stored, fragment in cases:
+        assert len(stored) < rows
+        expect_error(single_chunk_file([(ENCODING_RAW, zeros, rows), (ENCODING_ZSTD, stored, rows)],
+                                       rows=rows), f"chunk 0, plane 2: .*{fragment}")
+
+
+def test_codes_must_be_below_K():
+    plane = bytes([1, 2, 16, 0])
+    expect_error(single_chunk_file([(ENCODING_RAW, plane, 4)], rows=4, K=16),
+                 "chunk 0, plane 1: code 16 is not below K=16")
+
+
+@pytest.mark.parametrize("planes,fragment", [
+    ([(ENCODING_ZSTD, bytes(10), 10)], "zstd plane has stored_len=10"),
+    ([(ENCODING_RAW, bytes(9), 10)], "raw plane has stored_len=9"),
+    ([(7, bytes(10), 10)], "unknown plane encoding 7"),
+    ([(ENCODING_RAW, bytes(20), 20)], "raw_len=20, expected"),
+])
+def test_bad_plane_table(planes, fragment):
+    expect_error(single_chunk_file(planes, rows=10), f"chunk 0, plane 1: {fragment}")
+
+
+def test_trailer_and_index_inconsistencies(sample):
+    index_offset, index_length, _ = TRAILER.unpack_from(sample, len(sample) - TRAILER.size)
+    moved = sample[:-TRAILER.size] + encode_trailer(index_offset - 1, index_length + 1)
+    expect_error(moved, "bad index tag", ["seek"])
+    expect_error(moved, "trailer points at an index at", ["pipe"])
+    with QncReader(io.BytesIO(sample)) as r:
+        entries = r._chunks
+    last = len(entries) - 1  # move the boundary after chunk 0 by one byte: still tiles the span
+    shifted = encode_index([(offset + (c > 0), length + (c == 0) - (c == last))
+                            for c, (offset, length) in enumerate(entries)])
+    forged = sample[:index_offset] + shifted + encode_trailer(index_offset, len(shifted))
+    expect_error(forged, "chunk 0: header and planes take .* the index says", ["seek"])
+    expect_error(forged, "the index does not match the chunks", ["pipe"])
