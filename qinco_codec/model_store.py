@@ -1,0 +1,33 @@
+"""The model store: a directory of model files named by their SHA-256, so that containers
+written with --no-embed-model can find their model by the id in their header."""
+import os
+
+from .atomic import write_bytes_atomic
+
+
+def store_dir():
+    """$QINCO_MODEL_DIR, else <user cache dir>/qinco-codec/models."""
+    env = os.environ.get("QINCO_MODEL_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "qinco-codec", "models")
+
+
+def store_path(sha256_hex):
+    return os.path.join(store_dir(), f"{sha256_hex}.safetensors")
+
+
+def find(sha256_hex):
+    """Path of the stored model with this id, or None."""
+    path = store_path(sha256_hex)
+    return path if os.path.isfile(path) else None
+
+
+def put(model_bytes, sha256_hex):
+    """Store model bytes under their id (idempotent); returns the path."""
+    path = store_path(sha256_hex)
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_bytes_atomic(path, model_bytes)
+    return path
