@@ -12,8 +12,8 @@ import os
 import numpy as np
 import torch
 from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save as st_save_bytes
 
+from . import safetensors_io
 from .atomic import write_bytes_atomic
 from .errors import ModelFormatError
 
@@ -32,7 +32,7 @@ def _tensor_digest(tensors):
     h = hashlib.sha256()
     for k in sorted(tensors):
         h.update(k.encode())
-        h.update(tensors[k].contiguous().view(torch.uint8).numpy().tobytes() if tensors[k].numel()
+        h.update(tensors[k].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensors[k].numel()
                  else b"")
     return h.hexdigest()
 
@@ -55,7 +55,7 @@ class Checkpoint:
         meta = {"format": FORMAT_NAME, "config": json.dumps(self.config, sort_keys=True),
                 "fingerprint": self.fingerprint, "run": json.dumps(run),
                 "param_groups": json.dumps(opt["param_groups"]), "digest": _tensor_digest(tensors)}
-        write_bytes_atomic(self.path, st_save_bytes(tensors, metadata=meta))
+        write_bytes_atomic(self.path, safetensors_io.encode(tensors, meta))
 
     def load(self):
         """The saved state, or None when no checkpoint exists yet; refuses corrupt or foreign files."""

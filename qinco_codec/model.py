@@ -45,9 +45,11 @@ class QincoModel(nn.Module):
         self.register_buffer("std", torch.ones(()))
         self.codebook0 = nn.Parameter(torch.zeros(K, D))
         preselect = config["arch"] == "qinco2"
-        self.steps = nn.ModuleList(
-            QincoStep(config["arch"], D, K, config["L"], config["hidden"], config.get("embed", 0), preselect)
-            for _ in range(config["M"] - 1))
+        with torch.random.fork_rng(devices=[]):  # the same config always starts from the same weights
+            torch.manual_seed(int(config.get("init_seed", 0)))
+            self.steps = nn.ModuleList(
+                QincoStep(config["arch"], D, K, config["L"], config["hidden"], config.get("embed", 0), preselect)
+                for _ in range(config["M"] - 1))
 
     # ---- construction ----
     @classmethod

@@ -11,8 +11,8 @@ import struct
 
 import torch
 from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save as st_save_bytes
 
+from . import safetensors_io
 from .atomic import write_bytes_atomic
 from .errors import ModelFormatError
 from .presets import PRESETS
@@ -42,7 +42,7 @@ def model_to_bytes(model, weight_dtype="float32"):
         tensors[name] = t
     meta = {"format": FORMAT_NAME, "config": json.dumps(model.config, sort_keys=True),
             "weight_dtype": weight_dtype}
-    return st_save_bytes(tensors, metadata=meta)
+    return safetensors_io.encode(tensors, meta)
 
 
 def save_model(model, path, weight_dtype="float32"):

@@ -109,15 +109,28 @@ def reset_dead_codewords(model, usage, residuals, generator):
     return n_reset
 
 
-def train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=None, epochs=None, val=0.05,
+def train(*args, **kwargs):
+    """Train a model; see `_train` for the arguments. Runs with torch's deterministic algorithms so
+    that the same data, settings and seed give the same model, and a resumed run the same result."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(*args, **kwargs)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=None, epochs=None, val=0.05,
           seed=0, device="auto", checkpoint=None, batch_size=1024, samples_per_epoch=32768, lr=None,
-          patience=6, train_A=None, last_step_loss=False, threads=None, quiet=False, **overrides):
+          patience=6, train_A=None, last_step_loss=False, threads=None, quiet=False, on_epoch=None,
+          **overrides):
     """Train a model of `preset` on vectors x (n, d) and return it (on the CPU).
 
     M (codes per vector) may be given as `bytes` instead. Training stops after `epochs` epochs,
     after `max_minutes` of wall-clock time, or when validation MSE has not improved for `patience`
     epochs, whichever comes first; the learning-rate schedule spans the epochs or the time budget.
     `checkpoint` is a path: written after every epoch, and resumed from if it exists.
+    `on_epoch(record)` is called after each epoch (and its checkpoint) with that epoch's record.
     """
     x = as_float_matrix(x, name="training vectors", allow_empty=False)
     if M is None:
@@ -215,6 +228,8 @@ def train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=No
             run["bad_epochs"] += 1
         if ckpt:
             ckpt.save(model, opt, best_state, run)
+        if on_epoch:
+            on_epoch(run["history"][-1])
         pbar.update(1)
         pbar.set_postfix(train_mse=f"{train_mse:.4g}", val_mse=f"{val_mse:.4g}", best=f"{run['best_val']:.4g}")
     pbar.close()

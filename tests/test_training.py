@@ -1,0 +1,96 @@
+"""Training on real GloVe data: it must beat its RQ start on vectors it never saw, checkpoint
+every epoch, resume to the same result after an interruption, and refuse corrupt checkpoints."""
+import numpy as np
+import pytest
+
+import qinco_codec
+from qinco_codec.errors import InputError, ModelFormatError
+from qinco_codec.model import QincoModel
+from qinco_codec.rq_init import init_from_rq
+
+QUICK = dict(preset="qinco2-XS", M=4, samples_per_epoch=8192, quiet=True)
+
+
+def _mse(model, x):
+    return float(((model.decode(model.encode(x)) - x) ** 2).sum(1).mean())
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(glove_train):
+    return qinco_codec.train(glove_train, epochs=6, **QUICK)
+
+
+def test_training_beats_rq_start_on_unseen_vectors(trained, glove_train, glove_base):
+    # the RQ start of the same run: training split = all but the held-out validation vectors
+    start = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 4), glove_train, seed=0)
+    history = trained.history
+    assert history[-1]["val_mse"] < history[0]["val_mse"] or trained.config["trained"]["val_mse"] < history[0]["val_mse"]
+    assert _mse(trained, glove_base) < _mse(start, glove_base) * 0.999
+
+
+def test_training_records_its_settings(trained):
+    assert trained.config["trained"]["epochs"] >= 1
+    assert trained.config["trained"]["samples"] == trained.config["trained"]["epochs"] * 8192
+    assert [h["epoch"] for h in trained.history] == list(range(len(trained.history)))
+
+
+def test_resume_after_interruption_reaches_the_same_model(tmp_path, glove_train):
+    x = glove_train[:6000]
+    kwargs = dict(QUICK, epochs=3, samples_per_epoch=2048)
+    reference = qinco_codec.train(x, **kwargs)
+
+    ckpt = tmp_path / "run.ckpt"
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        qinco_codec.train(x, checkpoint=ckpt, on_epoch=stop_after_first, **kwargs)
+    assert ckpt.exists()
+    resumed = qinco_codec.train(x, checkpoint=ckpt, **kwargs)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    for k, v in reference.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), resumed.state_dict()[k].numpy(), err_msg=k)
+
+
+def test_corrupt_checkpoint_is_refused_not_restarted(tmp_path, glove_train):
+    x = glove_train[:3000]
+    ckpt = tmp_path / "run.ckpt"
+    qinco_codec.train(x, epochs=1, checkpoint=ckpt, **dict(QUICK, samples_per_epoch=1024))
+    data = bytearray(ckpt.read_bytes())
+    data[-10] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="corrupt checkpoint"):
+        qinco_codec.train(x, epochs=2, checkpoint=ckpt, **dict(QUICK, samples_per_epoch=1024))
+    ckpt.write_bytes(bytes(data[:100]))
+    with pytest.raises(ModelFormatError, match="corrupt checkpoint"):
+        qinco_codec.train(x, epochs=2, checkpoint=ckpt, **dict(QUICK, samples_per_epoch=1024))
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, glove_train):
+    ckpt = tmp_path / "run.ckpt"
+    qinco_codec.train(glove_train[:3000], epochs=1, checkpoint=ckpt, **dict(QUICK, samples_per_epoch=1024))
+    with pytest.raises(ModelFormatError, match="other training data"):
+        qinco_codec.train(glove_train[3000:6000], epochs=1, checkpoint=ckpt, **dict(QUICK, samples_per_epoch=1024))
+
+
+def test_time_budget_stops_cleanly_with_a_model(glove_train):
+    m = qinco_codec.train(glove_train[:4000], max_minutes=0.05, **dict(QUICK, samples_per_epoch=1024))
+    assert m.config["trained"]["epochs"] >= 1
+    assert m.encode(glove_train[:5]).shape == (5, 4)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(x=np.zeros((1, 4), np.float32), M=2), "cannot hold out"),
+    (dict(x=np.zeros((100, 4), np.float32), M=None), "give the number of steps"),
+    (dict(x=np.zeros((100, 4), np.float32), M=None, bytes=3, K=4096), "whole number"),
+    (dict(x=np.zeros((0, 4), np.float32), M=2), "at least one vector"),
+])
+def test_bad_training_arguments(kwargs, msg):
+    with pytest.raises(InputError, match=msg):
+        qinco_codec.train(quiet=True, epochs=1, **kwargs)
