@@ -8,8 +8,8 @@ import numpy as np
 
 from .layout import (CHUNK_CRC, DTYPE_CODES, ENCODING_NAMES, ENCODING_RAW, HEADER_CRC,
                      HEADER_FIELDS, INDEX_CRC, INDEX_ENTRY, INDEX_PREFIX, PLANE_ENTRY,
-                     SECTION_EMBEDDED_MODEL, SECTION_HEADER, SECTION_NAMES, TRAILER, chunk_count,
-                     chunk_row_count, code_dtype)
+                     SECTION_CRC, SECTION_EMBEDDED_MODEL, SECTION_FIELDS, SECTION_NAMES,
+                     TRAILER_CRC, TRAILER_FIELDS, chunk_count, chunk_row_count, code_dtype)
 
 BYTES_PER_LINE = 8
 
@@ -54,13 +54,14 @@ def _fields(data):
         yield field(size, label)
 
     while pos < header_size + sections_length:
-        s_type, s_flags, s_len, _ = SECTION_HEADER.unpack_from(data, pos)
+        s_type, s_flags, s_len, _ = SECTION_FIELDS.unpack_from(data, pos)
         name = SECTION_NAMES.get(s_type, "unknown")
         yield title(f"section: {name}")
         yield field(4, f"type = {s_type} ({name})")
         yield field(4, f"flags = {s_flags}")
         yield field(8, f"length = {s_len}")
         yield field(4, "payload_crc32")
+        yield field(SECTION_CRC.size, "section_header_crc32")
         payload = data[pos:pos + s_len]
         text = (f"{s_len} bytes" if s_type == SECTION_EMBEDDED_MODEL or name == "unknown"
                 else f"JSON {payload.decode('utf-8')}")
@@ -102,9 +103,10 @@ def _fields(data):
         yield field(8, f"chunk {c}: length = {length}")
     yield field(INDEX_CRC.size, "index_crc32")
 
-    index_offset, index_length, _ = TRAILER.unpack_from(data, pos)
+    index_offset, index_length, _ = TRAILER_FIELDS.unpack_from(data, pos)
     yield title("trailer")
     yield field(8, f"index_offset = {index_offset}")
     yield field(8, f"index_length = {index_length}")
-    yield field(8, "trailer magic")
+    yield field(8, "trailer_magic")
+    yield field(TRAILER_CRC.size, "trailer_crc32")
     assert pos == len(data), "annotated_hexdump: fields do not cover the file"

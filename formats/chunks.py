@@ -11,7 +11,8 @@ import zstandard
 
 from ..errors import QncFormatError
 from .layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCODING_NAMES, ENCODING_RAW,
-                     ENCODING_ZSTD, PLANE_ENTRY, chunk_header_size, code_dtype, crc32)
+                     ENCODING_ZSTD, PLANE_ENTRY, ZSTD_MAX_EXPANSION, chunk_header_size,
+                     code_dtype, crc32)
 
 
 class PlaneEntry(NamedTuple):
@@ -38,13 +39,20 @@ class ChunkHeader(NamedTuple):
         return sum(p.stored_len for p in self.planes[:planes])
 
 
+def zstd_compressor(level):
+    """The compressor whose frames SPEC.md section 12 pins down: one-shot compression of the
+    whole plane (source size known) at `level`, Frame_Content_Size written, no content checksum,
+    no dictionary ID, single-threaded, every other parameter at libzstd's default."""
+    return zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False,
+                                    write_dict_id=False, threads=0)
+
+
 class PlaneEncoder:
     """Turns a chunk's (rows, M) code array into chunk bytes; reuses one zstd context."""
 
     def __init__(self, bpc, zstd_level):
         self._dtype = code_dtype(bpc)
-        self._zstd = None if zstd_level is None else zstandard.ZstdCompressor(
-            level=zstd_level, write_content_size=True, write_checksum=False)
+        self._zstd = None if zstd_level is None else zstd_compressor(zstd_level)
 
     def encode_chunk(self, index, codes):
         """Chunk header plus planes for chunk `index` holding `codes` (rows, M)."""
@@ -100,6 +108,10 @@ def _check_plane_entry(p, where, raw_len):
     if p.encoding == ENCODING_ZSTD and not 0 < p.stored_len < raw_len:
         raise QncFormatError(f"{where}: zstd plane has stored_len={p.stored_len}, must be in "
                              f"[1, raw_len={raw_len})")
+    if p.encoding == ENCODING_ZSTD and raw_len > ZSTD_MAX_EXPANSION * p.stored_len:
+        raise QncFormatError(f"{where}: a zstd frame of stored_len={p.stored_len} bytes cannot "
+                             f"decompress to raw_len={raw_len} (zstd expands at most "
+                             f"{ZSTD_MAX_EXPANSION}x)")
 
 
 def decode_plane(stored, entry, *, where, bpc, K):
@@ -120,12 +132,21 @@ def decode_plane(stored, entry, *, where, bpc, K):
 
 
 def _unzstd(stored, raw_len, where):
-    """Decompress one zstd frame to exactly raw_len bytes, never producing more."""
+    """Decompress one zstd frame to exactly raw_len bytes, never producing more.
+
+    The frame header must declare Frame_Content_Size = raw_len and no dictionary; both are
+    checked before decompressing. A content checksum, when the frame has one, is verified by
+    libzstd while decompressing."""
     try:
-        declared = zstandard.frame_content_size(stored)
-        if declared not in (-1, raw_len):
-            raise QncFormatError(f"{where}: zstd frame declares {declared} bytes of content, "
-                                 f"plane table says raw_len={raw_len}")
+        params = zstandard.get_frame_parameters(bytes(stored[:18]))
+        if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
+            raise QncFormatError(f"{where}: zstd frame header lacks Frame_Content_Size")
+        if params.content_size != raw_len:
+            raise QncFormatError(f"{where}: zstd frame declares {params.content_size} bytes of "
+                                 f"content, plane table says raw_len={raw_len}")
+        if params.dict_id:
+            raise QncFormatError(f"{where}: zstd frame needs dictionary {params.dict_id}; "
+                                 f"planes are compressed without a dictionary")
         raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len,
                                                       allow_extra_data=False)
     except zstandard.ZstdError as exc:

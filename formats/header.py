@@ -12,8 +12,9 @@ import numpy as np
 
 from ..errors import QncFormatError
 from .layout import (DTYPE_CODES, DTYPE_IDS, HEADER_CRC, HEADER_FIELDS, HEADER_PREFIX,
-                     HEADER_SIZE_V1_0, MAGIC, MAX_CHUNK_ROWS, MAX_HEADER_SIZE, MAX_K, MAX_M, MIN_K,
-                     VERSION_MAJOR, VERSION_MINOR, bytes_per_code, chunk_count, crc32)
+                     HEADER_SIZE_V1_0, MAGIC, MAX_CHUNK_ROWS, MAX_CHUNKS, MAX_HEADER_SIZE, MAX_K,
+                     MAX_M, MIN_K, VERSION_MAJOR, VERSION_MINOR, bytes_per_code, chunk_count,
+                     crc32)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ def parameter_problem(*, n, dim, K, M, chunk_rows, bpc):
         return f"M={M} must be in [1, {MAX_M}]"
     if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
         return f"chunk_rows={chunk_rows} must be in [1, {MAX_CHUNK_ROWS}]"
+    if chunk_count(n, chunk_rows) >= MAX_CHUNKS:
+        return (f"n={n} and chunk_rows={chunk_rows} make {chunk_count(n, chunk_rows)} chunks; "
+                f"ceil(n / chunk_rows) must be below 2**32")
     return None
 
 
@@ -85,6 +89,10 @@ def encode_fixed_header(*, n, sections_length, dim, K, M, chunk_rows, source_dty
 
 def decode_header_prefix(prefix):
     """Check magic and major version in the first 16 bytes of a file; return header_size.
+
+    Any header_size in [88, 4096] is accepted whatever version_minor says: a later minor version
+    may append fields before the CRC, and a reader ignores (but checksums) the bytes it does not
+    know.
 
     `prefix` may be shorter when the file is: that is reported as a bad magic number if the
     bytes present already differ from it, else as truncation. The major version is checked before

@@ -3,8 +3,8 @@
 only the chunks it needs; a streaming reader checks the index against what it has read.
 """
 from ..errors import QncFormatError
-from .layout import (INDEX_CRC, INDEX_ENTRY, INDEX_PREFIX, INDEX_TAG, TRAILER, TRAILER_MAGIC,
-                     crc32, index_size)
+from .layout import (INDEX_CRC, INDEX_ENTRY, INDEX_PREFIX, INDEX_TAG, TRAILER_CRC, TRAILER_FIELDS,
+                     TRAILER_MAGIC, TRAILER_SIZE, crc32, index_size)
 
 
 def encode_index(entries):
@@ -15,24 +15,31 @@ def encode_index(entries):
 
 
 def encode_trailer(index_offset, index_length):
-    """The 24-byte trailer pointing at the index."""
-    return TRAILER.pack(index_offset, index_length, TRAILER_MAGIC)
+    """The 28-byte trailer pointing at the index, its CRC-32 last."""
+    fields = TRAILER_FIELDS.pack(index_offset, index_length, TRAILER_MAGIC)
+    return fields + TRAILER_CRC.pack(crc32(fields))
 
 
 def decode_trailer(data, *, file_size, data_start):
-    """Return (index_offset, index_length) after checking they fit between the code stream and
-    the trailer exactly."""
-    index_offset, index_length, magic = TRAILER.unpack(data)
+    """Return (index_offset, index_length) after checking the trailer's magic and CRC and that
+    the index fits between the code stream and the trailer exactly."""
+    fields = data[:TRAILER_FIELDS.size]
+    index_offset, index_length, magic = TRAILER_FIELDS.unpack(fields)
     if magic != TRAILER_MAGIC:
         raise QncFormatError(f"no .qnc trailer at end of file (found {magic.hex(' ')}, expected "
                              f"{TRAILER_MAGIC.hex(' ')}): the file is truncated or has trailing "
                              f"bytes")
+    (stored_crc,) = TRAILER_CRC.unpack_from(data, TRAILER_FIELDS.size)
+    computed = crc32(fields)
+    if stored_crc != computed:
+        raise QncFormatError(f"trailer checksum mismatch (stored 0x{stored_crc:08x}, computed "
+                             f"0x{computed:08x})")
     if (index_offset < data_start or index_length < index_size(0)
-            or index_offset + index_length != file_size - TRAILER.size):
+            or index_offset + index_length != file_size - TRAILER_SIZE):
         raise QncFormatError(f"trailer points at index [{index_offset}, "
                              f"{index_offset + index_length}), which is not the span between "
                              f"the code stream start ({data_start}) and the trailer "
-                             f"({file_size - TRAILER.size}); the file is truncated or corrupted")
+                             f"({file_size - TRAILER_SIZE}); the file is truncated or corrupted")
     return index_offset, index_length
 
 

@@ -24,9 +24,14 @@ HEADER_CRC = struct.Struct("<I")
 HEADER_SIZE_V1_0 = HEADER_FIELDS.size + HEADER_CRC.size  # 88
 MAX_HEADER_SIZE = 4096
 
-# Section header: type, flags, payload length, CRC-32 of the payload.
-SECTION_HEADER = struct.Struct("<IIQI")
+# Section header: type, flags, payload length, CRC-32 of the payload, then a CRC-32 of those 20
+# bytes, so that type, flags and length are as well protected as the payload.
+SECTION_FIELDS = struct.Struct("<IIQI")
+SECTION_CRC = struct.Struct("<I")
+SECTION_HEADER_SIZE = SECTION_FIELDS.size + SECTION_CRC.size  # 24
 SECTION_FLAG_REQUIRED = 0x1
+
+SECTION_RESERVED = 0  # never valid
 
 SECTION_MODEL_CONFIG = 1
 SECTION_USER_METADATA = 2
@@ -35,6 +40,12 @@ SECTION_NAMES = {
     SECTION_MODEL_CONFIG: "model_config",
     SECTION_USER_METADATA: "user_metadata",
     SECTION_EMBEDDED_MODEL: "embedded_model",
+}
+# The exact flags of each known section type; readers reject any other value.
+SECTION_FLAGS = {
+    SECTION_MODEL_CONFIG: SECTION_FLAG_REQUIRED,
+    SECTION_USER_METADATA: 0,
+    SECTION_EMBEDDED_MODEL: 0,
 }
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
 
@@ -48,6 +59,10 @@ CHUNK_CRC = struct.Struct("<I")
 ENCODING_RAW = 0
 ENCODING_ZSTD = 1
 ENCODING_NAMES = {ENCODING_RAW: "raw", ENCODING_ZSTD: "zstd"}
+ZSTD_DEFAULT_LEVEL = 3
+# Every zstd block that produces output takes at least 4 bytes (3-byte block header plus the byte
+# of an RLE block) and produces at most 128 KiB, so no valid frame expands by more than this.
+ZSTD_MAX_EXPANSION = (128 * 1024) // 4
 
 # Index: tag, reserved, chunk_count, then chunk_count entries (chunk_offset, chunk_length), then
 # a CRC-32 of everything before it in the index.
@@ -55,13 +70,17 @@ INDEX_PREFIX = struct.Struct("<4sIQ")
 INDEX_ENTRY = struct.Struct("<QQ")
 INDEX_CRC = struct.Struct("<I")
 
-# Trailer, the last 24 bytes of every file: index_offset, index_length, trailer magic.
-TRAILER = struct.Struct("<QQ8s")
+# Trailer, the last 28 bytes of every file: index_offset, index_length, trailer magic, then a
+# CRC-32 of those 24 bytes.
+TRAILER_FIELDS = struct.Struct("<QQ8s")
+TRAILER_CRC = struct.Struct("<I")
+TRAILER_SIZE = TRAILER_FIELDS.size + TRAILER_CRC.size  # 28
 
 MIN_K = 2
 MAX_K = 1 << 16
 MAX_M = 0xFFFF
 MAX_CHUNK_ROWS = 1 << 24
+MAX_CHUNKS = 1 << 32  # ceil(n / chunk_rows) must be below this: chunk_index is a u32
 
 # source_dtype codes: the element type of the vectors that were compressed.
 DTYPE_CODES = {

@@ -17,11 +17,15 @@ from .chunks import decode_chunk_header, decode_plane
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer, index_chunk_count
 from .layout import (ENCODING_ZSTD, HEADER_PREFIX, INDEX_PREFIX, MAX_JSON_SECTION,
-                     SECTION_EMBEDDED_MODEL, SECTION_FLAG_REQUIRED, SECTION_HEADER,
-                     SECTION_MODEL_CONFIG, SECTION_NAMES, SECTION_USER_METADATA, TRAILER,
-                     chunk_header_size, chunk_row_count, index_size)
-from .sections import check_section_payload, decode_json, decode_section_header
+                     SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_MODEL_CONFIG,
+                     SECTION_NAMES, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
+                     chunk_row_count, index_size)
+from .sections import check_section_payload, decode_json, decode_section_header, is_required
 from .source import ByteSource
+
+# A seekable read of a row range allocates its output up front only when that is at most this
+# many times the file size; beyond that the output grows chunk by chunk as chunks decode.
+PREALLOCATE_FACTOR = 64
 
 
 class QncReader:
@@ -68,6 +72,11 @@ class QncReader:
         self.close()
 
     # -- public reads ------------------------------------------------------------------------
+
+    @property
+    def model_size(self):
+        """Length in bytes of the embedded model section's payload; None when there is none."""
+        return None if self._model is None else self._model[0].length
 
     def model_bytes(self):
         """The embedded safetensors model file, checked against the header SHA-256; None when
@@ -142,10 +151,11 @@ class QncReader:
         src, found = self._src, {}
         end = src.position + length
         while src.position < end:
-            if end - src.position < SECTION_HEADER.size:
-                raise QncFormatError(f"sections area ends {end - src.position} bytes into a "
-                                     f"{SECTION_HEADER.size}-byte section header")
-            section = decode_section_header(src.read(SECTION_HEADER.size, "section header"))
+            at = src.position
+            if end - at < SECTION_HEADER_SIZE:
+                raise QncFormatError(f"sections area ends {end - at} bytes into a "
+                                     f"{SECTION_HEADER_SIZE}-byte section header")
+            section = decode_section_header(src.read(SECTION_HEADER_SIZE, "section header"), at)
             if section.length > end - src.position:
                 raise QncFormatError(f"{section.name} section declares {section.length} bytes, "
                                      f"only {end - src.position} remain in the sections area")
@@ -166,7 +176,7 @@ class QncReader:
                 payload = src.read(section.length, what)
                 check_section_payload(section, payload)
                 found[section.type] = decode_json(payload, section.name)
-            elif section.flags & SECTION_FLAG_REQUIRED:
+            elif is_required(section):
                 raise QncFormatError(f"{what} is marked required but this reader does not know "
                                      f"it: the file needs a newer reader")
             else:
@@ -176,11 +186,11 @@ class QncReader:
     def _read_index(self):
         """Trailer and index of a seekable file; returns [(chunk_offset, chunk_length)]."""
         src = self._src
-        if src.size < self._data_start + TRAILER.size:
+        if src.size < self._data_start + TRAILER_SIZE:
             raise QncFormatError(f"truncated file: {src.size} bytes leave no room for the index "
                                  f"and trailer after the sections")
-        src.seek(src.size - TRAILER.size)
-        index_offset, index_length = decode_trailer(src.read(TRAILER.size, "trailer"),
+        src.seek(src.size - TRAILER_SIZE)
+        index_offset, index_length = decode_trailer(src.read(TRAILER_SIZE, "trailer"),
                                                     file_size=src.size, data_start=self._data_start)
         src.seek(index_offset)
         return decode_index(src.read(index_length, "index"),
@@ -217,7 +227,10 @@ class QncReader:
         pieces = ((c * chunk_rows - start, block[max(start - c * chunk_rows, 0):
                                                  stop - c * chunk_rows])
                   for c, block in self._blocks(steps, wanted))
-        if not self.seekable:  # n is not yet checked against the file: grow with the data
+        declared = (stop - start) * steps * self.header.bytes_per_code
+        if not self.seekable or declared > PREALLOCATE_FACTOR * self._src.size:
+            # n is not checked against the file yet (pipe), or the request is far larger than
+            # the file (highly compressed planes, or a forged n): grow with the decoded data
             return np.concatenate([np.empty((0, steps), dtype)] + [piece for _, piece in pieces])
         out = np.empty((stop - start, steps), dtype)
         for at, piece in pieces:
@@ -282,15 +295,19 @@ class QncReader:
                                    M=h.M, bpc=h.bytes_per_code)
 
     def _decode_planes(self, chunk, data, steps):
-        """(rows, steps) codes from the stored bytes of the chunk's first `steps` planes."""
-        out = np.empty((chunk.rows, steps), self.header.code_dtype)
-        view, position = memoryview(data), 0
+        """(rows, steps) codes from the stored bytes of the chunk's first `steps` planes.
+
+        Each plane is verified and decoded before the chunk's output is allocated, so that no
+        allocation rests on the row count and plane sizes the chunk header merely declares."""
+        planes, view, position = [], memoryview(data), 0
         for j, entry in enumerate(chunk.planes[:steps]):
             stored = view[position:position + entry.stored_len]
-            out[:, j] = decode_plane(stored, entry, where=f"chunk {chunk.index}, plane {j + 1}",
-                                     bpc=self.header.bytes_per_code, K=self.header.K)
+            planes.append(decode_plane(stored, entry, where=f"chunk {chunk.index}, plane {j + 1}",
+                                       bpc=self.header.bytes_per_code, K=self.header.K))
             position += entry.stored_len
-        return out
+        if not planes:
+            return np.empty((chunk.rows, 0), self.header.code_dtype)
+        return np.stack(planes, axis=1)
 
     def _stream(self, steps, wanted):
         """One pass over a pipe: yield (chunk index, chunk header, codes or None) for the chunks
@@ -331,7 +348,7 @@ class QncReader:
                                min_chunk_length=self._min_chunk_length())
         if entries != observed:
             raise QncFormatError("the index does not match the chunks in the stream")
-        trailer = decode_trailer(src.read(TRAILER.size, "trailer"), file_size=src.position,
+        trailer = decode_trailer(src.read(TRAILER_SIZE, "trailer"), file_size=src.position,
                                  data_start=self._data_start)
         if trailer != (index_offset, len(data)):
             raise QncFormatError(f"trailer points at an index at {trailer[0]} of {trailer[1]} "

@@ -1,14 +1,17 @@
 """Typed sections between the fixed header and the code stream (SPEC.md section "Sections"):
-framing (type, flags, length, CRC-32 of the payload) and the canonical JSON payloads.
+framing (type, flags, length, CRC-32 of the payload, CRC-32 of the section header) and the
+canonical JSON payloads.
 
-JSON is written canonically (sorted keys, no whitespace, UTF-8, no NaN) so that the same
-config and metadata always give the same bytes.
+JSON is written canonically (SPEC.md section 5.1: sorted keys, no whitespace, UTF-8, numbers as
+Python writes them, no NaN) so that the same config and metadata always give the same bytes.
 """
 import json
+import math
 from typing import NamedTuple
 
 from ..errors import InputError, QncFormatError
-from .layout import SECTION_HEADER, SECTION_NAMES, crc32
+from .layout import (SECTION_CRC, SECTION_FIELDS, SECTION_FLAG_REQUIRED, SECTION_FLAGS,
+                     SECTION_NAMES, SECTION_RESERVED, crc32)
 
 
 class SectionHeader(NamedTuple):
@@ -25,13 +28,38 @@ class SectionHeader(NamedTuple):
 
 
 def encode_section(section_type, flags, payload):
-    """Section header followed by its payload."""
-    return SECTION_HEADER.pack(section_type, flags, len(payload), crc32(payload)) + payload
+    """Section header (fields, then the CRC-32 of the fields) followed by its payload."""
+    fields = SECTION_FIELDS.pack(section_type, flags, len(payload), crc32(payload))
+    return fields + SECTION_CRC.pack(crc32(fields)) + payload
 
 
-def decode_section_header(data):
-    """Decode the 20-byte section header."""
-    return SectionHeader(*SECTION_HEADER.unpack(data))
+def decode_section_header(data, offset):
+    """Decode and check the 24-byte section header found at file offset `offset`.
+
+    Its CRC is verified before any field is trusted; then type 0 and unexpected flags of known
+    types are rejected. Unknown types are returned as they are (the caller skips them or rejects
+    them when REQUIRED is set)."""
+    fields = data[:SECTION_FIELDS.size]
+    (stored,) = SECTION_CRC.unpack_from(data, SECTION_FIELDS.size)
+    computed = crc32(fields)
+    if stored != computed:
+        raise QncFormatError(f"section header at offset {offset}: checksum mismatch (stored "
+                             f"0x{stored:08x}, computed 0x{computed:08x})")
+    header = SectionHeader(*SECTION_FIELDS.unpack(fields))
+    if header.type == SECTION_RESERVED:
+        raise QncFormatError(f"section at offset {offset} has type 0, which is reserved and "
+                             f"never valid")
+    expected = SECTION_FLAGS.get(header.type)
+    if expected is not None and header.flags != expected:
+        raise QncFormatError(f"{header.name} section at offset {offset} has flags "
+                             f"0x{header.flags:x}; this section type requires flags "
+                             f"0x{expected:x}")
+    return header
+
+
+def is_required(header):
+    """Whether an unknown section's REQUIRED bit is set."""
+    return bool(header.flags & SECTION_FLAG_REQUIRED)
 
 
 def check_section_payload(header, payload):
@@ -42,26 +70,64 @@ def check_section_payload(header, payload):
                              f"0x{header.crc32:08x}, computed 0x{computed:08x})")
 
 
+def _check_keys(obj, what):
+    """Object keys must be strings: json.dumps would turn other keys into strings after sorting
+    them, giving unsorted or duplicate names."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise InputError(f"{what}: object key {key!r} is not a string")
+            _check_keys(value, what)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _check_keys(value, what)
+
+
 def encode_json(obj, what):
-    """Canonical UTF-8 JSON of a dict; InputError for anything that is not a JSON object."""
+    """Canonical UTF-8 JSON of a dict (SPEC.md 5.1); InputError for anything that has no
+    canonical form: not a dict, non-string keys, NaN or infinities, lone surrogates, other
+    types."""
     if not isinstance(obj, dict):
         raise InputError(f"{what} must be a dict, got {type(obj).__name__}")
     try:
+        _check_keys(obj, what)
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
+        return text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: lone surrogate
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{what} is not JSON-serializable: {exc}") from None
-    return text.encode("utf-8")
 
 
 def _reject_constant(name):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} does not fit a finite binary64")
+    return value
+
+
+def _object_without_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate object key {key!r}")
+        obj[key] = value
+    return obj
+
+
 def decode_json(payload, what):
-    """Parse a JSON-object section payload; QncFormatError for invalid UTF-8, JSON or type."""
+    """Parse a JSON-object section payload; QncFormatError for invalid UTF-8 or JSON, the
+    constants NaN/Infinity, numbers that overflow binary64, duplicate keys (at any depth), or a
+    value that is not an object."""
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant,
+                         parse_float=_finite_float,
+                         object_pairs_hook=_object_without_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise QncFormatError(f"{what} section is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):

@@ -15,8 +15,8 @@ from ..errors import InputError
 from .chunks import PlaneEncoder
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
-from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAG_REQUIRED,
-                     SECTION_MODEL_CONFIG, SECTION_USER_METADATA, bytes_per_code)
+from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MODEL_CONFIG,
+                     SECTION_USER_METADATA, ZSTD_DEFAULT_LEVEL, bytes_per_code)
 from .sections import encode_json, encode_section
 
 
@@ -47,7 +47,8 @@ class QncWriter:
     """
 
     def __init__(self, path, *, n, dim, source_dtype, K, M, model_sha256, model_config,
-                 metadata=None, model_bytes=None, chunk_rows=65536, zstd_level=3):
+                 metadata=None, model_bytes=None, chunk_rows=65536,
+                 zstd_level=ZSTD_DEFAULT_LEVEL):
         n, dim, K, M, chunk_rows = (_as_int(v, name) for v, name in (
             (n, "n"), (dim, "dim"), (K, "K"), (M, "M"), (chunk_rows, "chunk_rows")))
         problem = parameter_problem(n=n, dim=dim, K=K, M=M, chunk_rows=chunk_rows,
@@ -60,17 +61,19 @@ class QncWriter:
         sha = bytes(model_sha256)
         if len(sha) != 32:
             raise InputError(f"model_sha256 must be 32 bytes (a SHA-256 digest), got {len(sha)}")
-        sections = [encode_section(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED,
+        sections = [encode_section(SECTION_MODEL_CONFIG, SECTION_FLAGS[SECTION_MODEL_CONFIG],
                                    encode_json(model_config, "model_config"))]
         if metadata is not None:
-            sections.append(encode_section(SECTION_USER_METADATA, 0,
+            sections.append(encode_section(SECTION_USER_METADATA,
+                                           SECTION_FLAGS[SECTION_USER_METADATA],
                                            encode_json(metadata, "metadata")))
         if model_bytes is not None:
             model_bytes = bytes(model_bytes)
             if hashlib.sha256(model_bytes).digest() != sha:
                 raise InputError("model_bytes do not hash to model_sha256: the embedded model "
                                  "must be the safetensors file the header names")
-            sections.append(encode_section(SECTION_EMBEDDED_MODEL, 0, model_bytes))
+            sections.append(encode_section(SECTION_EMBEDDED_MODEL,
+                                           SECTION_FLAGS[SECTION_EMBEDDED_MODEL], model_bytes))
         body = b"".join(sections)
         self._preamble = encode_fixed_header(
             n=n, sections_length=len(body), dim=dim, K=K, M=M, chunk_rows=chunk_rows,

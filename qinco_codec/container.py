@@ -182,9 +182,10 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
         model_store.put(data, sha)
     code_bytes = src.n * steps * model.bytes_per_code
     if embed_model and len(data) > code_bytes and not quiet:
+        hint = "" if weight_dtype != "float32" else ", or store its weights as float16"
         note(f"warning: the embedded model ({len(data):,} bytes) is larger than the codes "
              f"({code_bytes:,} bytes); share one model across files with --no-embed-model and the "
-             f"model store, or store weights as float16", quiet)
+             f"model store{hint}", quiet)
     with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
                    K=model.K, M=steps, model_sha256=bytes_from_hex(sha),
                    model_config=config_summary(model), metadata=metadata,
@@ -231,6 +232,18 @@ class QncFile:
         self.bytes_per_vector = h.M * h.bytes_per_code
         self.metadata = h.metadata
         self.model_sha256 = h.model_sha256.hex()
+        self.model_size = self._reader.model_size
+
+    def plane_sizes(self):
+        """Per chunk, per plane: (stored bytes, raw bytes, zstd-compressed?)."""
+        return self._reader.plane_sizes()
+
+    def verify(self):
+        """Read every plane and the embedded model, checking every checksum (raises QncFormatError)."""
+        for _ in self._reader.iter_chunks():
+            pass
+        if self.header.has_embedded_model:
+            self._reader.model_bytes()
 
     def __enter__(self):
         return self
@@ -266,9 +279,8 @@ class QncFile:
         from .serialize import model_from_bytes, model_to_bytes
 
         want = self.model_sha256
-        embedded = self._reader.model_bytes() if self.header.has_embedded_model else None
-        if embedded is not None:
-            return model_from_bytes(embedded, source="embedded model")
+        if self._model_arg is None and self.header.has_embedded_model:
+            return model_from_bytes(self._reader.model_bytes(), source="embedded model")
         if self._model_arg is not None:
             if isinstance(self._model_arg, (str, os.PathLike)):
                 m, _, got = _load_model_arg(self._model_arg)

@@ -23,9 +23,12 @@ from qinco_codec.formats.header import encode_fixed_header
 from qinco_codec.formats.index import encode_index, encode_trailer
 from qinco_codec.formats.layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCODING_RAW,
                                         ENCODING_ZSTD, HEADER_CRC, HEADER_FIELDS, PLANE_ENTRY,
-                                        SECTION_FLAG_REQUIRED, SECTION_MODEL_CONFIG, TRAILER,
+                                        SECTION_CRC, SECTION_EMBEDDED_MODEL, SECTION_FIELDS,
+                                        SECTION_FLAG_REQUIRED, SECTION_HEADER_SIZE,
+                                        SECTION_MODEL_CONFIG, SECTION_USER_METADATA,
+                                        TRAILER_CRC, TRAILER_FIELDS, TRAILER_SIZE,
                                         chunk_header_size, crc32)
-from qinco_codec.formats.sections import encode_section
+from qinco_codec.formats.sections import decode_json, encode_json, encode_section
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(formats.__file__).resolve().parent / "golden"
@@ -90,10 +93,13 @@ def patch_header(data, **changes):
     return head + HEADER_CRC.pack(crc32(head)) + data[HEADER_FIELDS.size + HEADER_CRC.size:]
 
 
-def single_chunk_file(planes, *, rows, K=256):
+def single_chunk_file(planes, *, rows, K=256, sections=None):
     """A file with one chunk whose planes are given as (encoding, stored bytes, raw_len), every
-    CRC and offset correct: lets tests hand-craft plane contents."""
-    config = encode_section(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}")
+    CRC and offset correct: lets tests hand-craft plane contents. `sections` is a list of
+    (type, flags, payload), by default just an empty model_config."""
+    if sections is None:
+        sections = [(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}")]
+    config = b"".join(encode_section(*section) for section in sections)
     head = encode_fixed_header(n=rows, sections_length=len(config), dim=1, K=K, M=len(planes),
                                chunk_rows=rows, source_dtype="float32", model_sha256=SHA)
     table = b"".join(PLANE_ENTRY.pack(len(stored), raw_len, crc32(stored), encoding)
@@ -103,6 +109,37 @@ def single_chunk_file(planes, *, rows, K=256):
     start = len(head) + len(config)
     index = encode_index([(start, len(chunk))])
     return head + config + chunk + index + encode_trailer(start + len(chunk), len(index))
+
+
+def sections_of(data):
+    """[(offset of the section header, type, flags, length)] of every section of `data`."""
+    header_size = int.from_bytes(data[12:16], "little")
+    end = header_size + HEADER_FIELDS.unpack_from(data)[5]
+    found, at = [], header_size
+    while at < end:
+        kind, flags, length, _ = SECTION_FIELDS.unpack_from(data, at)
+        found.append((at, kind, flags, length))
+        at += SECTION_HEADER_SIZE + length
+    return found
+
+
+def patch_section(data, at, **changes):
+    """`data` with fields of the section header at `at` replaced (type, flags, length,
+    payload_crc32) and its header CRC recomputed, so that only the changed values are wrong."""
+    names = ["type", "flags", "length", "payload_crc32"]
+    fields = dict(zip(names, SECTION_FIELDS.unpack_from(data, at)))
+    fields.update(changes)
+    packed = SECTION_FIELDS.pack(*(fields[k] for k in names))
+    return data[:at] + packed + SECTION_CRC.pack(crc32(packed)) + data[at + SECTION_HEADER_SIZE:]
+
+
+def patch_trailer(data, **changes):
+    """`data` with trailer fields replaced and the trailer CRC recomputed."""
+    names = ["index_offset", "index_length", "magic"]
+    fields = dict(zip(names, TRAILER_FIELDS.unpack_from(data, len(data) - TRAILER_SIZE)))
+    fields.update(changes)
+    packed = TRAILER_FIELDS.pack(*(fields[k] for k in names))
+    return data[:-TRAILER_SIZE] + packed + TRAILER_CRC.pack(crc32(packed))
 
 
 def read_all(data, mode):
@@ -399,10 +436,24 @@ def test_newer_minor_with_unknown_optional_section_is_read():
 
 def test_unknown_required_section_is_rejected():
     data = make_golden.future_minor_variant((GOLDEN / "k256_raw.qnc").read_bytes())
-    sections_at = 96 + HEADER_FIELDS.unpack_from(data)[5] - (20 + len(b'{"added_in":"1.1"}'))
-    flagged = bytearray(data)
-    flagged[sections_at + 4] = SECTION_FLAG_REQUIRED
-    expect_error(bytes(flagged), "marked required")
+    at = next(at for at, kind, _, _ in sections_of(data)
+              if kind == make_golden.UNKNOWN_SECTION_TYPE)
+    expect_error(patch_section(data, at, flags=SECTION_FLAG_REQUIRED), "marked required")
+    # reserved flag bits of an unknown optional section are ignored
+    np.testing.assert_array_equal(read_all(patch_section(data, at, flags=0xFFFFFFFE), "seek"),
+                                  np.load(GOLDEN / "k256_raw.npy"))
+
+
+@pytest.mark.parametrize("minor,extension", [(0, bytes(8)), (0, b"\xff" * (4096 - 88)),
+                                             (7, b"\x01" * 12)])
+def test_any_header_size_is_accepted_whatever_the_minor_version(minor, extension):
+    """G5: header_size in [88, 4096] is valid for every version_minor, 0 included."""
+    data = make_golden.future_minor_variant((GOLDEN / "k256_raw.qnc").read_bytes(), minor=minor,
+                                            extension=extension, unknown_section=False)
+    for mode in MODES:
+        with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+            assert r.header.version == (1, minor)
+            np.testing.assert_array_equal(r.codes(), np.load(GOLDEN / "k256_raw.npy"))
 
 
 def test_every_truncation_is_detected():
@@ -414,8 +465,8 @@ def test_every_truncation_is_detected():
 @pytest.mark.parametrize("name", ["k256_zstd", "k4096_u16"])
 def test_truncation_and_extension_of_larger_files(name):
     data = (GOLDEN / f"{name}.qnc").read_bytes()
-    for k in (0, 7, 15, 87, 88, 150, len(data) // 2, len(data) - 25, len(data) - 24,
-              len(data) - 1):
+    for k in (0, 7, 15, 87, 88, 150, len(data) // 2, len(data) - TRAILER_SIZE - 1,
+              len(data) - TRAILER_SIZE, len(data) - 1):
         expect_error(data[:k], "truncated")
     expect_error(data + b"\0", "trailing bytes|truncated")
 
@@ -441,10 +492,13 @@ def test_flipped_bits_elsewhere_are_detected(sample):
         chunk1, _ = r._chunks[1]
         index_offset = r._chunks[-1][0] + r._chunks[-1][1]
     for at, fragment in ((30, "header checksum mismatch"),
-                         (110, "model_config section checksum mismatch"),
+                         (90, "section header at offset 88: checksum mismatch"),
+                         (115, "model_config section checksum mismatch"),
                          (chunk1 + 20, "chunk 1: chunk header checksum mismatch"),
                          (index_offset + 20, "index checksum mismatch"),
-                         (len(sample) - 3, "no .qnc trailer")):
+                         (len(sample) - 10, "no .qnc trailer"),
+                         (len(sample) - 3, "trailer checksum mismatch"),
+                         (len(sample) - 20, "trailer checksum mismatch")):
         corrupted = bytearray(sample)
         corrupted[at] ^= 0x01
         modes = ["seek"] if "trailer" in fragment else MODES
@@ -457,10 +511,9 @@ def test_embedded_model_hash_mismatch(sample):
     with QncReader(io.BytesIO(tampered)) as r:
         with pytest.raises(QncFormatError, match="embedded_model section checksum"):
             r.model_bytes()
-    # same bytes with a fresh section CRC: now only the SHA-256 check can catch it
-    crc_at = at - 4
-    fixed = tampered[:crc_at] + crc32(b"W" + b"eights" + b"weights" * 9).to_bytes(4, "little") \
-        + tampered[at:]
+    # same bytes with fresh section CRCs: now only the SHA-256 check can catch it
+    fixed = patch_section(tampered, at - SECTION_HEADER_SIZE,
+                          payload_crc32=crc32(b"W" + b"eights" + b"weights" * 9))
     for source in (io.BytesIO(fixed), Pipe(fixed)):
         with QncReader(source) as r:
             with pytest.raises(QncFormatError, match="SHA-256"):
@@ -485,10 +538,11 @@ def test_inconsistent_header(sample, changes, fragment):
 @pytest.mark.parametrize("mode", MODES)
 def test_huge_declared_sizes(sample, mode):
     """Lengths beyond the file are rejected before any allocation, on files and pipes."""
-    cases = [(patch_header(sample, sections_length=1 << 62), "truncated|runs past")]
-    section = bytearray(sample)  # model_config length -> 2**60, its CRC left as is
-    section[88 + 8:88 + 16] = (1 << 60).to_bytes(8, "little")
-    cases.append((bytes(section), "declares 1152921504606846976 bytes"))
+    # a pipe reads on into the code stream, whose bytes fail as a section header
+    cases = [(patch_header(sample, sections_length=1 << 62),
+              r"truncated|runs past|section header at offset \d+: checksum mismatch")]
+    # model_config length -> 2**60 with a valid section header CRC
+    cases.append((patch_section(sample, 88, length=1 << 60), "declares 1152921504606846976 bytes"))
     with QncReader(io.BytesIO(sample)) as r:
         offset, _ = r._chunks[0]
     stored = bytearray(sample)  # plane 1 stored_len -> 2**31 with a valid chunk header CRC
@@ -497,10 +551,9 @@ def test_huge_declared_sizes(sample, mode):
     end = offset + chunk_header_size(4) - 4
     stored[end:end + 4] = crc32(bytes(stored[offset:end])).to_bytes(4, "little")
     cases.append((bytes(stored), "raw plane has stored_len=2147483648"))
-    trailer = bytearray(sample)
-    trailer[-24:-16] = (1 << 63).to_bytes(8, "little")
     if mode == "seek":
-        cases.append((bytes(trailer), "trailer points at index"))
+        cases.append((patch_trailer(sample, index_offset=1 << 63), "trailer points at index"))
+        cases.append((patch_trailer(sample, index_length=1 << 63), "trailer points at index"))
     for data, fragment in cases:
         expect_error(data, fragment, [mode])
 
@@ -513,12 +566,14 @@ def test_zstd_planes_must_decompress_to_exactly_raw_len():
         read_all(single_chunk_file([(ENCODING_ZSTD, good, rows)], rows=rows), "seek"),
         np.zeros((rows, 1)))
     bomb = zstandard.ZstdCompressor().compress(bytes(100 * rows))
-    no_size = zstandard.ZstdCompressor(write_content_size=False)
+    short = zstandard.ZstdCompressor().compress(bytes(rows - 1))
+    size_at = zstandard.frame_header_size(short) - 2  # the 2-byte Frame_Content_Size field
+    lying = short[:size_at] + (rows - 256).to_bytes(2, "little") + short[size_at + 2:]
+    assert zstandard.get_frame_parameters(lying).content_size == rows
     cases = [
         (bomb, "declares 100000 bytes of content, plane table says raw_len=1000"),
-        (no_size.compress(bytes(100 * rows)), "more than raw_len=1000"),
-        (no_size.compress(bytes(rows - 1)), "decompressed to 999 bytes"),
-        (zstandard.ZstdCompressor().compress(bytes(rows - 1)), "declares 999 bytes"),
+        (short, "declares 999 bytes"),
+        (lying, "invalid zstd frame"),  # declares raw_len but holds 999 bytes
         (good + b"\0", "invalid zstd frame"),
         (b"not zstd", "invalid zstd frame"),
     ]
@@ -528,10 +583,87 @@ def test_zstd_planes_must_decompress_to_exactly_raw_len():
                                        rows=rows), f"chunk 0, plane 2: .*{fragment}")
 
 
+def test_zstd_frame_must_declare_its_content_size():
+    """G3: Frame_Content_Size is mandatory, so that the size is checked before decompressing."""
+    rows = 1000
+    no_size = zstandard.ZstdCompressor(write_content_size=False)
+    for content in (bytes(rows), bytes(100 * rows), bytes(rows - 1)):
+        expect_error(single_chunk_file([(ENCODING_ZSTD, no_size.compress(content), rows)],
+                                       rows=rows),
+                     "chunk 0, plane 1: zstd frame header lacks Frame_Content_Size")
+
+
+def test_zstd_content_checksum_is_verified_when_present():
+    """G9: a frame may carry a content checksum; if it does, it must match."""
+    rows = 1000
+    codes = (np.arange(rows) % 7 == 0).astype(np.uint8)
+    framed = zstandard.ZstdCompressor(write_checksum=True).compress(codes.tobytes())
+    assert zstandard.get_frame_parameters(framed).has_checksum
+    for mode in MODES:
+        np.testing.assert_array_equal(
+            read_all(single_chunk_file([(ENCODING_ZSTD, framed, rows)], rows=rows), mode)[:, 0],
+            codes)
+    bad = framed[:-1] + bytes([framed[-1] ^ 0x01])  # the plane CRC-32 is recomputed over it
+    expect_error(single_chunk_file([(ENCODING_ZSTD, bad, rows)], rows=rows),
+                 "chunk 0, plane 1: invalid zstd frame.*checksum")
+
+
+def test_zstd_frame_with_dictionary_is_rejected():
+    rows = 1000
+    samples = [bytes(np.random.default_rng(i).integers(0, 4, 300).astype(np.uint8))
+               for i in range(200)]
+    dictionary = zstandard.train_dictionary(1024, samples)
+    framed = zstandard.ZstdCompressor(dict_data=dictionary).compress(bytes(rows))
+    assert zstandard.get_frame_parameters(framed).dict_id
+    expect_error(single_chunk_file([(ENCODING_ZSTD, framed, rows)], rows=rows),
+                 "chunk 0, plane 1: zstd frame needs dictionary")
+
+
+def test_writer_zstd_frames_follow_the_spec_parameters(tmp_path):
+    """G3: level 3 by default, Frame_Content_Size written, no checksum, no dictionary ID: the
+    frames are exactly python-zstandard's one-shot output with those parameters."""
+    codes = random_codes(300, 6, 256)
+    for level in (None, 1, 19):
+        kwargs = {} if level is None else dict(zstd_level=level)
+        path = tmp_path / f"z{level}.qnc"
+        with QncWriter(path, n=300, dim=2, source_dtype="float32", K=256, M=6, model_sha256=SHA,
+                       model_config={}, chunk_rows=128, **kwargs) as w:
+            w.write_codes(codes)
+        reference = zstandard.ZstdCompressor(level=level or 3, write_content_size=True,
+                                             write_checksum=False, write_dict_id=False)
+        data = path.read_bytes()
+        found = 0
+        with QncReader(io.BytesIO(data)) as r:
+            for c, (offset, _) in enumerate(r._chunks):
+                at = offset + chunk_header_size(6)
+                for step, (stored_len, raw_len, is_zstd) in enumerate(r.plane_sizes()[c]):
+                    stored = data[at:at + stored_len]
+                    at += stored_len
+                    if not is_zstd:
+                        continue
+                    found += 1
+                    params = zstandard.get_frame_parameters(stored)
+                    assert params.content_size == raw_len
+                    assert not params.has_checksum and params.dict_id == 0
+                    assert stored[4] & 0x03 == 0  # Dictionary_ID_flag: no Dictionary_ID field
+                    plane = np.ascontiguousarray(codes[128 * c:128 * (c + 1), step]).tobytes()
+                    assert stored == reference.compress(plane)
+        assert found
+
+
 def test_codes_must_be_below_K():
     plane = bytes([1, 2, 16, 0])
     expect_error(single_chunk_file([(ENCODING_RAW, plane, 4)], rows=4, K=16),
                  "chunk 0, plane 1: code 16 is not below K=16")
+
+
+def test_zstd_plane_cannot_claim_more_than_zstd_can_expand():
+    """A zstd frame expands at most 32768x; a plane table claiming more is rejected before any
+    allocation or decompression."""
+    rows = 32768 * 2 + 1
+    expect_error(single_chunk_file([(ENCODING_ZSTD, bytes(2), rows)], rows=rows),
+                 "chunk 0, plane 1: a zstd frame of stored_len=2 bytes cannot decompress to "
+                 "raw_len=65537")
 
 
 @pytest.mark.parametrize("planes,fragment", [
@@ -545,8 +677,8 @@ def test_bad_plane_table(planes, fragment):
 
 
 def test_trailer_and_index_inconsistencies(sample):
-    index_offset, index_length, _ = TRAILER.unpack_from(sample, len(sample) - TRAILER.size)
-    moved = sample[:-TRAILER.size] + encode_trailer(index_offset - 1, index_length + 1)
+    index_offset, index_length, _ = TRAILER_FIELDS.unpack_from(sample, len(sample) - TRAILER_SIZE)
+    moved = sample[:-TRAILER_SIZE] + encode_trailer(index_offset - 1, index_length + 1)
     expect_error(moved, "bad index tag", ["seek"])
     expect_error(moved, "trailer points at an index at", ["pipe"])
     with QncReader(io.BytesIO(sample)) as r:
@@ -557,3 +689,181 @@ def test_trailer_and_index_inconsistencies(sample):
     forged = sample[:index_offset] + shifted + encode_trailer(index_offset, len(shifted))
     expect_error(forged, "chunk 0: header and planes take .* the index says", ["seek"])
     expect_error(forged, "the index does not match the chunks", ["pipe"])
+
+
+# -- section headers: checksum, type 0, flags of known types (gaps G7, G8, G1) -----------------
+
+def test_section_header_fields_are_checksummed():
+    """G7: a flipped byte in any section header field (type, flags, length, payload CRC, header
+    CRC) is caught before the section is interpreted, so user_metadata or embedded_model cannot
+    silently turn into an unknown optional section."""
+    data = (GOLDEN / "embedded_model.qnc").read_bytes()
+    found = sections_of(data)
+    assert [kind for _, kind, _, _ in found] == [SECTION_MODEL_CONFIG, SECTION_USER_METADATA,
+                                                 SECTION_EMBEDDED_MODEL]
+    for at, _, _, _ in found:
+        for i in range(SECTION_HEADER_SIZE):
+            for mask in (0x01, 0x80):
+                bad = bytearray(data)
+                bad[at + i] ^= mask
+                expect_error(bytes(bad), f"section header at offset {at}: checksum mismatch")
+
+
+def test_section_of_type_0_is_rejected():
+    """G8: type 0 is never valid, whatever its flags."""
+    for flags in (0, SECTION_FLAG_REQUIRED):
+        data = single_chunk_file([(ENCODING_RAW, bytes(4), 4)], rows=4, sections=[
+            (0, flags, b""), (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}")])
+        expect_error(data, "has type 0, which is reserved and never valid")
+
+
+@pytest.mark.parametrize("kind,flags", [
+    (SECTION_MODEL_CONFIG, 0), (SECTION_MODEL_CONFIG, 3), (SECTION_MODEL_CONFIG, 0x80000001),
+    (SECTION_USER_METADATA, SECTION_FLAG_REQUIRED), (SECTION_USER_METADATA, 2),
+    (SECTION_EMBEDDED_MODEL, SECTION_FLAG_REQUIRED), (SECTION_EMBEDDED_MODEL, 0x100)])
+def test_known_section_with_other_flags_is_rejected(kind, flags):
+    """G1: the flags of a known section type must be exactly the table's value."""
+    sections = {SECTION_MODEL_CONFIG: (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}")}
+    payload = b"model" if kind == SECTION_EMBEDDED_MODEL else b"{}"
+    sections[kind] = (kind, flags, payload)
+    data = single_chunk_file([(ENCODING_RAW, bytes(4), 4)], rows=4,
+                             sections=[sections[k] for k in sorted(sections)])
+    expect_error(data, f"section at offset \\d+ has flags 0x{flags:x}; this section type "
+                       f"requires flags 0x")
+
+
+# -- canonical JSON (gap G2) ---------------------------------------------------------------------
+
+def test_canonical_json_is_exactly_pinned_down():
+    obj = {"\U0001F600": 1, "\uff5e": 2, "b": [1.0, -0.0, 0.0001, 1e-05, 1.5e-07, 1e16, 1e15,
+                                             123.25, 1.2345678901234568e+17, -2, 10 ** 20],
+           "a": "\x01\x1f\x7f\u2028/\"\\\b\f\n\r\té", "A": {"z": True, "y": False, "x": None},
+           "B": (1, 2)}
+    expected = ('{"A":{"x":null,"y":false,"z":true},"B":[1,2],'
+                '"a":"\\u0001\\u001f\x7f\u2028/\\"\\\\\\b\\f\\n\\r\\té",'
+                '"b":[1.0,-0.0,0.0001,1e-05,1.5e-07,1e+16,1000000000000000.0,123.25,'
+                '1.2345678901234568e+17,-2,100000000000000000000],'
+                '"\uff5e":2,"\U0001F600":1}').encode("utf-8")
+    assert encode_json(obj, "x") == expected
+    assert decode_json(expected, "x") == {**obj, "B": [1, 2]}
+    # the SPEC.md example
+    assert encode_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True}, "x") == \
+        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,100000000000000000000]}'.encode("utf-8")
+
+
+@pytest.mark.parametrize("obj", [{1: "a"}, {"a": {2: 1}}, {"a": [{None: 1}]}, {"s": "\ud800"},
+                                 {"x": float("inf")}, {"x": [float("nan")]}, {"x": object()},
+                                 {"x": b"bytes"}])
+def test_writer_refuses_json_without_canonical_form(tmp_path, obj):
+    with pytest.raises(InputError):
+        encode_json(obj, "metadata")
+    with pytest.raises(InputError):
+        QncWriter(tmp_path / "a.qnc", n=1, dim=2, source_dtype="float32", K=16, M=2,
+                  model_sha256=SHA, model_config={}, metadata=obj)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    (b'{"a":1,"a":2}', "duplicate object key 'a'"),
+    (b'{"a":1,"\\u0061":1}', "duplicate object key 'a'"),
+    (b'{"x":{"b":1,"b":1}}', "duplicate object key 'b'"),
+    (b'{"l":[0,{"c":{},"c":{}}]}', "duplicate object key 'c'"),
+    (b'{"a":1e400}', "does not fit a finite binary64"),
+    (b'{"a":[-1.5e999]}', "does not fit a finite binary64"),
+    (b'{"a":NaN}', "non-standard JSON constant NaN"),
+    (b'\xef\xbb\xbf{}', "not valid UTF-8 JSON"),
+    (b'{"a":"\xff"}', "not valid UTF-8 JSON"),
+    (b'[]', "must hold a JSON object"),
+])
+def test_reader_rejects_invalid_json_sections(payload, fragment):
+    """G2: duplicate names (at any depth, compared after unescaping) and numbers overflowing
+    binary64 are rejected, besides NaN/Infinity, bad UTF-8 and non-objects."""
+    for kind in (SECTION_MODEL_CONFIG, SECTION_USER_METADATA):
+        sections = [(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}"),
+                    (SECTION_USER_METADATA, 0, b"{}")]
+        sections[kind - 1] = (kind, sections[kind - 1][1], payload)
+        data = single_chunk_file([(ENCODING_RAW, bytes(4), 4)], rows=4, sections=sections)
+        expect_error(data, fragment)
+
+
+def test_reader_accepts_non_canonical_json():
+    payload = b' { "b" : 1 ,\n "a" : [ 1E2 , 9' + b"9" * 300 + b' ] } '
+    data = single_chunk_file([(ENCODING_RAW, bytes(4), 4)], rows=4, sections=[
+        (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, payload)])
+    with QncReader(io.BytesIO(data)) as r:
+        assert r.header.model_config == {"a": [100.0, int("9" * 301)], "b": 1}
+
+
+# -- limits: chunk count, header_size, prefix length, allocation (gaps G4, G5, G6) ---------------
+
+def test_chunk_count_must_be_below_2_to_the_32(tmp_path, sample):
+    """G4: ceil(n / chunk_rows) < 2^32, checked by the writer and the reader."""
+    for n, chunk_rows in ((1 << 32, 1), ((1 << 32) * 64 - 63, 64), (1 << 64 - 1, 1 << 24)):
+        with pytest.raises(InputError, match="must be below 2\\*\\*32"):
+            QncWriter(tmp_path / "a.qnc", n=n, dim=2, source_dtype="float32", K=16, M=2,
+                      model_sha256=SHA, model_config={}, chunk_rows=chunk_rows)
+    QncWriter(tmp_path / "a.qnc", n=(1 << 32) - 1, dim=2, source_dtype="float32", K=16, M=2,
+              model_sha256=SHA, model_config={}, chunk_rows=1)  # at the limit: accepted
+    assert _leftovers(tmp_path) == []
+    expect_error(patch_header(sample, n=(1 << 32) * 64), "inconsistent header: n=.* make "
+                 "4294967296 chunks; ceil\\(n / chunk_rows\\) must be below 2\\*\\*32")
+    # one chunk fewer passes the header check and fails on the index instead
+    expect_error(patch_header(sample, n=((1 << 32) - 1) * 64),
+                 "the index lists 4 chunks|chunk 3: chunk header says chunk 3 with 8 rows")
+
+
+def test_header_size_outside_88_4096_is_rejected(sample):
+    for header_size in (87, 4097, 1 << 31):
+        expect_error(patch_header(sample, header_size=header_size),
+                     f"header_size={header_size} must be in \\[88, 4096\\]")
+
+
+def test_prefix_steps_must_be_in_1_to_M(sample):
+    """G6: a prefix read of b steps requires 1 <= b <= M (M = 4 here)."""
+    for mode in MODES:
+        for bad in (0, 5, -1, True):
+            with QncReader(io.BytesIO(sample) if mode == "seek" else Pipe(sample)) as r:
+                with pytest.raises(InputError, match="must be an integer in \\[1, M=4\\]"):
+                    r.codes(steps=bad)
+                with pytest.raises(InputError, match="must be an integer in \\[1, M=4\\]"):
+                    next(r.iter_chunks(steps=bad))
+        for b in (1, 4):
+            with QncReader(io.BytesIO(sample) if mode == "seek" else Pipe(sample)) as r:
+                assert r.codes(steps=b).shape == (200, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_declared_sizes_do_not_drive_allocations(mode):
+    """A 2.5 kB file declaring 2^24 rows of 4 zstd planes (plausible stored sizes, valid CRCs,
+    garbage frames): decoding fails without allocating anything near the 64 MiB the header
+    implies."""
+    import tracemalloc
+    rows = 1 << 24
+    garbage = bytes(range(256)) * 2 + bytes(88)  # 600 bytes, not a zstd frame
+    data = single_chunk_file([(ENCODING_ZSTD, garbage, rows)] * 4, rows=rows)
+    assert len(data) < 3000
+    tracemalloc.start()
+    try:
+        with pytest.raises(QncFormatError, match="chunk 0, plane 1: invalid zstd frame"):
+            read_all(data, mode)
+        with pytest.raises(QncFormatError, match="chunk 0, plane 1: invalid zstd frame"):
+            QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)).codes(
+                rows=slice(5, rows - 5))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+
+
+def test_large_compressed_output_is_still_decoded(tmp_path):
+    """The allocation guard falls back to growing the output; it does not refuse files whose
+    planes compress far better than PREALLOCATE_FACTOR."""
+    codes = np.zeros((200_000, 3), np.uint8)
+    codes[::1000, 0] = 7
+    data = write_file(tmp_path / "z.qnc", codes, K=256, chunk_rows=65536, split=())
+    assert len(data) * 64 < codes.size
+    for mode in MODES:
+        np.testing.assert_array_equal(read_all(data, mode), codes)
+    with QncReader(io.BytesIO(data)) as r:
+        np.testing.assert_array_equal(r.codes(rows=slice(100, 150_000), steps=2),
+                                      codes[100:150_000, :2])

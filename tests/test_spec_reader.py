@@ -4,43 +4,26 @@ Everything above the "Tests" banner was written from SPEC.md alone, without look
 implementation (formats/*.py, qinco_codec/*). The package is imported only inside tests, to
 compare results (`QncReader`) and to produce extra files (`QncWriter`).
 
-SPEC.md gaps / ambiguities found while writing this reader (each also listed in the report):
+SPEC.md gaps / ambiguities found while writing the first version of this reader, and how the
+revised SPEC.md settles each (this reader follows the revised text):
 
-  G1 (section 5, "Rules"): the "flags written" column says which flags writers set for known
-     section types, but no rule says what a reader does when a known type carries other flags
-     (e.g. `model_config` with REQUIRED = 0, or `user_metadata` with REQUIRED = 1). This
-     reader ignores the REQUIRED bit of known types; it only checks it for writer output.
-  G2 (sections 5 and 12, "canonical JSON"): the canonical form is not fully pinned down:
-     number formatting (1 vs 1.0 vs 1e0, -0, exponent case), escaping of control characters
-     and of "/", and treatment of duplicate object names are not specified, so two
-     conforming writers can emit different bytes for the same object; and readers are not
-     told whether duplicate names are invalid (RFC 8259 only says names SHOULD be unique).
-     This reader accepts duplicates (last wins, as Python's json does).
-  G3 (section 12, "Determinism"): "zstd level and zstd library version" do not determine the
-     frame bytes: the frame-header flags (Frame_Content_Size present, content checksum,
-     dictionary ID field), window size and other compression parameters also change them.
-     The golden files happen to match python-zstandard's defaults (content size on, checksum
-     off) at level 3, which this test checks but the spec does not say.
-  G4 (sections 4, 6.1, 7): `n` is a u64 and `chunk_rows` <= 2^24, but `chunk_index` is a u32,
-     so C = ceil(n / chunk_rows) can exceed what `chunk_index` can hold. No upper bound on `n`
-     (or on C) is stated. This reader rejects C >= 2^32.
-  G5 (section 4 / 10): `header_size` is "88 in version 1.0; in [88, 4096]". It is not said
-     whether a file with version_minor = 0 and header_size > 88 is an error, nor whether
-     header_size must be a multiple of anything. This reader (following section 11.1 step 1)
-     only enforces [88, 4096] for every minor version.
-  G6 (section 11.3 / API): "Decoding a prefix of b steps": b = 0 is not excluded or defined.
-     This reader requires 1 <= b <= M.
-  G7 (sections 1 and 5): section 1 promises "every byte is covered by a checksum", but the
-     20-byte section header's `type` and `flags` fields are covered by no CRC (`payload_crc32`
-     covers only the payload; `length` is protected indirectly by the exact-fill rule). One
-     flipped byte in `type` turns `user_metadata` or `embedded_model` into an unknown optional
-     section that every conforming reader silently skips; flips of reserved `flags` bits are
-     silently ignored. See test_gap_section_type_and_flags_not_checksummed.
-  G8 (section 5): type 0 is "reserved" with occurrences "never". Whether a reader "knows" it
-     (then MUST reject, as "occurs more than allowed") or treats it as an unknown reserved type
-     (skip if REQUIRED = 0) is not said. This reader rejects; the package skips it.
-  G9 (section 6.2): when a zstd frame carries its own content checksum, the spec does not say
-     whether a reader must verify it (libzstd does, so a mismatch is an error here).
+  G1 (section 5): what a reader does with a known section type carrying other flags. Now: the
+     flags of types 1-3 must equal the table's value exactly; readers reject anything else.
+  G2 (sections 5, 5.1): canonical JSON was not pinned down, duplicate names were not addressed.
+     Now: section 5.1 defines the canonical text byte for byte (Python's json.dumps with
+     sort_keys, separators (",", ":"), ensure_ascii=False, allow_nan=False); readers reject
+     duplicate names at any depth, and numbers that overflow binary64.
+  G3 (sections 6.2, 12): the zstd frame parameters behind reproducible bytes were unstated. Now:
+     one-shot compression, level 3 by default, Frame_Content_Size written (and required of
+     every frame), no checksum, no dictionary ID, single-threaded.
+  G4 (sections 4, 6): C = ceil(n / chunk_rows) must be < 2^32 (chunk_index is a u32).
+  G5 (sections 4, 10): any header_size in [88, 4096] is accepted whatever version_minor is.
+  G6 (section 11.3): a prefix read of b steps requires 1 <= b <= M.
+  G7 (sections 1, 5, 8): section `type`/`flags` were covered by no CRC. Now every section header
+     ends with section_header_crc32 (over type, flags, length, payload_crc32), verified for
+     every section; the trailer ends with trailer_crc32. Every byte is covered by a CRC-32.
+  G8 (section 5): a section of type 0 is a format error.
+  G9 (section 6.2): a zstd content checksum, when present, must be verified.
 """
 
 from __future__ import annotations
@@ -72,8 +55,8 @@ CHUNK_TAG = b"QCHK"  # section 6.1
 INDEX_TAG = b"QIDX"  # section 7
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # section 6.2
 FIXED_HEADER_MIN = 88
-TRAILER_SIZE = 24
-SECTION_HEADER_SIZE = 20
+TRAILER_SIZE = 28  # section 8: index_offset, index_length, trailer_magic, trailer_crc32
+SECTION_HEADER_SIZE = 24  # section 5: type, flags, length, payload_crc32, section_header_crc32
 MAX_JSON = 1 << 24
 
 DTYPES = {  # section 4.1
@@ -84,8 +67,10 @@ DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 
 SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL = 1, 2, 3
 # section 5: occurrences allowed for the types version 1.0 knows (type 0: "never")
-MAX_OCCURRENCES = {0: 0, SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1}
+MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1}
 REQUIRED = 1
+# section 5, "flags (exact value)" column
+EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0}
 
 
 class SpecFormatError(ValueError):
@@ -122,6 +107,20 @@ def _reject_constant(name):
     raise SpecFormatError(f"non-standard JSON constant {name}")
 
 
+def _pairs_to_dict(pairs):
+    # section 5: two members with the same name (after unescaping), at any depth -> reject
+    names = [name for name, _ in pairs]
+    _need(len(set(names)) == len(names), f"JSON object has a repeated member name in {names}")
+    return dict(pairs)
+
+
+def _binary64(text):
+    # section 5: a number with fraction/exponent that overflows binary64 -> reject
+    value = float(text)
+    _need(value not in (float("inf"), float("-inf")), f"JSON number {text} overflows binary64")
+    return value
+
+
 def _json_object(payload: bytes, what: str) -> dict:
     _need(len(payload) <= MAX_JSON, f"{what}: JSON payload longer than 2^24 bytes")
     try:
@@ -130,7 +129,8 @@ def _json_object(payload: bytes, what: str) -> dict:
         raise SpecFormatError(f"{what}: invalid UTF-8 ({e})") from None
     _need(not text.startswith("\ufeff"), f"{what}: byte order mark")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_binary64,
+                         object_pairs_hook=_pairs_to_dict)
     except json.JSONDecodeError as e:
         raise SpecFormatError(f"{what}: invalid JSON ({e})") from None
     _need(isinstance(obj, dict), f"{what}: JSON value is not an object")
@@ -211,7 +211,7 @@ def _parse_fixed_header(data: bytes) -> SpecFile:
     # header_flags and bytes [84, header_size - 4): reserved, ignored (covered by the CRC)
     f = SpecFile(data, major, minor, header_size, n, sections_length, dim, K, M, chunk_rows,
                  dt, bpc, hflags, bytes(sha))
-    _need(f.C < 1 << 32, "header: chunk count does not fit chunk_index (u32)")  # gap G4
+    _need(f.C < 1 << 32, "header: ceil(n / chunk_rows) must be < 2^32")  # section 4 (G4)
     return f
 
 
@@ -225,14 +225,20 @@ def _parse_sections(f: SpecFile) -> None:
     pos = f.header_size
     while pos < end:
         _need(end - pos >= SECTION_HEADER_SIZE, f"section at {pos}: header crosses the end of the sections area")
-        typ, sflags, length, pcrc = struct.unpack_from("<IIQI", data, pos)
+        typ, sflags, length, pcrc, hcrc = struct.unpack_from("<IIQII", data, pos)
+        # section 5: the header CRC first, before type, flags or length are used
+        _need(_crc(data[pos:pos + 20]) == hcrc, f"section at {pos}: section header checksum mismatch")
+        _need(typ != 0, f"section at {pos}: type 0 is a format error")
+        if typ in EXACT_FLAGS:
+            _need(sflags == EXACT_FLAGS[typ],
+                  f"section at {pos}: type {typ} must have flags {EXACT_FLAGS[typ]}, has {sflags:#x}")
         _need(length <= end - pos - SECTION_HEADER_SIZE,
               f"section at {pos} (type {typ}): length {length} exceeds the sections area")
         payload = data[pos + SECTION_HEADER_SIZE:pos + SECTION_HEADER_SIZE + length]
         if typ in MAX_OCCURRENCES:
             counts[typ] = counts.get(typ, 0) + 1
             _need(counts[typ] <= MAX_OCCURRENCES[typ], f"section type {typ}: occurs more often than allowed")
-        else:
+        else:  # unknown: bits 1-31 of flags ignored, REQUIRED -> reject
             _need(not (sflags & REQUIRED), f"section type {typ:#x}: unknown and REQUIRED")
         # we verify the CRC of every section, including skipped ones (allowed, section 11.1 step 2)
         _need(_crc(payload) == pcrc, f"section type {typ}: payload checksum mismatch")
@@ -254,8 +260,9 @@ def _parse_trailer_and_index(f: SpecFile) -> None:
     data = f.data
     size = len(data)
     _need(size >= TRAILER_SIZE, "trailer: file too short")
-    index_offset, index_length, tmagic = struct.unpack_from("<QQ8s", data, size - TRAILER_SIZE)
+    index_offset, index_length, tmagic, tcrc = struct.unpack_from("<QQ8sI", data, size - TRAILER_SIZE)
     _need(tmagic == TRAILER_MAGIC, "trailer: bad magic")
+    _need(_crc(data[size - TRAILER_SIZE:size - 4]) == tcrc, "trailer: checksum mismatch")
     _need(index_offset >= f.data_start, "trailer: index_offset < data_start")
     _need(index_length >= 20, "trailer: index_length < 20")
     _need(index_offset + index_length == size - TRAILER_SIZE, "trailer: index does not end where the trailer starts")
@@ -328,9 +335,11 @@ def _unzstd(stored: bytes, raw_len: int, where: str) -> bytes:
     except zstandard.ZstdError as e:
         raise SpecFormatError(f"{where}: bad zstd frame header ({e})") from None
     _need(params.dict_id == 0, f"{where}: zstd frame uses a dictionary")
-    if params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
-        _need(params.content_size == raw_len,
-              f"{where}: Frame_Content_Size {params.content_size} != raw_len {raw_len}")
+    # section 6.2: Frame_Content_Size MUST be present and equal raw_len
+    _need(params.content_size != zstandard.CONTENTSIZE_UNKNOWN, f"{where}: no Frame_Content_Size")
+    _need(params.content_size == raw_len,
+          f"{where}: Frame_Content_Size {params.content_size} != raw_len {raw_len}")
+    # a content checksum, if present, is verified by libzstd during decompression (G9)
     try:
         raw = zstandard.ZstdDecompressor().decompress(
             stored, max_output_size=raw_len, allow_extra_data=False, read_across_frames=False)
@@ -366,7 +375,7 @@ def spec_codes(data: bytes, steps: int | None = None, stats: dict | None = None)
     """All rows, steps 1..b (default M); (n, b) uint8 or uint16."""
     f = spec_open(data)
     b = f.M if steps is None else steps
-    if not 1 <= b <= f.M:  # gap G6: b = 0 not defined
+    if not 1 <= b <= f.M:  # section 11.3: 1 <= b <= M, a usage error otherwise (G6)
         raise ValueError(f"steps must be in [1, {f.M}]")
     out = np.empty((f.n, b), dtype=np.uint8 if f.bytes_per_code == 1 else np.uint16)
     for c in range(f.C):
@@ -384,8 +393,14 @@ def canonical_json(obj) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
+def spec_zstd(level=3):
+    """Section 12: one-shot, content size written, no checksum, no dictionary ID, 1 thread."""
+    return zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False,
+                                    write_dict_id=False, threads=0)
+
+
 def default_plane(level=3):
-    cctx = zstandard.ZstdCompressor(level=level) if level is not None else None
+    cctx = spec_zstd(level) if level is not None else None
 
     def enc(c, s, raw):
         if level is not None:
@@ -407,7 +422,10 @@ def spec_build(codes, *, K, chunk_rows, dim=4, source_dtype=1, model_sha256=byte
     if sections is None:
         sections = [(1, 1, canonical_json({"arch": "test"}))]
     plane = plane or default_plane()
-    sec = b"".join(struct.pack("<IIQI", t, fl, len(p), _crc(p)) + p for t, fl, p in sections)
+    sec = b""
+    for t, fl, p in sections:
+        fields = struct.pack("<IIQI", t, fl, len(p), _crc(p))
+        sec += fields + struct.pack("<I", _crc(fields)) + p
     header_size = 88 + len(header_ext)
     head = (MAGIC + struct.pack("<HHIQQIIIIBBH", version[0], version[1], header_size, n, len(sec),
                                 dim, K, M, chunk_rows, source_dtype, bpc, header_flags)
@@ -432,7 +450,8 @@ def spec_build(codes, *, K, chunk_rows, dim=4, source_dtype=1, model_sha256=byte
     idx = INDEX_TAG + struct.pack("<IQ", 0, C) + b"".join(struct.pack("<QQ", o, l) for o, l in index)
     idx += struct.pack("<I", _crc(idx))
     index_offset = len(out)
-    out += idx + struct.pack("<QQ", index_offset, len(idx)) + TRAILER_MAGIC
+    trailer = struct.pack("<QQ", index_offset, len(idx)) + TRAILER_MAGIC
+    out += idx + trailer + struct.pack("<I", _crc(trailer))
     return bytes(out)
 
 
@@ -485,16 +504,17 @@ def test_worked_example_dump_matches_file_and_reader():
         rebuilt += bytes.fromhex(m.group(2))
     data = _golden("tiny_example")
     assert bytes(rebuilt) == data
-    assert len(data) == 329
+    assert len(data) == 337  # section 14
     f = spec_open(data)
     assert (f.n, f.dim, f.K, f.M, f.chunk_rows, f.bytes_per_code) == (3, 2, 4, 2, 2, 1)
     assert f.source_dtype == "float32"
-    assert f.sections_length == 55 and f.data_start == 0x8F
+    assert f.sections_length == 24 + 35 and f.data_start == 0x93
     assert f.model_sha256 == hashlib.sha256(b"").digest()
     assert f.model_config == {"K": 4, "M": 2, "arch": "qinco2", "d": 2}
     assert f.user_metadata is None and f.embedded_model is None
-    assert f.chunks == [(143, 56), (199, 54)]
-    assert (f.index_offset, f.index_length) == (253, 52)
+    assert f.chunks == [(0x93, 56), (0x93 + 56, 54)]
+    assert (f.index_offset, f.index_length) == (0x93 + 56 + 54, 52)
+    assert f.index_offset + 52 + TRAILER_SIZE == len(data)
     assert spec_codes(data).tolist() == [[1, 3], [2, 0], [3, 3]]
     # our spec-only writer reproduces it byte for byte
     built = spec_build(np.array([[1, 3], [2, 0], [3, 3]], dtype=np.uint8), K=4, chunk_rows=2, dim=2,
@@ -616,11 +636,6 @@ def test_golden_flipped_plane_byte_rejected(name, tmp_path):
             np.testing.assert_array_equal(spec_codes(bad, steps=s - 1), spec_codes(data, steps=s - 1))
 
 
-def _section_type_flag_bytes(f: SpecFile) -> set:
-    """Bytes of the `type` and `flags` fields of every section header (see gap G7)."""
-    return {s.offset + i for s in f.sections for i in range(8)}
-
-
 def _single_flips(data):
     """Every byte, except that in files over 1500 bytes only every 3rd byte of plane data is
     flipped (plane bytes all sit behind the same CRC check; keeps the suite fast)."""
@@ -638,20 +653,18 @@ def _single_flips(data):
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_every_single_byte_flip_detected_by_spec_reader(name):
-    """Section 1 claims 'every byte is covered by a checksum, and every length is explicit and
-    checked'. GAP G7: the section header fields `type` and `flags` (section 5) are covered by no
-    CRC (payload_crc32 covers the payload only), so some flips there are undetectable by any
-    conforming reader. Every other single-byte flip must be rejected."""
+    """Section 1: 'every byte is covered by a checksum, ... every length is explicit and
+    checked'. With section_header_crc32 (section 5) and trailer_crc32 (section 8) this holds
+    for every byte of the file, section type and flags included (gap G7 closed)."""
     data = _golden(name)
-    f = spec_open(data)
-    undetected = set()
+    undetected = []
     for i, bad in _single_flips(data):
         try:
             spec_codes(bad)
         except SpecFormatError:
             continue
-        undetected.add(i)
-    assert undetected <= _section_type_flag_bytes(f), sorted(undetected - _section_type_flag_bytes(f))
+        undetected.append(i)
+    assert not undetected, undetected
     for cut in (1, 24, len(data) // 2):
         with pytest.raises(SpecFormatError):
             spec_codes(data[:-cut])
@@ -659,41 +672,40 @@ def test_every_single_byte_flip_detected_by_spec_reader(name):
         spec_codes(data + b"\0")
 
 
-def test_gap_section_type_and_flags_not_checksummed():
-    """GAP G7 demonstrated: one flipped byte in a section's `type` turns user_metadata (or the
-    embedded model) into an unknown optional section, which readers silently skip; one flipped
-    byte in `flags` of an optional section is ignored. Both readers accept the damaged files."""
+def test_section_type_and_flags_are_checksummed():
+    """Gap G7 closed: flipping a byte of a section's `type` (which used to turn user_metadata or
+    the embedded model into an unknown optional section, silently skipped) or of its reserved
+    `flags` bits is now rejected by both readers, through section_header_crc32."""
     QncReader, _ = _pkg()
     data = _golden("embedded_model")
     f = spec_open(data)
-    meta = next(s for s in f.sections if s.type == SEC_USER_METADATA)
-    model = next(s for s in f.sections if s.type == SEC_EMBEDDED_MODEL)
-    for sec, attr in ((meta, "user_metadata"), (model, "embedded_model")):
-        bad = bytearray(data)
-        bad[sec.offset + 3] ^= 0xFF  # type 2 -> 0xFF000002, type 3 -> 0xFF000003: unknown, optional
-        g = spec_open(bytes(bad))
-        assert getattr(g, attr) is None  # silently lost, no error possible
-        np.testing.assert_array_equal(spec_codes(bytes(bad)), spec_codes(data))
-        bad = bytearray(data)
-        bad[sec.offset + 7] ^= 0xFF  # flags: reserved bits set, REQUIRED untouched
-        assert getattr(spec_open(bytes(bad)), attr) == getattr(f, attr)
+    for typ in (SEC_USER_METADATA, SEC_EMBEDDED_MODEL):
+        sec = next(s for s in f.sections if s.type == typ)
+        for i in (3, 7):  # type 2 -> 0xFF000002 / 3 -> 0xFF000003; flags reserved bits
+            bad = bytearray(data)
+            bad[sec.offset + i] ^= 0xFF
+            with pytest.raises(SpecFormatError, match="section header checksum mismatch"):
+                spec_open(bytes(bad))
+            with pytest.raises(Exception, match="checksum mismatch"):
+                QncReader(io.BytesIO(bytes(bad)))
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_every_single_byte_flip_detected_by_package(name):
-    """Same property for the package reader. Besides gap G7 bytes, the package may leave the
-    embedded model unverified until it is used (sections 5 and 11.1 step 2 allow this), so flips
-    in that payload or its CRC must be caught by `model_bytes()` instead; and it MAY skip the CRC
-    of unknown optional sections it skips (11.1 step 2), which the package does."""
+    """Same property for the package reader. It may leave the embedded model payload unverified
+    until the model is used (sections 5 and 11.1 step 2 allow this), so flips in that payload
+    must be caught by `model_bytes()` instead; and it MAY skip the payload CRC of unknown
+    optional sections it skips (section 5). Section headers are always verified."""
     QncReader, _ = _pkg()
     data = _golden(name)
     f = spec_open(data)
     lazy, skipped = set(), set()
     for s in f.sections:
+        payload = set(range(s.offset + SECTION_HEADER_SIZE, s.offset + SECTION_HEADER_SIZE + s.length))
         if s.type == SEC_EMBEDDED_MODEL:
-            lazy |= set(range(s.offset + 16, s.offset + 20 + s.length))  # payload_crc32 + payload
+            lazy |= payload
         elif s.type not in MAX_OCCURRENCES:
-            skipped |= set(range(s.offset + 16, s.offset + 20 + s.length))
+            skipped |= payload
     # the intact file must be readable from the same kind of source, or this test proves nothing
     np.testing.assert_array_equal(QncReader(io.BytesIO(data)).codes(), spec_codes(data))
     accepted = set()
@@ -706,8 +718,7 @@ def test_every_single_byte_flip_detected_by_package(name):
         except Exception:
             continue
         accepted.add(i)
-    allowed = _section_type_flag_bytes(f) | skipped
-    assert accepted <= allowed, sorted(accepted - allowed)
+    assert accepted <= skipped, sorted(accepted - skipped)
 
 
 # --- spec-built variants: which must be accepted, which rejected, by both readers -----------
@@ -717,8 +728,8 @@ def _codes(n=37, M=3, K=256, seed=0):
     return rng.integers(0, K, size=(n, M)).astype(np.uint8 if K <= 256 else np.uint16)
 
 
-def _nocs_plane(c, s, raw):  # zstd frames without Frame_Content_Size, with content checksum
-    z = zstandard.ZstdCompressor(level=3, write_content_size=False, write_checksum=True).compress(raw)
+def _checksum_plane(c, s, raw):  # zstd frames with a content checksum (MAY, section 6.2)
+    z = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw)
     return (1, z, len(raw)) if len(z) < len(raw) else (0, raw, len(raw))
 
 
@@ -733,7 +744,12 @@ def _valid_variants():
             (1, 1, cfg), (7, 0, b"\x00" * 5), (0xFFFFFFFF, 0xFFFFFFFE, b"")]), _codes()),
         "minor_9_header_ext": (dict(codes=_codes(), K=256, chunk_rows=10, version=(1, 9),
                                     header_ext=b"\xAA" * 12, header_flags=0xFFFF), _codes()),
-        "zstd_no_content_size": (dict(codes=skewed, K=4, chunk_rows=25, plane=_nocs_plane), skewed),
+        "zstd_with_content_checksum": (dict(codes=skewed, K=4, chunk_rows=25, plane=_checksum_plane), skewed),
+        # section 4 / 10: any header_size in [88, 4096], whatever version_minor (G5)
+        "minor_0_header_ext": (dict(codes=_codes(), K=256, chunk_rows=10, header_ext=b"\x55" * 8), _codes()),
+        "minor_0_header_4096": (dict(codes=_codes(), K=256, chunk_rows=10, header_ext=bytes(4096 - 88)), _codes()),
+        "unknown_type_reserved_flags": (dict(codes=_codes(), K=256, chunk_rows=10, sections=[
+            (1, 1, cfg), (0x7FFFFFFF, 0xFFFFFFFE, b"x")]), _codes()),
         "reserved_bytes_set": (dict(codes=_codes(), K=256, chunk_rows=10,
                                     chunk_hook=_set_reserved), _codes()),
         "k2_n1": (dict(codes=np.array([[1, 0, 1]], dtype=np.uint8), K=2, chunk_rows=1 << 24),
@@ -787,7 +803,7 @@ def _embedded_crc_mismatch():
                                 sections=[(1, 1, canonical_json({"arch": "t"})), (3, 0, model)]))
     f = spec_open(bytes(data))
     s = next(s for s in f.sections if s.type == SEC_EMBEDDED_MODEL)
-    data[s.offset + 16] ^= 1
+    data[s.offset + SECTION_HEADER_SIZE] ^= 1  # a payload byte; both CRCs left as they were
     return bytes(data)
 
 
@@ -814,6 +830,15 @@ def _invalid_variants():
     def no_fcs_too_long(c, s, raw):  # frame without content size that decompresses to raw + 1 byte
         z = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(raw + raw[:1])
         return 1, z, len(raw)
+
+    def no_fcs(c, s, raw):  # Frame_Content_Size is mandatory (section 6.2)
+        z = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(raw)
+        return 1, z, len(raw)
+
+    def bad_content_checksum(c, s, raw):  # plane CRC-32 is computed over the damaged frame (G9)
+        z = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw))
+        z[-1] ^= 0x01
+        return 1, bytes(z), len(raw)
 
     def skippable(c, s, raw):
         z = zstandard.ZstdCompressor(level=3).compress(raw)
@@ -844,8 +869,40 @@ def _invalid_variants():
         struct.pack_into("<I", ch, 16 + 16 * M, _crc(bytes(ch[:16 + 16 * M])))
         return bytes(ch)
 
+    def flip(data, at):
+        bad = bytearray(data)
+        bad[at] ^= 0x01
+        return bytes(bad)
+
+    meta = spec_build(**base | dict(sections=[(1, 1, cfg), (2, 0, b"{}")]))
+    meta_at = spec_open(meta).sections[1].offset
     small = _codes(n=5, M=2, K=4)
     return {
+        # section 5 (G7, G8, G1)
+        "section_type_0": spec_build(**base | dict(sections=[(0, 0, b""), (1, 1, cfg)])),
+        "section_type_0_required": spec_build(**base | dict(sections=[(1, 1, cfg), (0, 1, b"{}")])),
+        "section_header_crc_type": flip(meta, meta_at + 3),
+        "section_header_crc_flags": flip(meta, meta_at + 4 + 3),
+        "section_header_crc_length": flip(meta, meta_at + 8),
+        "section_header_crc_itself": flip(meta, meta_at + 20),
+        "model_config_flags_0": spec_build(**base | dict(sections=[(1, 0, cfg)])),
+        "model_config_reserved_flag": spec_build(**base | dict(sections=[(1, 1 | 4, cfg)])),
+        "user_metadata_required": spec_build(**base | dict(sections=[(1, 1, cfg), (2, 1, b"{}")])),
+        "embedded_model_flag_bit_31": spec_build(**base | dict(
+            model_sha256=hashlib.sha256(b"m").digest(), sections=[(1, 1, cfg), (3, 1 << 31, b"m")])),
+        # section 5 JSON rules (G2)
+        "json_duplicate_name": spec_build(**base | dict(sections=[(1, 1, b'{"a":1,"a":1}')])),
+        "json_duplicate_escaped_name": spec_build(**base | dict(sections=[(1, 1, cfg), (2, 0, b'{"a":1,"\\u0061":2}')])),
+        "json_duplicate_nested_name": spec_build(**base | dict(sections=[(1, 1, b'{"x":[{"k":1,"k":2}]}')])),
+        "json_number_overflow": spec_build(**base | dict(sections=[(1, 1, b'{"x":1e400}')])),
+        # section 8
+        "trailer_crc_mismatch": flip(good, len(good) - 1),
+        "trailer_index_length_flipped": flip(good, len(good) - TRAILER_SIZE + 8),
+        # section 4 (G4)
+        "chunk_count_2_32": _patch_header(good, "<Q", 16, (1 << 32) * 10),
+        # section 6.2 (G3, G9)
+        "zstd_no_content_size": spec_build(codes=sk, K=4, chunk_rows=100, plane=no_fcs),
+        "zstd_bad_content_checksum": spec_build(codes=sk, K=4, chunk_rows=100, plane=bad_content_checksum),
         "version_major_2": _patch_header(good, "<H", 8, 2),
         "header_size_87": _patch_header(good, "<I", 12, 87),
         "K_not_pow2": _patch_header(good, "<I", 36, 255),
@@ -902,15 +959,45 @@ def test_spec_built_invalid_variants_rejected(variant, tmp_path):
             r.model_bytes()  # a reader may verify the model only when it is used (section 5)
 
 
-def test_section_type_0():
-    """GAP G8 (section 5): type 0 is 'reserved' with occurrences 'never'. It is unclear whether a
-    reader 'knows' type 0 (then 'occurs more than allowed' -> MUST reject) or treats it like other
-    reserved types (unknown; skipped when REQUIRED is 0). This reader rejects it; the package
-    currently skips it. Only our reader's choice is asserted."""
-    data = spec_build(codes=_codes(), K=256, chunk_rows=10,
-                      sections=[(0, 0, b""), (1, 1, canonical_json({"arch": "t"}))])
-    with pytest.raises(SpecFormatError, match="type 0"):
-        spec_codes(data)
+@pytest.mark.parametrize("variant,message", [
+    ("section_type_0", "type 0 is a format error"),
+    ("section_header_crc_type", "section header checksum mismatch"),
+    ("model_config_flags_0", "type 1 must have flags 1"),
+    ("user_metadata_required", "type 2 must have flags 0"),
+    ("json_duplicate_escaped_name", "repeated member name"),
+    ("json_number_overflow", "overflows binary64"),
+    ("trailer_crc_mismatch", "trailer: checksum mismatch"),
+    ("chunk_count_2_32", "ceil\\(n / chunk_rows\\) must be < 2\\^32"),
+    ("zstd_no_content_size", "no Frame_Content_Size"),
+    ("zstd_bad_content_checksum", "checksum"),
+])
+def test_spec_reader_rejects_for_the_stated_reason(variant, message):
+    """The revised rules (G1-G4, G7-G9) are what rejects these variants, not some other check."""
+    with pytest.raises(SpecFormatError, match=message):
+        spec_codes(INVALID[variant])
+
+
+def test_canonical_json_example_of_section_5_1():
+    """Section 5.1's worked example, and the number forms it lists."""
+    assert canonical_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True}) == \
+        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,100000000000000000000]}'.encode("utf-8")
+    assert len(canonical_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True})) == 60
+    forms = [1.0, 0.0001, -0.0, 123.25, 1e15, 1e-5, 1.5e-7, 1e16, 1.2345678901234568e17]
+    assert canonical_json({"f": forms}) == (b'{"f":[1.0,0.0001,-0.0,123.25,1000000000000000.0,'
+                                             b'1e-05,1.5e-07,1e+16,1.2345678901234568e+17]}')
+    # names sorted by code point: U+FF5E before U+1F600 (UTF-16 order would be the reverse)
+    assert canonical_json({"\U0001F600": 0, "\uff5e": 0}) == '{"\uff5e":0,"\U0001F600":0}'.encode()
+
+
+def test_prefix_length_must_be_in_1_to_M():
+    """Section 11.3 (G6): b = 0 and b > M are refused by both readers."""
+    QncReader, _ = _pkg()
+    data = _golden("k256_raw")
+    for b in (0, 9):
+        with pytest.raises(ValueError):
+            spec_codes(data, steps=b)
+        with pytest.raises(ValueError):
+            QncReader(io.BytesIO(data)).codes(steps=b)
 
 
 # --- golden files rebuilt by the spec-only writer ------------------------------------------
@@ -919,8 +1006,8 @@ def test_section_type_0():
 def test_golden_rebuilt_from_spec_byte_identical(name):
     """Section 12 determinism: the spec plus the inputs reproduce each golden file exactly.
 
-    Files with zstd planes are only comparable under the same zstd version (manifest) and, per
-    gap G3, the same frame parameters (here python-zstandard defaults at level 3)."""
+    Files with zstd planes are only comparable under the same zstd version (manifest) and the
+    frame parameters of section 12 (level 3)."""
     data = _golden(name)
     f = spec_open(data)
     if MANIFEST["files"][name]["uses_zstd"]:
@@ -928,7 +1015,7 @@ def test_golden_rebuilt_from_spec_byte_identical(name):
             pytest.skip("different zstd library version")
     sections = []
     for s in f.sections:
-        payload = data[s.offset + 20:s.offset + 20 + s.length]
+        payload = data[s.offset + SECTION_HEADER_SIZE:s.offset + SECTION_HEADER_SIZE + s.length]
         if s.type in (SEC_MODEL_CONFIG, SEC_USER_METADATA):
             assert payload == canonical_json(json.loads(payload)), "JSON section is not canonical"
         sections.append((s.type, s.flags, payload))
@@ -986,7 +1073,7 @@ def _check_writer_rules(data, f, level=3):
     for s in f.sections:
         assert s.flags == flags[s.type], f"section {s.type}: flags {s.flags}"
         if s.type in (1, 2):
-            payload = data[s.offset + 20:s.offset + 20 + s.length]
+            payload = data[s.offset + SECTION_HEADER_SIZE:s.offset + SECTION_HEADER_SIZE + s.length]
             assert payload == canonical_json(json.loads(payload))
     same_zstd = ".".join(map(str, zstandard.ZSTD_VERSION)) == MANIFEST["zstd_version"]
     idx = data[f.index_offset:f.index_offset + 8]
@@ -1002,9 +1089,9 @@ def _check_writer_rules(data, f, level=3):
                 assert zstandard.get_frame_parameters(stored).content_size == e["raw_len"]
             if same_zstd and level is not None:
                 # 'keeps the zstd frame only when it is strictly shorter' (section 6.2); the exact
-                # frame bytes assume python-zstandard default frame parameters (gap G3)
+                # frame bytes: section 12 parameters (level, content size, no checksum, no dict ID)
                 raw = spec_read_chunk(f, c, s + 1)[:, s].astype(f.code_dtype).tobytes()
-                z = zstandard.ZstdCompressor(level=level).compress(raw)
+                z = spec_zstd(level).compress(raw)
                 if e["encoding"] == 1:
                     assert stored == z
                 else:

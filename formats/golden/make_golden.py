@@ -23,11 +23,12 @@ from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.annotate import annotated_hexdump
 from qinco_codec.formats.index import encode_index, encode_trailer
 from qinco_codec.formats.layout import (HEADER_CRC, HEADER_FIELDS, HEADER_SIZE_V1_0, INDEX_ENTRY,
-                                        INDEX_PREFIX, TRAILER, crc32)
+                                        INDEX_PREFIX, TRAILER_FIELDS, TRAILER_SIZE, crc32)
 from qinco_codec.formats.sections import encode_section
 
 GOLDEN_DIR = Path(__file__).resolve().parent
 UNKNOWN_SECTION_TYPE = 0x1000
+UNKNOWN_SECTION_PAYLOAD = b'{"added_in":"1.1"}'
 
 
 def tiny_safetensors():
@@ -122,19 +123,21 @@ def names():
     return [*CASES, FUTURE_MINOR[0]]
 
 
-def future_minor_variant(data):
-    """Rewrite a 1.0 file as a hypothetical 1.1 file: the fixed header grows by 8 (zero) bytes
-    and an unknown optional section is appended; chunk offsets in the index move accordingly."""
+def future_minor_variant(data, *, minor=1, extension=bytes(8), unknown_section=True):
+    """Rewrite a 1.0 file as a hypothetical later minor version: the fixed header grows by the
+    `extension` bytes and (with `unknown_section`) an unknown optional section is appended; chunk
+    offsets in the index move accordingly."""
     fields = list(HEADER_FIELDS.unpack_from(data))
     sections_length = fields[5]
     sections_end = HEADER_SIZE_V1_0 + sections_length
-    sections = data[HEADER_SIZE_V1_0:sections_end] + encode_section(
-        UNKNOWN_SECTION_TYPE, 0, b'{"added_in":"1.1"}')
-    fields[2], fields[3], fields[5] = 1, HEADER_SIZE_V1_0 + 8, len(sections)
-    header = HEADER_FIELDS.pack(*fields) + bytes(8)
+    sections = data[HEADER_SIZE_V1_0:sections_end]
+    if unknown_section:
+        sections += encode_section(UNKNOWN_SECTION_TYPE, 0, UNKNOWN_SECTION_PAYLOAD)
+    fields[2], fields[3], fields[5] = minor, HEADER_SIZE_V1_0 + len(extension), len(sections)
+    header = HEADER_FIELDS.pack(*fields) + extension
     header += HEADER_CRC.pack(crc32(header))
     shift = len(header) + len(sections) - sections_end
-    index_offset, index_length, _ = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    index_offset, index_length, _ = TRAILER_FIELDS.unpack_from(data, len(data) - TRAILER_SIZE)
     entries = [INDEX_ENTRY.unpack_from(data, offset) for offset in range(
         index_offset + INDEX_PREFIX.size, index_offset + index_length - 4, INDEX_ENTRY.size)]
     index = encode_index([(offset + shift, length) for offset, length in entries])

@@ -1,0 +1,97 @@
+"""qinco-compress: encode vectors into a .qnc file, with a given model or one trained on the spot."""
+import click
+
+from ..presets import DEFAULT_PRESET, PRESETS
+from .common import (command, device_option, fmt_size, parse_json_object, quiet_option, search_options,
+                     size_lines, size_report, vector_source)
+
+EXAMPLE = """
+qinco-compress base.fvecs base.qnc --model model.safetensors
+qinco-compress base.fvecs base-8B.qnc --model model.safetensors --bytes 8   # store a prefix
+qinco-compress base.npy base.qnc --preset qinco2-S --bytes 16 --max-minutes 10 --model-out m.safetensors
+python make_vectors.py | qinco-compress - out.qnc --model model.safetensors --metadata '{"source": "x"}'
+"""
+
+
+@command("qinco-compress", EXAMPLE)
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT.qnc")
+@click.option("--model", "model_path", metavar="PATH", default=None,
+              help="Encode with this model (.safetensors). Without it a model is trained on a sample "
+                   "of INPUT first (see --preset, --bytes, --max-minutes).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="Architecture of the model to train when no --model is given. [default: qinco2-XS]")
+@click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
+              help="Bytes per vector. Without --model: the rate of the model to train [default: 16]. "
+                   "With --model: store only this prefix of each code (a multiple of the code size, "
+                   "at most the model's rate) [default: the model's rate].")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Training budget when no --model is given. [default: 5]")
+@click.option("--train-size", type=click.IntRange(min=2), default=None,
+              help="Vectors sampled from INPUT to train on when no --model is given. [default: 100000]")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the training sample and of training.")
+@click.option("--chunk-rows", type=click.IntRange(min=1, max=1 << 24), default=65536, show_default=True,
+              help="Rows per chunk: the granularity of random access by row.")
+@click.option("--no-embed-model", is_flag=True,
+              help="Do not put the model in the file; the file names it by its SHA-256 and the model "
+                   "is added to the model store ($QINCO_MODEL_DIR, else ~/.cache/qinco-codec/models) "
+                   "so that it can be found when decoding.")
+@click.option("--zstd-level", type=click.IntRange(min=0, max=22), default=3, show_default=True,
+              help="zstd level for the code planes (1-22; 0 stores them raw). A plane is stored raw "
+                   "anyway when zstd does not make it smaller.")
+@click.option("--weights", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+              show_default=True,
+              help="Precision of the model weights written to the file (and to --model-out). "
+                   "float16 halves the embedded model; the codes are computed with these weights.")
+@click.option("--metadata", metavar="JSON", default=None,
+              help="User metadata stored in the file: a JSON object, or @FILE to read it from FILE.")
+@click.option("--model-out", metavar="PATH", default=None,
+              help="Also write the model used (trained or converted to --weights) to PATH.")
+@search_options
+@device_option("training and encoding")
+@quiet_option("the summary, progress bars and notes on stderr")
+def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
+         no_embed_model, zstd_level, weights, metadata, model_out, A, B, device, quiet):
+    """Compress the vectors in INPUT into OUTPUT.qnc.
+
+    INPUT is a vector file (.npy, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .ibin) or '-' for an .npy
+    stream on stdin (read once: the training sample is its first rows). Unless --quiet, a summary
+    goes to stderr: vectors, bytes per vector, file size, the model's share of the file, and the
+    compression ratio to float32 with and without the model.
+    """
+    from .. import compress
+    from .common import check_not_directory
+
+    if model_path is not None:
+        given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
+                                          ("--train-size", train_size)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
+    meta = parse_json_object(metadata, "--metadata")
+    check_not_directory(output)
+    kwargs = {}
+    if model_path is None:
+        kwargs = {"preset": preset or DEFAULT_PRESET}
+        if max_minutes is not None:
+            kwargs["max_minutes"] = max_minutes
+        if train_size is not None:
+            kwargs["train_size"] = train_size
+    summary = compress(vector_source(input_path), output, model_path, bytes=nbytes, chunk_rows=chunk_rows,
+                       embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level or None,
+                       A=A, B=B, weight_dtype=weights, model_out=model_out, device=device, quiet=quiet,
+                       seed=seed, **kwargs)
+    if quiet:
+        return
+    report = size_report(summary["n"], summary["dim"], summary["file_size"], summary["model_bytes"],
+                         summary["model_embedded"])
+    lines = [f"wrote {output}: {summary['n']:,} vectors of dim {summary['dim']}, "
+             f"{summary['bytes_per_vector']} bytes/vector ({fmt_size(summary['code_bytes'], short=True)} of codes "
+             f"before zstd)"]
+    lines += size_lines(report)
+    lines.append(f"model id:    {summary['model_sha256']}")
+    if not summary["model_embedded"]:
+        from ..model_store import store_path
+        lines.append(f"model store: {store_path(summary['model_sha256'])}")
+    for line in lines:
+        click.echo(line, err=True)

@@ -1,0 +1,74 @@
+"""qinco-decompress: decode a .qnc file (all of it or some rows, at any prefix rate) to vectors."""
+import hashlib
+
+import click
+import numpy as np
+
+from .common import (STDIO, check_output_path, command, device_option, parse_rows, quiet_option,
+                     stdin_binary, with_progress, write_vector_stream)
+
+EXAMPLE = """
+qinco-decompress base.qnc decoded.npy
+qinco-decompress base.qnc coarse.fvecs --bytes 4            # decode a 4-byte prefix of each code
+qinco-decompress base.qnc part.fbin --rows 1000:2000
+qinco-decompress shared.qnc out.npy --model model.safetensors   # file written with --no-embed-model
+qinco-decompress base.qnc - --dtype float16 | python consume.py
+"""
+BATCH_ROWS = 65536
+
+
+@command("qinco-decompress", EXAMPLE)
+@click.argument("input_path", metavar="INPUT.qnc")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
+              help="Decode only this many bytes of each code (a multiple of the code size, at most "
+                   "the file's rate; see qinco-info). [default: the file's rate]")
+@click.option("--rows", "rows_text", metavar="A:B", default=None,
+              help="Decode only rows A (included) to B (excluded); either end may be left out, "
+                   "negative values count from the end. Only the chunks holding them are read.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="Output precision (.npy only: .fvecs and .fbin are float32). [default: float16 "
+                   "for .npy output when the compressed vectors were float16, else float32]")
+@click.option("--model", "model_path", metavar="PATH", default=None,
+              help="The model file, for a file written with --no-embed-model whose model is not in "
+                   "the model store. It must be the file's model (same SHA-256).")
+@device_option("decoding")
+@quiet_option("the progress bar on stderr")
+def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet):
+    """Decode INPUT.qnc ('-': read it from stdin) into OUTPUT, a .npy, .fvecs or .fbin file chosen
+    by extension, or '-' for an .npy on stdout.
+
+    The whole file is decoded batch by batch, so memory stays bounded whatever its size; the
+    output file appears only once complete. The model is the one embedded in the file, else the
+    one given with --model, else the one with the file's model id in the model store.
+    """
+    from .. import open as qnc_open
+    from ..errors import ModelMismatchError
+
+    ext = check_output_path(output)
+    source = stdin_binary() if input_path == STDIO else input_path
+    with qnc_open(source, model=model_path) as f:
+        steps = f.steps_for(nbytes)  # checks --bytes before any work
+        rows = parse_rows(rows_text, f.n)
+        if dtype is None:
+            dtype = "float16" if f.header.source_dtype == "float16" and ext == ".npy" else "float32"
+        if dtype != "float32" and ext != ".npy":
+            raise click.BadParameter(f"{ext} stores float32 only; write .npy for {dtype}",
+                                     param_hint="--dtype")
+        if model_path is not None:
+            with open(model_path, "rb") as m:
+                got = hashlib.sha256(m.read()).hexdigest()
+            if got != f.model_sha256:
+                raise ModelMismatchError(f"wrong model: the file was written with model "
+                                         f"{f.model_sha256}, {model_path} is {got}")
+        if f.n:
+            f.model  # noqa: B018 - load (and check) the model before any output is created
+        nbytes = steps * f.bytes_per_code
+        if rows is None:
+            n = f.n
+            batches = f.iter_decode(nbytes, batch_size=BATCH_ROWS, device=device)
+        else:
+            n = rows.stop - rows.start
+            batches = iter([f.decode(nbytes, rows=rows, device=device)]) if n else iter(())
+        batches = with_progress(batches, n, f"decode {nbytes} B/vec", quiet)
+        write_vector_stream(output, batches, n, f.dim, np.dtype(dtype))

@@ -1,0 +1,140 @@
+"""qinco-info: what a .qnc file holds, how big its parts are, and how well it compresses.
+
+Reads only the header, the sections, the index and the chunk headers (not the codes), and never
+imports torch, so it is fast on files of any size.
+"""
+import os
+
+import click
+
+from .common import command, echo_json, fmt_percent, size_lines, size_report
+
+EXAMPLE = """
+qinco-info base.qnc
+qinco-info base.qnc --json | jq .rates
+"""
+
+
+def describe(path, verify=False):
+    """Everything qinco-info reports about the .qnc file at `path`, as a JSON-ready dict.
+    verify=True also reads every code plane and the embedded model to check their checksums."""
+    from .. import model_store
+    from .. import open as qnc_open
+
+    file_size = os.path.getsize(path)
+    with qnc_open(path) as f:
+        h = f.header
+        model_bytes = f.model_size
+        store = None
+        if not h.has_embedded_model:
+            store = model_store.find(f.model_sha256)
+            model_bytes = os.path.getsize(store) if store else None
+        planes = _plane_summary(f.plane_sizes(), h.M, f.bytes_per_code, h.n)
+        stored_prefix = 0
+        rates = []
+        for p in planes:
+            stored_prefix += p["stored_bytes"]
+            rates.append({"steps": p["step"], "bytes_per_vector": p["step"] * f.bytes_per_code,
+                          "stored_bytes_per_vector": stored_prefix / h.n if h.n else 0.0})
+        info = {
+            "path": os.fspath(path),
+            "version": ".".join(str(v) for v in h.version),
+            "n": h.n, "dim": h.dim, "source_dtype": h.source_dtype,
+            "K": h.K, "bytes_per_code": h.bytes_per_code, "M": h.M,
+            "bytes_per_vector": f.bytes_per_vector,
+            "chunk_rows": h.chunk_rows, "chunks": h.num_chunks,
+            "rates": rates,
+            "model_sha256": f.model_sha256,
+            "model_embedded": h.has_embedded_model,
+            "model_in_store": store,
+            "model_config": h.model_config,
+            "metadata": h.metadata,
+            "planes": planes,
+            "codes_stored_bytes": sum(p["stored_bytes"] for p in planes),
+            "codes_raw_bytes": sum(p["raw_bytes"] for p in planes),
+        }
+        if verify:
+            f.verify()  # every plane's CRC and code range, the embedded model's CRC and SHA-256
+            info["verified"] = True
+    info.update(size_report(h.n, h.dim, file_size, model_bytes, h.has_embedded_model))
+    return info
+
+
+
+
+def _plane_summary(sizes, M, bpc, n):
+    """Per step: stored and raw bytes summed over chunks, zstd-coded chunk count and saving."""
+    out = []
+    for s in range(M):
+        stored = sum(chunk[s][0] for chunk in sizes)
+        raw = sum(chunk[s][1] for chunk in sizes)
+        out.append({"step": s + 1, "stored_bytes": stored, "raw_bytes": raw,
+                    "zstd_chunks": sum(1 for chunk in sizes if chunk[s][2]),
+                    "zstd_saving": 1.0 - stored / raw if raw else 0.0})
+    return out
+
+
+def _config_text(config):
+    keys = ("preset", "arch", "dim", "M", "K", "L", "hidden", "embed", "A", "B", "parameters", "version")
+    parts = [f"{k}={config[k]}" for k in keys if k in config]
+    parts += [f"{k}={v}" for k, v in config.items() if k not in keys and not isinstance(v, (dict, list))]
+    return " ".join(parts) if parts else "(none)"
+
+
+def render(info):
+    """The human-readable report."""
+    n, chunks = info["n"], info["chunks"]
+    model_rate = info["model_config"].get("M")
+    lines = [
+        f"file:        {info['path']}",
+        f"format:      .qnc version {info['version']}",
+        f"vectors:     n={n:,}  dim={info['dim']}  source dtype {info['source_dtype']}",
+        f"codes:       K={info['K']} ({info['bytes_per_code']} byte{'s' if info['bytes_per_code'] > 1 else ''}"
+        f" per code)  M={info['M']} steps  {info['bytes_per_vector']} bytes/vector"
+        f"  {chunks:,} chunk{'s' if chunks != 1 else ''} of up to {info['chunk_rows']:,} rows",
+        "rates:       " + ", ".join(str(r["bytes_per_vector"]) for r in info["rates"])
+        + " bytes/vector (decode any of these with qinco-decompress --bytes)",
+        f"model id:    {info['model_sha256']}",
+        f"config:      {_config_text(info['model_config'])}",
+    ]
+    if isinstance(model_rate, int) and model_rate > info["M"]:
+        lines.append(f"             (the model codes {model_rate} steps; this file keeps a prefix of {info['M']})")
+    lines.append("planes:      step  stored bytes     raw bytes  zstd saving  stored B/vec at this rate")
+    for p, r in zip(info["planes"], info["rates"]):
+        lines.append(f"             {p['step']:>4}  {p['stored_bytes']:>12,}  {p['raw_bytes']:>12,}  "
+                     f"{fmt_percent(p['raw_bytes'] - p['stored_bytes'], p['raw_bytes']):>11}  "
+                     f"{r['stored_bytes_per_vector']:>10.3f}")
+    lines.append(f"             all   {info['codes_stored_bytes']:>12,}  {info['codes_raw_bytes']:>12,}  "
+                 f"{fmt_percent(info['codes_raw_bytes'] - info['codes_stored_bytes'], info['codes_raw_bytes']):>11}")
+    lines += size_lines(info)
+    if not info["model_embedded"]:
+        lines.append("model store: " + (info["model_in_store"] or
+                                        "not found there (decode with qinco-decompress --model PATH)"))
+    if info.get("verified"):
+        lines.append("verified:    every code plane" + (" and the embedded model" if info["model_embedded"]
+                                                        else "") + " match their checksums")
+    if info["metadata"] is not None:
+        import json
+        lines.append(f"metadata:    {json.dumps(info['metadata'], ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+@command("qinco-info", EXAMPLE)
+@click.argument("path", metavar="FILE.qnc")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--verify", is_flag=True,
+              help="Also read all the codes and the embedded model and check their checksums "
+                   "(reads the whole file; exit code 1 on the first problem).")
+def main(path, as_json, verify):
+    """Describe FILE.qnc: format version, vectors (n, dim, source dtype), codes (K, bytes per code,
+    M steps), the rates it can be decoded at, the model (id, embedded or not, configuration), the
+    stored size of each code plane summed over chunks with the zstd saving, the file size, the
+    compression ratio to float32 with and without the model, and the model's share of the file.
+
+    Reads only headers and the index (unless --verify); needs no model and does not load torch.
+    """
+    info = describe(path, verify=verify)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(render(info))

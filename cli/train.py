@@ -1,0 +1,64 @@
+"""qinco-train: train a QINCo / QINCo2 model on vectors and save it as a .safetensors file."""
+import os
+
+import click
+
+from ..presets import DEFAULT_PRESET, PRESETS
+from .common import command, device_option, load_vectors, quiet_option
+
+EXAMPLE = """
+qinco-train base.fvecs -o model.safetensors --preset qinco2-XS --bytes 16 --max-minutes 10
+qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-run to resume
+"""
+
+
+@command("qinco-train", EXAMPLE)
+@click.argument("data", metavar="DATA")
+@click.option("-o", "--output", required=True, metavar="MODEL",
+              help="Where to write the trained model (.safetensors, written atomically).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="Model architecture and training recipe.")
+@click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Code size in bytes per vector (M = bytes / bytes-per-code steps). Every prefix "
+                   "of the code is trained to be decodable too.")
+@click.option("--K", "K", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Codewords per step (a power of two; above 256 each code takes 2 bytes).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock budget for training.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Number of epochs (fixed-size passes over random samples). Default: 20 when "
+                   "--max-minutes is not given; with both, whichever ends first.")
+@click.option("--val", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="Held-out validation share (a fraction < 1, or a number of vectors) used for "
+                   "early stopping and to pick the best epoch.")
+@click.option("--resume", "checkpoint", metavar="CKPT", default=None,
+              help="Checkpoint file: written after every epoch and, if it already exists, resumed "
+                   "from (same data, settings and seed required).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@device_option("training")
+@quiet_option("the progress bar on stderr")
+def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, device, quiet):
+    """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads
+    an .npy from stdin) and write it to MODEL.
+
+    Prints the model id (the SHA-256 of the model file, which .qnc files refer to) and the best
+    validation MSE (squared L2 error summed over dimensions, mean over vectors) on stdout.
+    """
+    from .. import train
+    from .common import check_not_directory
+
+    check_not_directory(output)
+    x = load_vectors(data)
+    if checkpoint and os.path.exists(checkpoint) and not quiet:
+        click.echo(f"resuming from checkpoint {checkpoint}", err=True)
+    if val >= 1:
+        val = int(val)
+    model = train(x, preset=preset, K=K, bytes=nbytes, max_minutes=max_minutes, epochs=epochs, val=val,
+                  seed=seed, device=device, checkpoint=checkpoint, quiet=quiet)
+    sha = model.save(output)
+    trained = model.config.get("trained", {})
+    click.echo(f"model: {output}")
+    click.echo(f"sha256: {sha}")
+    click.echo(f"val_mse: {trained.get('val_mse', float('nan')):.6g}")
+    click.echo(f"epochs: {trained.get('epochs', 0)}")
+    click.echo(f"rate: {model.M * model.bytes_per_code} bytes/vector (M={model.M}, K={model.K})")
