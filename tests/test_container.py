@@ -174,3 +174,52 @@ def test_reading_codes_does_not_import_torch(qnc16):
             "print(c.shape, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(5000, 4) False"
+
+
+def test_float16_weights_keep_decoding_quality(tmp_path, model16, glove_base):
+    x = glove_base[:2000]
+    errs, sizes = {}, {}
+    for dtype in ("float32", "float16"):
+        path = tmp_path / f"{dtype}.qnc"
+        summary = qinco_codec.compress(x, path, model16, weight_dtype=dtype, quiet=True)
+        with qinco_codec.open(path) as f:
+            errs[dtype] = _mse(f.decode(), x)
+        sizes[dtype] = summary["model_bytes"]
+    assert abs(errs["float16"] / errs["float32"] - 1) < 1e-3, errs
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+
+
+ITER_DECODE_RSS = """
+import resource, sys, numpy as np, qinco_codec
+with qinco_codec.open(sys.argv[1]) as f:
+    f.model
+    f.decode(rows=slice(0, 65536))  # warm up allocators and kernels on one batch
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n = 0
+    for batch in f.iter_decode(batch_size=65536):
+        n += len(batch)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n, (after - before) // 1024)
+"""
+
+
+def test_iter_decode_of_a_million_vectors_has_a_memory_ceiling(tmp_path, rq_model):
+    """1M x 50 float32 decoded = 200 MB in all; streaming must stay far below that."""
+    import subprocess
+    import sys
+
+    from qinco_codec.formats import QncWriter
+    from qinco_codec.serialize import model_to_bytes, sha256_hex
+
+    n, data = 1_000_000, model_to_bytes(rq_model)
+    path = tmp_path / "million.qnc"
+    rng = np.random.default_rng(0)
+    with QncWriter(path, n=n, dim=50, source_dtype="float32", K=256, M=2, model_sha256=bytes.fromhex(sha256_hex(data)),
+                   model_config={"preset": "qinco2-XS"}, model_bytes=data, chunk_rows=65536) as w:
+        for s in range(0, n, 100_000):
+            w.write_codes(rng.integers(0, 256, (100_000, 2), dtype=np.uint8))
+    out = subprocess.run([sys.executable, "-c", ITER_DECODE_RSS, str(path)], capture_output=True, text=True,
+                         check=True)
+    count, growth_mb = map(int, out.stdout.split())
+    assert count == n
+    assert growth_mb < 100, f"peak RSS grew by {growth_mb} MB while streaming 1M vectors (200 MB decoded)"
