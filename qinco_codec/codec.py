@@ -19,11 +19,13 @@ def _gather_rows(t, index):
 
 
 @torch.no_grad()
-def encode_normalized(model, x, A=0, B=1):
+def encode_normalized(model, x, A=0, B=1, dtype=torch.float32):
     """Codes (N, M) int64 for normalised vectors x (N, D).
 
     A: candidates pre-selected per hypothesis with the step's plain codebook (0 or >= K: all K).
     B: beam width (1: greedy). The best final hypothesis is returned.
+    dtype: float32 (exact) or bfloat16 (the candidate networks run in bfloat16; faster on CPUs
+    with bf16 matmul, distances and reconstructions stay float32).
     """
     K, M = model.K, model.M
     B = max(1, min(B, K))
@@ -35,7 +37,7 @@ def encode_normalized(model, x, A=0, B=1):
     xhat = C0[idx]                                                       # (N, F, D)
     for m, step in enumerate(model.steps, start=2):
         keep = 1 if m == M else B
-        tables = step.candidate_tables()
+        tables = step.candidate_tables(dtype)
         r = x.unsqueeze(1) - xhat                                        # (N, F, D)
         use_pre = 0 < A < K and step.preselect is not None
         if use_pre:
@@ -58,11 +60,12 @@ def encode_normalized(model, x, A=0, B=1):
 
 
 @torch.no_grad()
-def decode_normalized(model, codes):
-    """Reconstructions (N, D) in normalised space from codes (N, m), m <= M (a prefix)."""
+def decode_normalized(model, codes, dtype=torch.float32):
+    """Reconstructions (N, D) in normalised space from codes (N, m), m <= M (a prefix).
+    float32 is the reference decoder; bfloat16 runs the step networks in bfloat16 (opt-in)."""
     xhat = model.codebook0[codes[:, 0]]
     for j, step in enumerate(model.steps[: codes.shape[1] - 1], start=1):
-        tables = step.candidate_tables()
+        tables = step.candidate_tables(dtype)
         xhat = xhat + step.corrections(tables, xhat, codes[:, j : j + 1]).squeeze(-2)
     return xhat
 

@@ -28,6 +28,12 @@ def _check_K(K):
         raise InputError(f"K must be a power of two between 2 and {MAX_K}, got {K!r}")
 
 
+def _precision(name):
+    if name not in ("float32", "bfloat16"):
+        raise InputError(f"precision must be 'float32' or 'bfloat16', got {name!r}")
+    return torch.float32 if name == "float32" else torch.bfloat16
+
+
 class QincoModel(nn.Module):
     """Step-1 codebook, M-1 QINCo steps, and the normalisation of the data they were fitted to."""
 
@@ -104,13 +110,16 @@ class QincoModel(nn.Module):
                     max((s.hidden for s in self.steps), default=0))
         return max(16, WORK_ELEMENTS // max(1, candidates_per_vector * width))
 
-    def encode(self, x, A=None, B=None, batch_size=None, device="auto"):
+    def encode(self, x, A=None, B=None, batch_size=None, device="auto", precision="float32"):
         """Codes (n, M), uint8 for K <= 256 else uint16, for raw vectors x (n, dim).
 
         A, B default to the model's own settings (config 'A', 'B': exhaustive greedy for QINCo1,
         pre-selection plus beam for QINCo2). A=0 evaluates all K codewords at every step (exhaustive),
         0 < A < K pre-selects A candidates per hypothesis; B is the beam width (1 = greedy).
+        precision: 'float32' (exact, reproducible) or 'bfloat16' (candidate networks in bf16: faster
+        where the CPU has bf16 matmul; the codes may differ slightly from float32's).
         """
+        dtype = _precision(precision)
         x = as_float_matrix(x, dim=self.dim)
         A = self.config.get("A", 0) if A is None else int(A)
         B = self.config.get("B", 1) if B is None else int(B)
@@ -124,11 +133,13 @@ class QincoModel(nn.Module):
         with torch.inference_mode():
             for start in range(0, len(x), rows):
                 xb = model.normalize(torch.from_numpy(x[start:start + rows]).to(dev))
-                out[start:start + rows] = codec.encode_normalized(model, xb, A, B).cpu().numpy()
+                out[start:start + rows] = codec.encode_normalized(model, xb, A, B, dtype).cpu().numpy()
         return out
 
-    def decode(self, codes, steps=None, batch_size=None, device="auto"):
-        """Raw float32 vectors (n, dim) from codes (n, m); only the first `steps` (or m) codes are used."""
+    def decode(self, codes, steps=None, batch_size=None, device="auto", precision="float32"):
+        """Raw float32 vectors (n, dim) from codes (n, m); only the first `steps` (or m) codes are used.
+        precision='bfloat16' runs the step networks in bf16 (opt-in; float32 is the reference)."""
+        dtype = _precision(precision)
         codes = as_code_matrix(codes, self.M, self.K)
         m = codes.shape[1] if steps is None else int(steps)
         if not 1 <= m <= codes.shape[1]:
@@ -140,7 +151,7 @@ class QincoModel(nn.Module):
         with torch.inference_mode():
             for start in range(0, len(codes), rows):
                 cb = torch.from_numpy(codes[start:start + rows, :m]).to(dev)
-                out[start:start + rows] = model.denormalize(codec.decode_normalized(model, cb)).cpu().numpy()
+                out[start:start + rows] = model.denormalize(codec.decode_normalized(model, cb, dtype)).cpu().numpy()
         return out
 
     # ---- persistence ----

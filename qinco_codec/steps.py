@@ -12,8 +12,22 @@ first block's W1 acts on a still-linear sum, both split into a per-codeword tabl
 once per call) plus a per-vector term: each candidate then costs a broadcast add instead of two
 matmuls (`candidate_tables`, `corrections`).
 """
+from typing import NamedTuple, Optional
+
 import torch
 from torch import nn
+
+
+class StepTables(NamedTuple):
+    """Per-call constants of one step for evaluating many candidates (see QincoStep.corrections)."""
+    t0: torch.Tensor
+    t1: Optional[torch.Tensor]
+    x_weight: torch.Tensor
+    block_in: list
+    block_out: list
+    out_weight: Optional[torch.Tensor]
+    codebook: torch.Tensor
+    dtype: torch.dtype
 
 
 class QincoStep(nn.Module):
@@ -56,39 +70,41 @@ class QincoStep(nn.Module):
         return z if self.out_proj is None else c + self.out_proj(z)
 
     # ---- split-layer evaluation of many candidates (encoding and fast decoding) ----
-    def candidate_tables(self):
-        """Per-codeword parts of the first two matmuls: (K, de) and (K, hidden) tables."""
+    def candidate_tables(self, dtype=torch.float32):
+        """Everything candidate evaluation needs, in `dtype`: the per-codeword parts of the first
+        two matmuls ((K, de) and (K, hidden) tables, computed in float32) and the weights."""
         de = self.embed
         c = self.codebook
         u = self.in_proj(c) if self.in_proj is not None else c
         t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
         t1 = t0 @ self.blocks[0][0].weight.T if self.L else None
-        return t0, t1
+        cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
+        return StepTables(
+            t0=cast(t0), t1=cast(t1), x_weight=self.concat.weight[:, de:].T,
+            block_in=[cast(b[0].weight.T) for b in self.blocks], block_out=[cast(b[2].weight.T) for b in self.blocks],
+            out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
+            codebook=c, dtype=dtype)
 
     def corrections(self, tables, xhat, idx=None):
-        """f for candidate codewords of each hypothesis.
+        """f for candidate codewords of each hypothesis, as float32.
 
         xhat: (..., dim) partial reconstructions; idx: (..., A) candidate codes, or None for all K.
-        Returns (..., A or K, dim).
+        Returns (..., A or K, dim). With bfloat16 tables the candidate network runs in bfloat16.
         """
-        t0, t1 = tables
-        de = self.embed
-        x_term = xhat @ self.concat.weight[:, de:].T                     # (..., de)
-        if idx is None:
-            z = t0 + x_term.unsqueeze(-2)                                # (..., K, de)
-        else:
-            z = t0[idx] + x_term.unsqueeze(-2)
-        for i, block in enumerate(self.blocks):
+        tb = tables
+        x_term = xhat @ tb.x_weight                                      # (..., de), float32
+        low = x_term.to(tb.dtype)
+        z = (tb.t0 if idx is None else tb.t0[idx]) + low.unsqueeze(-2)   # (..., K or A, de)
+        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
             if i == 0:
-                h0 = x_term @ block[0].weight.T
-                pre = (t1 if idx is None else t1[idx]) + h0.unsqueeze(-2)
+                pre = (tb.t1 if idx is None else tb.t1[idx]) + (x_term @ w_in.float()).to(tb.dtype).unsqueeze(-2)
             else:
-                pre = z @ block[0].weight.T
-            z = z + torch.relu(pre) @ block[2].weight.T
-        if self.out_proj is None:
-            return z
-        c = self.codebook if idx is None else self.codebook[idx]
-        return c + z @ self.out_proj.weight.T
+                pre = z @ w_in
+            z = z + torch.relu(pre) @ w_out
+        if tb.out_weight is None:
+            return z.float()
+        c = tb.codebook if idx is None else tb.codebook[idx]
+        return c + (z @ tb.out_weight).float()
 
     def flops_per_candidate(self):
         """Multiply-adds for one candidate with split tables (for benchmarks)."""
