@@ -37,7 +37,7 @@ PRESETS = {
     for p in [
         Preset("qinco1-L2", "qinco1", L=2, hidden=256, lr=1e-3),
         Preset("qinco1-L16", "qinco1", L=16, hidden=256, lr=1e-3),
-        Preset("qinco2-XS", "qinco2", L=2, hidden=128, embed=64, A=16, B=8, train_A=16,
+        Preset("qinco2-XS", "qinco2", L=2, hidden=128, embed=64, A=16, B=4, train_A=16,
                lr=3e-3, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),
         Preset("qinco2-S", "qinco2", L=2, hidden=256, embed=128, A=16, B=32, train_A=16,
                lr=8e-4, weight_decay=0.1, clip_value=0.1, clip_norm=0.0),

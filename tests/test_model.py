@@ -193,3 +193,18 @@ def test_package_import_does_not_load_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert qinco_codec.QincoModel is QincoModel
+
+
+def test_bfloat16_encoding_keeps_mse_within_half_a_percent(glove_base, rq_model):
+    x = glove_base[:300]
+    m = _randomize(QincoModel.from_preset("qinco2-XS", dim=50, M=8), seed=2)
+    m.load_state_dict({**m.state_dict(), **{k: v for k, v in rq_model.state_dict().items()
+                                            if "codebook" in k or "preselect" in k or k in ("mean", "std")}})
+    exact_codes = m.encode(x)
+    exact = ((m.decode(exact_codes) - x) ** 2).sum(1).mean()
+    fast = ((m.decode(m.encode(x, precision="bfloat16")) - x) ** 2).sum(1).mean()
+    assert abs(fast / exact - 1) < 0.005
+    bf16_decode = m.decode(exact_codes, precision="bfloat16")
+    assert np.abs(bf16_decode - m.decode(exact_codes)).max() < 0.05 * np.abs(x).max()
+    with pytest.raises(InputError, match="precision"):
+        m.encode(x, precision="float8")
