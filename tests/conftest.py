@@ -24,11 +24,14 @@ def glove_base():
 
 @pytest.fixture(scope="session")
 def rq_model(glove_train):
-    """An untrained qinco2-XS model (RQ initialisation), 8 bytes per vector."""
+    """An untrained qinco2-XS model (RQ initialisation), 8 bytes per vector, greedy by default
+    (beam search is tested where it is the subject, on few vectors, to keep the suite fast)."""
     from qinco_codec.model import QincoModel
     from qinco_codec.rq_init import init_from_rq
 
-    return init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 8), glove_train, seed=0)
+    model = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 8), glove_train, seed=0)
+    model.config["B"] = 1
+    return model
 
 
 @pytest.fixture

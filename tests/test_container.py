@@ -13,8 +13,10 @@ from qinco_codec.readers import iter_npy_stream
 
 @pytest.fixture(scope="module")
 def model16(glove_train):
-    return qinco_codec.train(glove_train[:8000], preset="qinco2-XS", M=16, epochs=1, samples_per_epoch=2048,
-                             quiet=True)
+    model = qinco_codec.train(glove_train[:8000], preset="qinco2-XS", M=16, epochs=1, samples_per_epoch=2048,
+                              val=500, quiet=True)
+    model.config["B"] = 1  # greedy encoding keeps the suite fast; beam search is tested in test_model
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,8 @@ def test_compress_from_memmapped_npy_and_stdin_stream(tmp_path, model16, glove_b
 
 def test_compress_trains_a_model_when_none_is_given(tmp_path, glove_base):
     path = tmp_path / "auto.qnc"
-    summary = qinco_codec.compress(glove_base[:3000], path, bytes=4, max_minutes=0.05, quiet=True,
-                                   train_size=2000)
+    summary = qinco_codec.compress(glove_base[:1000], path, bytes=4, max_minutes=0.05, quiet=True,
+                                   train_size=1000, B=1)
     with qinco_codec.open(path) as f:
         assert f.header.has_embedded_model and f.bytes_per_vector == 4
         assert f.model.config["trained"]["epochs"] >= 1
