@@ -9,6 +9,7 @@ against what was read when the stream is consumed to its end.
 """
 import hashlib
 import os
+import threading
 
 import numpy as np
 
@@ -41,6 +42,7 @@ class QncReader:
         else:
             self._file, self._owns_file = source, False
         self._stream_used = False
+        self._lock = threading.RLock()
         try:
             self._src = ByteSource(self._file)
             self._read_preamble()
@@ -85,8 +87,9 @@ class QncReader:
             return None
         section, offset, payload = self._model
         if payload is None:
-            self._src.seek(offset)
-            payload = self._src.read(section.length, "embedded_model section")
+            with self._lock:
+                self._src.seek(offset)
+                payload = self._src.read(section.length, "embedded_model section")
         check_section_payload(section, payload)
         digest = hashlib.sha256(payload).digest()
         if digest != self.header.model_sha256:
@@ -116,7 +119,8 @@ class QncReader:
         """Per chunk, per plane: (stored_len, raw_len, is_zstd). Reads only chunk headers on a
         seekable file; consumes the stream on a pipe."""
         if self.seekable:
-            headers = (self._seek_chunk_header(c) for c in range(self.header.num_chunks))
+            with self._lock:
+                headers = [self._seek_chunk_header(c) for c in range(self.header.num_chunks)]
         else:
             headers = (chunk for _, chunk, _ in self._stream(0, None))
         return [[(p.stored_len, p.raw_len, p.encoding == ENCODING_ZSTD) for p in chunk.planes]
@@ -272,9 +276,11 @@ class QncReader:
                 yield c, block
 
     def _seek_chunk(self, c, steps):
-        """Read chunk c's header and its first `steps` planes from a seekable file."""
-        chunk = self._seek_chunk_header(c)
-        data = self._src.read(chunk.stored_len(steps), f"chunk {c} planes 1..{steps}")
+        """Read chunk c's header and its first `steps` planes from a seekable file (the seek and
+        reads hold a lock, so threads sharing one reader cannot interleave them)."""
+        with self._lock:
+            chunk = self._seek_chunk_header(c)
+            data = self._src.read(chunk.stored_len(steps), f"chunk {c} planes 1..{steps}")
         return self._decode_planes(chunk, data, steps)
 
     def _seek_chunk_header(self, c):

@@ -194,7 +194,7 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
             bar(total=src.n, desc="encode", unit="vec", quiet=quiet) as pbar:
         start = 0
         for batch in src.iter_batches(batch_size):
-            xb = as_float_matrix(batch, dim=model.dim, name=f"input rows {start}..{start + len(batch) - 1}")
+            xb = as_float_matrix(batch, dim=model.dim, name="input", row_offset=start)
             w.write_codes(model.encode(xb, A=A, B=B, device=device)[:, :steps])
             start += len(batch)
             pbar.update(len(batch))

@@ -61,6 +61,8 @@ def _parse_header(data, source):
                                f"({len(data)} bytes) or the {MAX_HEADER_BYTES}-byte limit")
     try:
         header = json.loads(data[8:8 + hlen])
+    except RecursionError:
+        raise ModelFormatError(f"{source}: safetensors header JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{source}: safetensors header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
@@ -70,12 +72,16 @@ def _parse_header(data, source):
 
 def _parse_config(header, source):
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{source}: safetensors __metadata__ is not a JSON object")
     if meta.get("format") != FORMAT_NAME:
         raise ModelFormatError(f"{source}: not a qinco-codec model (metadata format is "
                                f"{meta.get('format')!r}, expected {FORMAT_NAME!r})")
+    if not isinstance(meta.get("config"), str):
+        raise ModelFormatError(f"{source}: model config metadata is missing or not a string")
     try:
-        config = json.loads(meta.get("config", ""))
-    except ValueError:
+        config = json.loads(meta["config"])
+    except (ValueError, RecursionError):
         raise ModelFormatError(f"{source}: model config metadata is not valid JSON") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{source}: model config is not a JSON object")
@@ -98,15 +104,33 @@ def _parse_config(header, source):
     return config
 
 
+def expected_tensor_count(config):
+    """How many tensors a model of this config has (checked before any module is built, so a tiny
+    file cannot make the loader build millions of modules)."""
+    per_step = 2 + 2 * config["L"]                      # codebook, concat weight + bias, blocks
+    per_step += 1                                       # concat bias
+    if config["arch"] == "qinco2":
+        embed = config["embed"] or config["dim"]
+        per_step += 2 + (embed != config["dim"])       # preselect, out_proj, in_proj
+    return 3 + (config["M"] - 1) * per_step             # mean, std, codebook0
+
+
 def model_from_bytes(data, source="<bytes>"):
     """A QincoModel from safetensors bytes, after checking everything against its config."""
     from .model import QincoModel
 
     header, _ = _parse_header(data, source)
     config = _parse_config(header, source)
+    declared = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    if len(declared) != expected_tensor_count(config):
+        raise ModelFormatError(f"{source}: tensors do not match the config: {len(declared)} tensors, it implies "
+                               f"{expected_tensor_count(config)}")
+    for k, shape in declared.items():
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise ModelFormatError(f"{source}: tensor {k!r} has an invalid shape {shape!r}")
     with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
         expected = {k: tuple(v.shape) for k, v in QincoModel(config).state_dict().items()}
-    declared = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     missing, unexpected = set(expected) - set(declared), set(declared) - set(expected)
     if missing or unexpected:
         raise ModelFormatError(f"{source}: tensors do not match the config: missing "

@@ -11,12 +11,13 @@ def _to_numpy(x):
     return x
 
 
-def as_float_matrix(x, dim=None, name="x", allow_empty=True):
+def as_float_matrix(x, dim=None, name="x", allow_empty=True, row_offset=0):
     """Return x as a C-contiguous float32 (n, d) array; reject what cannot be vectors.
 
     Accepts numpy arrays (memory-mapped or not, any layout), torch tensors, and float16/float64/
     integer dtypes (cast to float32). Rejects 1-D or 3-D input, non-numeric dtypes, NaN/inf,
-    and a dimension other than `dim` when given.
+    and a dimension other than `dim` when given. `row_offset` is added to reported row numbers
+    (for batches of a larger input).
     """
     x = _to_numpy(x)
     if not isinstance(x, np.ndarray):
@@ -35,7 +36,8 @@ def as_float_matrix(x, dim=None, name="x", allow_empty=True):
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.size and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise InputError(f"{name}: non-finite value {x[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+        raise InputError(f"{name}: non-finite value {x[tuple(bad)]} at row {bad[0] + row_offset}, "
+                         f"column {bad[1]}")
     return x
 
 

@@ -15,7 +15,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,9 +28,9 @@ import fuzz_qnc as F  # noqa: E402
 
 MODES = ("seek", "pipe")
 # examples per mutation kind in the suite (the long run does 100,000 cases)
-EXAMPLES = {"random_bytes": 60, "bit_flips": 200, "insert": 80, "delete": 80, "truncate": 60,
-            "extend": 30, "field": 250, "bytes_field": 80, "section": 200, "plane": 250,
-            "chunks": 100, "valid_variant": 80, "combo": 150}
+EXAMPLES = {"random_bytes": 60, "bit_flips": 150, "insert": 60, "delete": 60, "truncate": 40,
+            "extend": 30, "field": 150, "bytes_field": 60, "section": 150, "plane": 150,
+            "chunks": 80, "valid_variant": 60, "combo": 100}
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,24 +65,25 @@ def test_every_base_file_reads_back_exactly():
 
 
 def test_truncation_at_every_field_boundary():
-    """Every base file cut at the start of every field (and one byte into it) is rejected."""
+    """Every base file cut at the start of every field is rejected (and, for the files written
+    by QncWriter, one byte into every field)."""
     count = 0
     for b in bases():
-        cuts = sorted({off + d for off, _, _ in b.emitted.fields for d in (0, 1)} - {len(b.data)})
+        steps = (0, 1) if b.name.startswith("writer") else (0,)
+        cuts = sorted({off + d for off, _, _ in b.emitted.fields for d in steps} - {len(b.data)})
         for at in cuts:
             assert_property(b, F.Case(b.data[:at], f"truncated at {at}", expect="reject"))
             count += 1
     assert count > 1000
 
 
-@pytest.mark.parametrize("name", ["writer0", "writer3", "writer7",
-                                  "golden:minor_1_1_unknown_section"])
+@pytest.mark.parametrize("name", ["writer0", "writer7", "golden:minor_1_1_unknown_section"])
 def test_every_numeric_field_set_to_extreme_values_with_crcs_recomputed(name):
     """Each integer field of the header, sections, chunk headers, plane tables, index and
     trailer set to 0, 1, 2^31, 2^32-1, 2^63, 2^64-1, the file size, past the end of the file,
     ... with every checksum recomputed so that the value itself reaches the reader's checks.
-    writer0: embedded model, zstd planes, 3 chunks; writer3: K=4096 two-byte codes; writer7:
-    n = 0; the golden 1.1 file: a 96-byte header and an unknown section."""
+    writer0: embedded model, zstd planes, 3 chunks; writer7: n = 0 with an embedded model; the
+    golden 1.1 file: a 96-byte header, an unknown section, 3 chunks of 8 raw planes."""
     b = base_named(name)
     count = 0
     for key, width in F.numeric_fields(b.emitted):
