@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test fuzz bench-speed bench-rd clean
+.PHONY: setup demo test fuzz clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests
+
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_qnc.py --cases 100000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
