@@ -1,9 +1,14 @@
 """Crash-safe file output: write to a temporary file in the target directory, fsync, then rename.
 
 A reader never sees a half-written file under the final name, and an interrupted writer leaves
-at most a temporary file named `.<name>.<random>.tmp` (removed on any Python-level failure).
+at most a temporary file named `.<name>.<random>.tmp` (removed on any Python-level failure). A
+writer holds an exclusive flock on its temporary file, so the next successful write of the same
+name can tell the leftovers of killed writers (unlocked) from a concurrent writer's (locked) and
+removes the former.
 """
 import contextlib
+import fcntl
+import glob
 import os
 import tempfile
 
@@ -19,6 +24,7 @@ def atomic_output(path, mode="wb"):
                                     dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        fcntl.flock(fd, fcntl.LOCK_EX)     # released by the kernel however this process ends
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -29,6 +35,22 @@ def atomic_output(path, mode="wb"):
             os.unlink(tmp_path)
         raise
     _fsync_directory(directory)
+    remove_stale_temporaries(path)
+
+
+def remove_stale_temporaries(path):
+    """Delete `.<name>.*.tmp` files of `path` left by writers that were killed (not locked)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for tmp in glob.glob(os.path.join(glob.escape(directory), glob.escape("." + name) + ".*" + TMP_SUFFIX)):
+        with contextlib.suppress(OSError):
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(tmp)
+            except BlockingIOError:  # a live writer holds it
+                pass
+            finally:
+                os.close(fd)
 
 
 def _umask():

@@ -157,20 +157,17 @@ def test_sigkill_during_compress_never_leaves_a_partial_output(kill_setup):
     assert all(r["temp_left"] <= 1 for r in results)
 
 
-def test_next_successful_run_completes_and_adds_no_temp_file(kill_setup):
-    """After the kills, a normal run in a directory holding stale temporary files writes the
-    complete OUTPUT and leaves no temporary file of its own; the stale ones (from SIGKILLed
-    runs) are not removed: see RELIABILITY.md."""
+def test_next_successful_run_removes_the_temp_files_of_killed_runs(kill_setup):
+    """After the kills, a normal run in a directory holding stale temporary files (from
+    SIGKILLed runs, whose flock died with them) writes the complete OUTPUT and leaves no
+    temporary file behind."""
     s = kill_setup
-    dirs = sorted(d for d in s["root"].glob("trial*") if temp_files(d)) or \
-        [s["root"] / "trial00"]
-    d = dirs[0]
-    stale = temp_files(d)
-    run(compress_args(s["new"], d / "out.qnc", s["model"]), check=0)
-    assert (d / "out.qnc").read_bytes() == s["new_bytes"]
-    assert temp_files(d) == stale
-    if stale:
-        assert all(TMP_NAME.match(n) for n in stale)
+    dirs = sorted(d for d in s["root"].glob("trial*") if temp_files(d))
+    assert dirs, "no kill trial left a temporary file to clean up"
+    for d in dirs:
+        run(compress_args(s["new"], d / "out.qnc", s["model"]), check=0)
+        assert (d / "out.qnc").read_bytes() == s["new_bytes"]
+        assert temp_files(d) == []
 
 
 # -- disk full -------------------------------------------------------------------------------
