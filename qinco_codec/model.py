@@ -132,7 +132,7 @@ class QincoModel(nn.Module):
         out = np.empty((len(x), self.M), dtype=self.code_dtype)
         with torch.inference_mode():
             for start in range(0, len(x), rows):
-                xb = model.normalize(torch.from_numpy(x[start:start + rows]).to(dev))
+                xb = model.normalize(torch.from_numpy(np.require(x[start:start + rows], requirements="W")).to(dev))
                 out[start:start + rows] = codec.encode_normalized(model, xb, A, B, dtype).cpu().numpy()
         return out
 
