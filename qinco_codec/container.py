@@ -4,7 +4,7 @@ vectors at any prefix rate.
 Reading codes needs no torch: this module imports the model machinery only when a model is
 actually needed (training, encoding, decoding).
 """
-import hashlib
+import binascii
 import os
 
 import numpy as np
@@ -105,16 +105,10 @@ def _as_source(x):
 # ---------------------------------------------------------------- models
 def _load_model_arg(model):
     """(QincoModel, its safetensors bytes, sha256 hex) from a path or a QincoModel."""
-    from .serialize import model_from_bytes, model_to_bytes, sha256_hex
+    from .serialize import model_to_bytes, read_model_file, sha256_hex
 
     if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        try:
-            with _bopen(path) as f:
-                data = f.read()
-        except OSError as exc:
-            raise InputError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-        return model_from_bytes(data, source=path), data, sha256_hex(data)
+        return read_model_file(model)
     data = model_to_bytes(model)
     return model, data, sha256_hex(data)
 
@@ -187,7 +181,7 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
              f"({code_bytes:,} bytes); share one model across files with --no-embed-model and the "
              f"model store{hint}", quiet)
     with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
-                   K=model.K, M=steps, model_sha256=bytes_from_hex(sha),
+                   K=model.K, M=steps, model_sha256=binascii.unhexlify(sha),
                    model_config=config_summary(model), metadata=metadata,
                    model_bytes=data if embed_model else None, chunk_rows=chunk_rows,
                    zstd_level=zstd_level) as w, \
@@ -202,10 +196,6 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     return {"path": os.fspath(path), "n": src.n, "dim": model.dim, "bytes_per_vector": steps * model.bytes_per_code,
             "model_sha256": sha, "model_bytes": len(data), "model_embedded": bool(embed_model),
             "code_bytes": code_bytes, "file_size": file_size}
-
-
-def bytes_from_hex(h):
-    return bytes.fromhex(h)
 
 
 # ---------------------------------------------------------------- open
@@ -276,7 +266,7 @@ class QncFile:
 
     def _resolve_model(self):
         from . import model_store
-        from .serialize import model_from_bytes, model_to_bytes
+        from .serialize import model_from_bytes, model_to_bytes, read_model_file, sha256_hex
 
         want = self.model_sha256
         if self._model_arg is None and self.header.has_embedded_model:
@@ -287,7 +277,7 @@ class QncFile:
                 where = os.fspath(self._model_arg)
             else:
                 m = self._model_arg
-                got = getattr(m, "sha256", None) or hashlib.sha256(model_to_bytes(m)).hexdigest()
+                got = getattr(m, "sha256", None) or sha256_hex(model_to_bytes(m))
                 where = "the given model"
             if got != want:
                 raise ModelMismatchError(f"wrong model: the file was written with model {want}, "
@@ -297,11 +287,10 @@ class QncFile:
         if path is None:
             raise InputError(f"the file does not embed its model {want}; pass it with --model PATH "
                              f"(model=...) or put it in the model store ({model_store.store_dir()})")
-        with _bopen(path) as f:
-            data = f.read()
-        if hashlib.sha256(data).hexdigest() != want:
+        model, _, got = read_model_file(path)
+        if got != want:
             raise ModelMismatchError(f"model store file {path} does not hash to {want}")
-        return model_from_bytes(data, source=path)
+        return model
 
     def _check_model_rate(self, steps):
         if self.model.dim != self.dim or self.model.K != self.K or self.model.M < steps:
@@ -333,8 +322,3 @@ class QncFile:
                 pending, count = ([rest] if len(rest) else []), len(rest)
         if count:
             yield self.model.decode(np.concatenate(pending), device=device)
-
-
-def _bopen(path):
-    import builtins
-    return builtins.open(path, "rb")

@@ -107,8 +107,7 @@ def _parse_config(header, source):
 def expected_tensor_count(config):
     """How many tensors a model of this config has (checked before any module is built, so a tiny
     file cannot make the loader build millions of modules)."""
-    per_step = 2 + 2 * config["L"]                      # codebook, concat weight + bias, blocks
-    per_step += 1                                       # concat bias
+    per_step = 3 + 2 * config["L"]                      # codebook, concat weight and bias, blocks
     if config["arch"] == "qinco2":
         embed = config["embed"] or config["dim"]
         per_step += 2 + (embed != config["dim"])       # preselect, out_proj, in_proj
@@ -150,8 +149,8 @@ def model_from_bytes(data, source="<bytes>"):
     return model
 
 
-def load_model(path):
-    """Load a model file; returns a QincoModel on the CPU with `.sha256` set to the file's id."""
+def read_model_file(path):
+    """(model, file bytes, SHA-256 hex) of a model file; unreadable files are a ModelFormatError."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -160,6 +159,13 @@ def load_model(path):
         raise ModelFormatError(f"no such model file: {path}") from None
     except IsADirectoryError:
         raise ModelFormatError(f"model path is a directory: {path}") from None
-    model = model_from_bytes(data, source=path)
-    model.sha256 = sha256_hex(data)
+    except OSError as exc:
+        raise ModelFormatError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    return model_from_bytes(data, source=path), data, sha256_hex(data)
+
+
+def load_model(path):
+    """Load a model file; returns a QincoModel on the CPU with `.sha256` set to the file's id."""
+    model, _, sha = read_model_file(path)
+    model.sha256 = sha
     return model

@@ -66,14 +66,15 @@ def lr_factor(progress):
 
 def prefix_losses(model, x, codes, last_only=False):
     """Training loss for normalised x and fixed codes: sum over prefixes (or the last) of the MSE,
-    plus the pre-selection codebooks' RQ loss. Returns (loss, mse of the full reconstruction)."""
+    plus the pre-selection codebooks' RQ loss. Returns (loss, mse of the full reconstruction,
+    the M partial reconstructions)."""
     outs = codec.decode_with_grad(model, codes)
     errs = [(o - x).square().mean() for o in outs]
     loss = errs[-1] if last_only else sum(errs)
     for j, step in enumerate(model.steps, start=1):
         if step.preselect is not None:
             loss = loss + (outs[j - 1].detach() + step.preselect[codes[:, j]] - x).square().mean()
-    return loss, errs[-1].detach()
+    return loss, errs[-1].detach(), outs
 
 
 @torch.no_grad()
@@ -199,7 +200,7 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
             usage += torch.nn.functional.one_hot(codes, model.K).sum(0)
             for g in opt.param_groups:
                 g["lr"] = base_lr * lr_factor(progress())
-            loss, mse = prefix_losses(model, xb, codes, last_only=last_step_loss)
+            loss, mse, recon = prefix_losses(model, xb, codes, last_only=last_step_loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if p.clip_value:
@@ -209,10 +210,8 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
             opt.step()
             run["step"] += 1
             train_mse += mse.item()
-            if i == steps_per_epoch - 1:
-                with torch.no_grad():
-                    recon = codec.decode_with_grad(model, codes)
-                    residuals = [xb] + [xb - r for r in recon[:-1]]
+            if i == steps_per_epoch - 1:  # residual targets of each step, for dead-codeword reset
+                residuals = [xb] + [xb - r.detach() for r in recon[:-1]]
         model.eval()
         n_reset = reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
         val_mse = validation_mse(model, xv, train_A)
