@@ -34,10 +34,11 @@ def describe_os_error(exc):
     return _one_line(str(exc)) or what
 
 
-class QincoCommand(click.Command):
-    """A click command whose errors end the program with one line `<prog>: error: <message>` on
-    stderr: exit code 2 for usage errors, 1 for everything a user can cause (QincoError, OSError,
-    other click errors), 130 when interrupted. Unexpected exceptions (bugs) keep their traceback."""
+class _OneLineErrors:
+    """Mixin for click commands and groups: errors end the program with one line
+    `<prog>: error: <message>` on stderr: exit code 2 for usage errors, 1 for everything a user
+    can cause (QincoError, OSError, other click errors), 130 when interrupted. Unexpected
+    exceptions (bugs) keep their traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         prog = prog_name or self.name
@@ -63,6 +64,14 @@ class QincoCommand(click.Command):
         return code
 
 
+class QincoCommand(_OneLineErrors, click.Command):
+    """A click command with one-line errors (see _OneLineErrors)."""
+
+
+class QincoGroup(_OneLineErrors, click.Group):
+    """A click group (a command with subcommands) with one-line errors (see _OneLineErrors)."""
+
+
 def _report(prog, message, code):
     if os.environ.get("QINCO_DEBUG") and sys.exc_info()[0] is not None:
         raise
@@ -70,10 +79,21 @@ def _report(prog, message, code):
     return code
 
 
+def examples_epilog(example):
+    """Help text ending: 'Examples:' and the example lines, shown verbatim."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in example.strip().splitlines())
+
+
 def command(name, example):
     """Decorator: a QincoCommand called `name` whose help ends with `example` (shown verbatim)."""
-    epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in example.strip().splitlines())
-    return click.command(name, cls=QincoCommand, context_settings=CONTEXT_SETTINGS, epilog=epilog)
+    return click.command(name, cls=QincoCommand, context_settings=CONTEXT_SETTINGS,
+                         epilog=examples_epilog(example))
+
+
+def group(name, example):
+    """Decorator: a QincoGroup called `name` (subcommands are added with `.command`)."""
+    return click.group(name, cls=QincoGroup, context_settings=CONTEXT_SETTINGS,
+                       epilog=examples_epilog(example))
 
 
 # ---------------------------------------------------------------- shared options

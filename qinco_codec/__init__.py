@@ -19,6 +19,7 @@ _LAZY = {
     "compress": ".container",
     "open": ".container",
     "QncFile": ".container",
+    "to_faiss": ".faiss_interop",
     "datasets": None,
     "readers": None,
 }

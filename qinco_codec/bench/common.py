@@ -1,0 +1,70 @@
+"""What the benchmarks share: the optional faiss import, wall-clock timing, and tables written
+as aligned text, Markdown and JSON."""
+import json
+import time
+
+from ..atomic import write_bytes_atomic
+from ..errors import InputError
+
+
+def require_faiss():
+    """The faiss module, or an InputError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise InputError("this benchmark needs faiss: pip install 'qinco-codec[bench]' "
+                         f"(faiss-cpu) ({exc})") from None
+    return faiss
+
+
+class Timer:
+    """Context manager measuring wall-clock seconds into `.seconds`."""
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        return False
+
+
+def best_of(fn, repeats=3, min_seconds=0.0):
+    """Smallest wall-clock time of `repeats` calls of fn() (at least one), and fn's last result.
+    Keeps calling past `repeats` until `min_seconds` have been spent in total."""
+    best, spent, result, done = float("inf"), 0.0, None, 0
+    while done < max(1, repeats) or spent < min_seconds:
+        with Timer() as t:
+            result = fn()
+        best, spent, done = min(best, t.seconds), spent + t.seconds, done + 1
+    return best, result
+
+
+def _cell(value, fmt):
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return format(value, fmt)
+
+
+def format_table(rows, columns, markdown=False):
+    """rows: list of dicts; columns: list of (key, header, format spec). Text or Markdown table."""
+    cells = [[_cell(r.get(k), f) for k, _, f in columns] for r in rows]
+    headers = [h for _, h, _ in columns]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt_row = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
+    return "\n".join([fmt_row(headers)] + [fmt_row(c) for c in cells])
+
+
+def write_text(path, text):
+    """Write text atomically (temporary file, fsync, rename)."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2) + "\n")
