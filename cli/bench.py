@@ -22,3 +22,7 @@ def main():
 
 main.add_command(speed)
 main.add_command(rd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,194 @@
-"""qinco-bench rd (placeholder until implemented)."""
+"""qinco-bench rd: rate-distortion of our presets against faiss codecs on the same vectors."""
+import os
+
 import click
 
+from ..presets import DEFAULT_PRESET, PRESETS
+from .common import command, load_vectors, quiet_option, search_options
 
-@click.command("rd")
-def rd():
-    """Not implemented yet."""
-    raise click.ClickException("qinco-bench rd is not implemented yet")
+EXAMPLE = """
+qinco-bench rd --dataset glove50 --bytes 4 8 16 32 --budget-minutes 20 --out docs/rd-glove50
+qinco-bench rd base.fvecs --queries q.fvecs --gt gt.ivecs --train learn.fvecs --bytes 8 16
+qinco-bench rd base.npy --protocol self --train-size 50000 --bytes 8 16 --out rd-self
+"""
+METHOD_NAMES = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
+
+
+class _Many(click.Option):
+    """An option taking one or more values after it: `--bytes 4 8 16` (also `--bytes 4,8`)."""
+
+    def __init__(self, *args, **kwargs):
+        self.item_type = kwargs.pop("item_type", str)
+        kwargs.setdefault("multiple", True)
+        super().__init__(*args, **kwargs)
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {})):
+            for opt in table.values():
+                if getattr(opt, "obj", None) is self:
+                    self._wrap(opt, parser)
+
+    def _wrap(self, opt, parser):
+        if getattr(opt, "_many_wrapped", False):
+            return
+        original = opt.process
+        prefixes = tuple(getattr(parser, "_opt_prefixes", {"-", "--"}))
+
+        def process(value, state):
+            values = [value]
+            while state.rargs and not (state.rargs[0].startswith(prefixes) and not _is_number(state.rargs[0])):
+                values.append(state.rargs.pop(0))
+            original(",".join(values), state)
+
+        opt.process = process
+        opt._many_wrapped = True
+
+    def type_cast_value(self, ctx, value):
+        out = []
+        for chunk in value or ():
+            for item in str(chunk).replace(",", " ").split():
+                try:
+                    out.append(self.item_type(item))
+                except ValueError:
+                    raise click.BadParameter(f"{item!r} is not a valid {self.item_type.__name__}",
+                                             ctx=ctx, param=self) from None
+        return tuple(out)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@command("rd", EXAMPLE)
+@click.argument("data", metavar="[DATA]", required=False)
+@click.option("--dataset", type=click.Choice(["glove50"]), default=None,
+              help="A built-in data set instead of DATA: glove50 trains on its train split, "
+                   "evaluates on base, and measures recall with its queries and ground truth.")
+@click.option("--queries", metavar="PATH", default=None,
+              help="Query vectors for R@1 / R@10 (search among the decoded DATA).")
+@click.option("--gt", metavar="PATH", default=None,
+              help="Ground truth: per query, ids of its nearest DATA rows (.ivecs, .ibin, .npy); "
+                   "computed exactly when --queries is given without it.")
+@click.option("--train", "train_path", metavar="PATH", default=None,
+              help="Training vectors for the heldout protocol with DATA (default protocol with "
+                   "DATA and no --train: self).")
+@click.option("--protocol", type=click.Choice(["heldout", "self"]), default=None,
+              help="heldout: train on separate vectors (GloVe train split, or --train), evaluate "
+                   "on DATA / base. self: train every method on a sample of the evaluated "
+                   "collection itself. Default: heldout when training vectors are available, "
+                   "else self.")
+@click.option("--bytes", "nbytes", cls=_Many, item_type=int, metavar="N...", default=("4", "8", "16", "32"),
+              show_default=True, help="Rates in bytes per vector for the trained methods "
+                                       "(one or more values).")
+@click.option("--prefix-bytes", cls=_Many, item_type=int, metavar="N...", default=None,
+              help="Prefix rates at which the model trained at the largest --bytes is decoded. "
+                   "Default: the other --bytes values.")
+@click.option("--presets", cls=_Many, item_type=str, metavar="NAME...", default=(DEFAULT_PRESET,), show_default=True,
+              help=f"Our presets to train ({', '.join(PRESETS)}).")
+@click.option("--methods", cls=_Many, item_type=str, metavar="NAME...", default=METHOD_NAMES,
+              help=f"Methods to run (default all): {', '.join(METHOD_NAMES)}; 'sq' is float16, "
+                   "SQ8 and SQ4.")
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Train on a random sample of this many training vectors (all methods). With "
+                   "--protocol self: drawn from DATA (default: all of it).")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None,
+              help="Evaluate on the first N vectors of DATA / base only (ground truth recomputed "
+                   "exactly for them).")
+@click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Wall-clock training budget of each of our models.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Cap on the epochs of each of our models (default: the budget decides).")
+@click.option("--samples-per-epoch", type=click.IntRange(min=1), default=32768, show_default=True,
+              help="Training samples per epoch of our models (smaller: quicker tiny runs).")
+@click.option("--lsq-train-size", type=click.IntRange(min=0), default=20000, show_default=True,
+              help="faiss LSQ trains on a random sample of at most this many vectors "
+                   "(it is slow; 0 = all).")
+@click.option("--rotation-bits", cls=_Many, item_type=int, metavar="B...", default=("1", "2", "3", "4"),
+              show_default=True, help="Bits per dimension of the rotation-based references "
+                                       "(RaBitQ, TurboQuant, EDEN).")
+@search_options
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for torch and faiss (default: their own defaults; 1 on a shared "
+                   "machine avoids oversubscription).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--out", "out_dir", metavar="DIR", default="qinco-bench-rd", show_default=True,
+              help="Directory for rd.json, rd.md and rd.png.")
+@quiet_option()
+def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
+       train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
+       rotation_bits, A, B, threads, seed, out_dir, quiet):
+    """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
+    --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
+    rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
+    the same training and evaluation vectors (DATA, or --dataset glove50).
+
+    Prints one table (bytes/vector, MSE, relative MSE, R@1, R@10, training seconds, encode and
+    decode microseconds per vector, model bytes, effective bytes/vector with the model counted
+    at the benchmark's n and at 1M vectors) and writes rd.json, rd.md and rd.png to --out.
+    Progress goes to stderr.
+    """
+    from ..bench import rd as bench
+    from ..bench.common import require_faiss
+    from ..errors import InputError
+    from ..readers import read_ints, read_vectors
+
+    if (data is None) == (dataset is None):
+        raise click.UsageError("give DATA or --dataset glove50 (exactly one)")
+    if gt is not None and queries is None:
+        raise click.UsageError("--gt needs --queries")
+    if dataset is not None and (queries or train_path):
+        raise click.UsageError("--dataset brings its own queries, ground truth and training split; "
+                               "--queries, --gt and --train go with DATA")
+    unknown = [m for m in methods if m.lower() not in METHOD_NAMES]
+    if unknown or not methods:
+        raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"expected some of: {', '.join(METHOD_NAMES)}", param_hint="--methods")
+    methods = tuple(m.lower() for m in methods)
+    bad = [p for p in presets if p not in PRESETS]
+    if bad or not presets:
+        raise click.BadParameter(f"unknown preset(s) {', '.join(bad) or '(none given)'}; expected "
+                                 f"some of: {', '.join(PRESETS)}", param_hint="--presets")
+    if not nbytes or min(nbytes) < 1:
+        raise click.BadParameter(f"rates must be positive integers, got {list(nbytes)}", param_hint="--bytes")
+    if not rotation_bits or not all(1 <= b <= 8 for b in rotation_bits):
+        raise click.BadParameter(f"bits must lie in 1..8, got {list(rotation_bits)}",
+                                 param_hint="--rotation-bits")
+    if protocol is None:
+        protocol = "heldout" if dataset is not None or train_path is not None else "self"
+    if protocol == "heldout" and data is not None and train_path is None:
+        raise click.UsageError("--protocol heldout with DATA needs --train PATH (training vectors "
+                               "kept apart from DATA); or use --protocol self")
+    if protocol == "self" and train_path is not None:
+        raise click.UsageError("--train goes with --protocol heldout (self trains on DATA itself)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError(f"--out {out_dir} exists and is not a directory")
+    faiss = require_faiss()
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+
+    if dataset == "glove50":
+        inputs = bench.glove50_inputs(protocol, train_size, eval_size, seed)
+    else:
+        base = load_vectors(data)
+        train = read_vectors(train_path) if train_path else None
+        q = read_vectors(queries) if queries else None
+        g = read_ints(gt) if gt else None
+        inputs = bench.prepare(os.path.basename(data), protocol, base, train, q, g, train_size,
+                               eval_size, seed)
+    result = bench.run(inputs, bytes_list=nbytes, presets=presets, methods=methods,
+                       budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
+                       lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
+                       prefix_bytes=prefix_bytes, A=A, B=B, seed=seed, quiet=quiet)
+    paths = bench.write_outputs(result, out_dir)
+    click.echo(bench.text_table(result))
+    for text in result["notes"]:
+        click.echo(f"# {text}")
+    if not quiet:
+        click.echo(f"wrote {paths['json']}, {paths['md']}, {paths['png']}", err=True)

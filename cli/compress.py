@@ -95,3 +95,7 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
         lines.append(f"model store: {store_path(summary['model_sha256'])}")
     for line in lines:
         click.echo(line, err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,6 @@
 """qinco-decompress: decode a .qnc file (all of it or some rows, at any prefix rate) to vectors."""
 import hashlib
+import time
 
 import click
 import numpy as np
@@ -71,4 +72,21 @@ def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet
             n = rows.stop - rows.start
             batches = iter([f.decode(nbytes, rows=rows, device=device)]) if n else iter(())
         batches = with_progress(batches, n, f"decode {nbytes} B/vec", quiet)
+        t0 = time.perf_counter()
         write_vector_stream(output, batches, n, f.dim, np.dtype(dtype))
+        if rows is None and n and not quiet:
+            click.echo(timing_line(f.stream_stats, time.perf_counter() - t0), err=True)
+
+
+def timing_line(stats, total):
+    """Where the time went: reading chunks (in a background thread, overlapping the rest),
+    decoding, and everything else (writing the output, waiting)."""
+    rate = stats["rows"] / total if total > 0 else float("inf")
+    other = max(0.0, total - stats["decode_seconds"])
+    return (f"decoded {stats['rows']:,} vectors in {total:.2f} s ({rate:,.0f} vectors/s): "
+            f"read+decompress {stats['read_seconds']:.2f} s (overlapped), "
+            f"decode {stats['decode_seconds']:.2f} s, write and waits {other:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -56,3 +56,7 @@ def main(model_path, data, queries, gt, A, B, as_json, device):
     about = f"# {len(x)} vectors of dim {x.shape[1]}; model {model.sha256[:16]}... " \
         f"({model.config.get('preset')}, K={model.K}, M={model.M})"
     click.echo(about + (f"; {len(q)} queries" if q is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

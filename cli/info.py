@@ -138,3 +138,7 @@ def main(path, as_json, verify):
         echo_json(info)
     else:
         click.echo(render(info))
+
+
+if __name__ == "__main__":
+    main()

@@ -62,3 +62,7 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     click.echo(f"val_mse: {trained.get('val_mse', float('nan')):.6g}")
     click.echo(f"epochs: {trained.get('epochs', 0)}")
     click.echo(f"rate: {model.M * model.bytes_per_code} bytes/vector (M={model.M}, K={model.K})")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,11 +6,13 @@ actually needed (training, encoding, decoding).
 """
 import binascii
 import os
+import time
 
 import numpy as np
 
 from .errors import InputError, ModelMismatchError
 from .formats import QncReader, QncWriter
+from .prefetch import Prefetcher
 from .progress import bar, note
 from .validation import as_float_matrix
 
@@ -306,19 +308,63 @@ class QncFile:
             return np.empty((0, self.dim), dtype=np.float32)
         return self.model.decode(codes, device=device)
 
-    def iter_decode(self, bytes=None, batch_size=65536, device="auto"):
-        """Yield decoded float32 batches of up to `batch_size` rows, in file order, in bounded memory."""
+    def iter_decode(self, bytes=None, batch_size=65536, device="auto", prefetch=True):
+        """Yield decoded float32 batches of up to `batch_size` rows, in file order, in bounded memory.
+
+        With `prefetch` a background thread reads and decompresses the next chunk while the
+        current batch decodes. After (or during) the iteration, `stream_stats` holds the rows
+        decoded and the seconds spent reading chunks and decoding them.
+        """
         steps = self.steps_for(bytes)
         if self.n:
             self._check_model_rate(steps)
+        stats = self.stream_stats = {"rows": 0, "read_seconds": 0.0, "decode_seconds": 0.0,
+                                     "wall_seconds": 0.0, "prefetch": bool(prefetch)}
+        chunks = (block for _, block in self._reader.iter_chunks(steps=steps))
+        source = Prefetcher(chunks) if prefetch else _TimedIterator(chunks)
+        t_start = time.perf_counter()
+
+        def decode(codes):
+            t0 = time.perf_counter()
+            out = self.model.decode(codes, device=device)
+            stats["decode_seconds"] += time.perf_counter() - t0
+            stats["rows"] += len(out)
+            stats["read_seconds"] = source.busy_seconds
+            stats["wall_seconds"] = time.perf_counter() - t_start
+            return out
+
         pending, count = [], 0
-        for _, block in self._reader.iter_chunks(steps=steps):
-            pending.append(block)
-            count += len(block)
-            while count >= batch_size:
-                codes = np.concatenate(pending)
-                yield self.model.decode(codes[:batch_size], device=device)
-                rest = codes[batch_size:]
-                pending, count = ([rest] if len(rest) else []), len(rest)
-        if count:
-            yield self.model.decode(np.concatenate(pending), device=device)
+        try:
+            for block in source:
+                pending.append(block)
+                count += len(block)
+                while count >= batch_size:
+                    codes = np.concatenate(pending)
+                    yield decode(codes[:batch_size])
+                    rest = codes[batch_size:]
+                    pending, count = ([rest] if len(rest) else []), len(rest)
+            if count:
+                yield decode(np.concatenate(pending))
+        finally:
+            if prefetch:
+                source.close()
+            stats["read_seconds"] = source.busy_seconds
+            stats["wall_seconds"] = time.perf_counter() - t_start
+
+
+class _TimedIterator:
+    """An iterator that adds up the time spent in the wrapped iterator's next() (no thread)."""
+
+    def __init__(self, source):
+        self._it = iter(source)
+        self.busy_seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.busy_seconds += time.perf_counter() - t0

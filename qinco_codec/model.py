@@ -19,8 +19,31 @@ from .validation import as_code_matrix, as_float_matrix
 
 MAX_K = 65536
 # Bound on the largest intermediate tensor of a batch (elements): keeps memory bounded and the
-# working set moderate whatever n is.
+# working set moderate whatever n is. A GPU wants whole chunks per step: far larger batches.
 WORK_ELEMENTS = 1 << 22
+WORK_ELEMENTS_CUDA = 1 << 27
+
+
+def _work_elements(dev):
+    return WORK_ELEMENTS_CUDA if dev.type == "cuda" else WORK_ELEMENTS
+
+
+def _upload(a, dev):
+    """numpy array -> tensor on dev; through a pinned host buffer (asynchronous copy) on CUDA."""
+    t = torch.from_numpy(np.require(a, requirements=("C", "W")))
+    if dev.type != "cuda":
+        return t
+    return t.pin_memory().to(dev, non_blocking=True)
+
+
+def _download(t, out):
+    """Copy tensor t into the numpy array out; through a pinned host buffer on CUDA."""
+    if t.device.type == "cuda":
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        t = host
+    out[...] = t.numpy()
 
 
 def _check_K(K):
@@ -103,12 +126,14 @@ class QincoModel(nn.Module):
         return x * self.std + self.mean
 
     # ---- numpy-facing encode / decode ----
-    def _batch_rows(self, candidates_per_vector, batch_size):
+    def _width(self):
+        return max(self.dim, max((s.embed for s in self.steps), default=0),
+                   max((s.hidden for s in self.steps), default=0))
+
+    def _batch_rows(self, candidates_per_vector, batch_size, dev):
         if batch_size:
             return int(batch_size)
-        width = max(self.dim, max((s.embed for s in self.steps), default=0),
-                    max((s.hidden for s in self.steps), default=0))
-        return max(16, WORK_ELEMENTS // max(1, candidates_per_vector * width))
+        return max(16, _work_elements(dev) // max(1, candidates_per_vector * self._width()))
 
     def encode(self, x, A=None, B=None, batch_size=None, device="auto", precision="float32"):
         """Codes (n, M), uint8 for K <= 256 else uint16, for raw vectors x (n, dim).
@@ -128,12 +153,13 @@ class QincoModel(nn.Module):
         dev = resolve_device(device)
         model = self.to(dev)
         cands = (A if 0 < A < self.K else self.K) * min(B, self.K)
-        rows = self._batch_rows(cands, batch_size)
+        rows = self._batch_rows(cands, batch_size, dev)
         out = np.empty((len(x), self.M), dtype=self.code_dtype)
         with torch.inference_mode():
             for start in range(0, len(x), rows):
-                xb = model.normalize(torch.from_numpy(np.require(x[start:start + rows], requirements="W")).to(dev))
-                out[start:start + rows] = codec.encode_normalized(model, xb, A, B, dtype).cpu().numpy()
+                xb = model.normalize(_upload(x[start:start + rows], dev))
+                codes = codec.encode_normalized(model, xb, A, B, dtype)
+                _download(codes.to(torch.int32 if self.K > 256 else torch.uint8), out[start:start + rows])
         return out
 
     def decode(self, codes, steps=None, batch_size=None, device="auto", precision="float32"):
@@ -146,12 +172,12 @@ class QincoModel(nn.Module):
             raise InputError(f"steps must be between 1 and {codes.shape[1]} (the codes' columns), got {m}")
         dev = resolve_device(device)
         model = self.to(dev)
-        rows = batch_size or max(1024, WORK_ELEMENTS // max(self.dim, 1) // 4)
+        rows = batch_size or max(1024, _work_elements(dev) // self._width() // 4)
         out = np.empty((len(codes), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(codes), rows):
-                cb = torch.from_numpy(codes[start:start + rows, :m]).to(dev)
-                out[start:start + rows] = model.denormalize(codec.decode_normalized(model, cb, dtype)).cpu().numpy()
+                cb = _upload(codes[start:start + rows, :m], dev).long()
+                _download(model.denormalize(codec.decode_normalized(model, cb, dtype)), out[start:start + rows])
         return out
 
     # ---- persistence ----

@@ -1,0 +1,67 @@
+"""Run an iterator one step ahead in a background thread, so that reading and decompressing the
+next chunk of a file overlaps with decoding the current one.
+
+Memory stays bounded: at most `depth` items wait in the queue. Exceptions raised by the source
+reach the consumer at the point where the item would have come; closing the consumer's generator
+stops the thread.
+"""
+import queue
+import threading
+import time
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Iterate over `source` in a daemon thread, `depth` items ahead. `busy_seconds` is the
+    time the thread spent inside the source's next() (reading, checking, decompressing)."""
+
+    def __init__(self, source, depth=2):
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self.busy_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(iter(source),), daemon=True,
+                                        name="qinco-prefetch")
+        self._thread.start()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, it):
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                finally:
+                    self.busy_seconds += time.perf_counter() - t0
+                if not self._put((True, item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((False, exc))
+            return
+        self._put((True, _DONE))
+
+    def __iter__(self):
+        try:
+            while True:
+                ok, item = self._queue.get()
+                if not ok:
+                    raise item
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
