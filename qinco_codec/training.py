@@ -99,6 +99,8 @@ def reset_dead_codewords(model, usage, residuals, generator):
         pool = residuals[m]
         pick = pool[torch.randint(len(pool), (len(dead),), generator=generator)]
         pick = pick + 0.01 * pick.std() * torch.randn(pick.shape, generator=generator)
+        pick = pick.to(model.codebook0.device)
+        dead = dead.to(model.codebook0.device)
         if m == 0:
             model.codebook0[dead] = pick
         else:
