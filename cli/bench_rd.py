@@ -111,6 +111,10 @@ def _is_number(text):
 @click.option("--rotation-bits", cls=_Many, item_type=int, metavar="B...", default=("1", "2", "3", "4"),
               show_default=True, help="Bits per dimension of the rotation-based references "
                                        "(RaBitQ, TurboQuant, EDEN).")
+@click.option("--opq-iters", type=click.IntRange(min=1), default=None,
+              help="OPQ training iterations (default: faiss's, 50).")
+@click.option("--lsq-iters", type=click.IntRange(min=1), default=None,
+              help="LSQ training iterations (default: faiss's, 25).")
 @search_options
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for torch and faiss (default: their own defaults; 1 on a shared "
@@ -121,7 +125,7 @@ def _is_number(text):
 @quiet_option()
 def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
        train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
-       rotation_bits, A, B, threads, seed, out_dir, quiet):
+       rotation_bits, opq_iters, lsq_iters, A, B, threads, seed, out_dir, quiet):
     """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
     --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
     rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
@@ -185,7 +189,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     result = bench.run(inputs, bytes_list=nbytes, presets=presets, methods=methods,
                        budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
                        lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
-                       prefix_bytes=prefix_bytes, A=A, B=B, seed=seed, quiet=quiet)
+                       prefix_bytes=prefix_bytes or None, A=A, B=B, opq_iters=opq_iters,
+                       lsq_iters=lsq_iters, seed=seed, quiet=quiet)
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in result["notes"]:

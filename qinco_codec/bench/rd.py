@@ -1,0 +1,367 @@
+"""Rate-distortion benchmark (`qinco-bench rd`): our presets against faiss codecs, in one process,
+on the same training and evaluation vectors.
+
+For every method and rate: bytes per vector, MSE (squared L2 error summed over dimensions, mean
+over vectors), relative MSE (over the evaluated vectors' variance around their mean), R@1 and R@10
+(exhaustive search among the decoded vectors, `evaluation.recalls`), training seconds, encode and
+decode microseconds per vector, the model's bytes (what must be stored besides the codes) and the
+effective bytes per vector with the model counted, at the benchmark's n and at 1M vectors.
+
+Our multi-rate line: the model trained at the largest rate, decoded at prefixes of its codes.
+
+Protocols: 'heldout' trains on separate vectors and evaluates on DATA (for GloVe-50: the train
+split, then base); 'self' trains every method on a sample of DATA itself and evaluates on all of
+DATA (compress-a-collection), where only the effective bytes (model counted) compare fairly.
+"""
+import datetime
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import note
+from . import baselines
+from .common import Timer, format_table, require_faiss, write_json, write_text
+
+METHODS = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
+MIN_TRAIN = 256  # K = 256 codewords per step: k-means needs at least that many points
+ONE_MILLION = 1_000_000
+
+COLUMNS = [
+    ("method", "method", ""),
+    ("bytes", "B/vec", "d"),
+    ("mse", "MSE", ".4f"),
+    ("rel_mse", "rel MSE", ".4f"),
+    ("R@1", "R@1", ".3f"),
+    ("R@10", "R@10", ".3f"),
+    ("train_s", "train s", ".1f"),
+    ("encode_us", "enc us/vec", ".2f"),
+    ("decode_us", "dec us/vec", ".2f"),
+    ("model_bytes", "model bytes", ",d"),
+    ("eff_bytes_n", "eff B/vec @n", ".2f"),
+    ("eff_bytes_1M", "eff B/vec @1M", ".2f"),
+]
+
+
+@dataclass
+class Inputs:
+    """Training and evaluation vectors, optional queries and ground truth, and what they are."""
+
+    name: str
+    protocol: str
+    train: np.ndarray
+    base: np.ndarray
+    queries: np.ndarray = None
+    gt: np.ndarray = None
+    notes: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- inputs
+def check_queries(base, queries, gt, qname="--queries", gname="--gt"):
+    """Queries of the base's dimension; gt with one row per query whose first column holds row
+    numbers of base."""
+    if queries is None:
+        return
+    if queries.shape[1] != base.shape[1]:
+        raise InputError(f"{qname}: dimension {queries.shape[1]} differs from DATA's {base.shape[1]}")
+    if len(queries) == 0:
+        raise InputError(f"{qname}: no query vectors")
+    if gt is None:
+        return
+    if gt.ndim != 2 or gt.shape[1] < 1:
+        raise InputError(f"{gname}: expected a 2-D array of neighbour ids (one row per query), got "
+                         f"shape {tuple(gt.shape)}")
+    if len(gt) != len(queries):
+        raise InputError(f"{gname}: {len(gt)} rows, but {qname} has {len(queries)} queries")
+    if gt[:, 0].min() < 0 or gt[:, 0].max() >= len(base):
+        raise InputError(f"{gname}: neighbour ids must be row numbers of DATA (0..{len(base) - 1}), "
+                         f"got values in [{gt[:, 0].min()}, {gt[:, 0].max()}]")
+
+
+def prepare(name, protocol, base, train=None, queries=None, gt=None, train_size=None,
+            eval_size=None, seed=0):
+    """Inputs for one run: subsample the evaluated collection (first `eval_size` rows, ground
+    truth recomputed exactly when given or needed), draw the training set per protocol."""
+    from ..evaluation import knn
+    from ..validation import as_float_matrix
+
+    notes = []
+    base = as_float_matrix(base, name="DATA", allow_empty=False)
+    if queries is not None:
+        queries = as_float_matrix(queries, name="queries", allow_empty=False)
+        check_queries(base, queries, gt)
+    if eval_size is not None and eval_size < len(base):
+        base = base[:eval_size]
+        if gt is not None:
+            notes.append(f"evaluated on the first {eval_size:,} vectors of {name}; ground truth "
+                         f"recomputed exactly for them")
+            gt = None
+    if queries is not None and gt is None:
+        gt = knn(base, queries, 10)
+    if protocol == "self":
+        n_train = len(base) if train_size is None else min(train_size, len(base))
+        rows = np.sort(np.random.default_rng(seed).choice(len(base), n_train, replace=False))
+        train = base[rows] if n_train < len(base) else base
+        notes.append(f"protocol self: every method is trained on {n_train:,} vectors drawn from "
+                     f"the {len(base):,} it is evaluated on; compare effective bytes (model counted)")
+    else:
+        train = as_float_matrix(train, name="training vectors", allow_empty=False)
+        if train.shape[1] != base.shape[1]:
+            raise InputError(f"training vectors: dimension {train.shape[1]} differs from DATA's "
+                             f"{base.shape[1]}")
+        if train_size is not None and train_size < len(train):
+            rows = np.sort(np.random.default_rng(seed).choice(len(train), train_size, replace=False))
+            train = train[rows]
+    if len(train) < MIN_TRAIN:
+        raise InputError(f"need at least {MIN_TRAIN} training vectors (256 codewords per step), "
+                         f"got {len(train)}")
+    return Inputs(name, protocol, np.ascontiguousarray(train), np.ascontiguousarray(base),
+                  queries, None if gt is None else np.asarray(gt), notes)
+
+
+def glove50_inputs(protocol, train_size=None, eval_size=None, seed=0):
+    """GloVe-50: train split for training (heldout), base for evaluation, query / gt for recall."""
+    from .. import datasets
+
+    base, queries = datasets.glove50("base"), datasets.glove50("query")
+    gt = datasets.glove50("gt")
+    train = datasets.glove50("train") if protocol == "heldout" else None
+    return prepare("glove50", protocol, base, train, queries, gt, train_size, eval_size, seed)
+
+
+# ---------------------------------------------------------------- measuring
+def _quality(x, recon, var, inputs, search_ids=None):
+    from ..evaluation import mse, recalls
+
+    err = mse(x, recon)
+    row = {"mse": err, "rel_mse": err / var if var else 0.0}
+    if inputs.queries is not None:
+        if search_ids is not None:
+            truth = inputs.gt[:, :1]
+            row.update({f"R@{k}": float((search_ids[:, :k] == truth).any(1).mean()) for k in (1, 10)})
+        else:
+            row.update(recalls(recon, inputs.queries, inputs.gt))
+    return row
+
+
+def _sizes(row, n):
+    mb = row.get("model_bytes")
+    if mb is not None:
+        row["eff_bytes_n"] = row["bytes"] + mb / n
+        row["eff_bytes_1M"] = row["bytes"] + mb / ONE_MILLION
+    return row
+
+
+def run_faiss_codec(codec, inputs, var, trained=True):
+    """Train (timed), encode and decode the evaluated vectors (timed): one result row."""
+    x = inputs.base
+    with Timer() as t_train:
+        codec.train(inputs.train)
+    with Timer() as t_enc:
+        codes = codec.encode(x)
+    with Timer() as t_dec:
+        recon = codec.decode(codes)
+    if codes.shape[1] != codec.code_size:
+        raise RuntimeError(f"{codec.method}: {codes.shape[1]} code bytes, expected {codec.code_size}")
+    ids = None
+    if codec.search_recall and inputs.queries is not None:
+        ids = codec.search(x, inputs.queries, 10)
+    row = {"method": codec.method, "line": codec.line, "family": "faiss", "bytes": codec.code_size,
+           **_quality(x, recon, var, inputs, ids),
+           "train_s": t_train.seconds if trained else None,
+           "encode_us": t_enc.seconds / len(x) * 1e6, "decode_us": t_dec.seconds / len(x) * 1e6,
+           "model_bytes": codec.model_bytes, "trained_on": getattr(codec, "trained_on", None),
+           "params": codec.params}
+    if ids is not None:
+        row["recall_from"] = "index search"
+    return _sizes(row, len(x))
+
+
+def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
+    """Train one of our models at `nbytes`, evaluate it, and its code prefixes: result rows."""
+    from .. import train
+    from ..serialize import model_to_bytes
+
+    x = inputs.base
+    with Timer() as t_train:
+        model = train(inputs.train, preset=preset, bytes=nbytes, max_minutes=opts["budget_minutes"],
+                      epochs=opts["epochs"], samples_per_epoch=opts["samples_per_epoch"],
+                      seed=opts["seed"], quiet=quiet)
+    A, B = opts["A"], opts["B"]
+    with Timer() as t_enc:
+        codes = model.encode(x, A=A, B=B)
+    model_bytes = len(model_to_bytes(model))
+    trained = model.config.get("trained", {})
+    common = {"family": "qinco", "train_s": t_train.seconds, "encode_us": t_enc.seconds / len(x) * 1e6,
+              "model_bytes": model_bytes, "trained_on": len(inputs.train),
+              "params": {"preset": preset, "M": model.M, "K": model.K,
+                         "A": model.config.get("A") if A is None else A,
+                         "B": model.config.get("B") if B is None else B,
+                         "epochs": trained.get("epochs"), "val_mse": trained.get("val_mse"),
+                         "parameters": model.num_parameters(),
+                         "budget_minutes": opts["budget_minutes"]}}
+    rows = []
+    for m in [nbytes] + sorted(prefixes, reverse=True):
+        steps = m // model.bytes_per_code
+        with Timer() as t_dec:
+            recon = model.decode(codes[:, :steps])
+        row = {"method": preset if m == nbytes else f"{preset} {nbytes}B prefix",
+               "line": preset if m == nbytes else f"{preset} prefixes of {nbytes} B",
+               "bytes": m, **_quality(x, recon, var, inputs), **common,
+               "decode_us": t_dec.seconds / len(x) * 1e6}
+        if m != nbytes:
+            row["train_s"] = None  # the model is the full-rate row's; its training is counted there
+            row["prefix_of"] = nbytes
+        rows.append(_sizes(row, len(x)))
+    return rows
+
+
+def _environment(faiss):
+    import torch
+
+    from .._version import __version__
+    return {"qinco_codec": __version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "faiss": getattr(faiss, "__version__", "unknown"), "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHODS, budget_minutes=5.0,
+        epochs=None, samples_per_epoch=32768, lsq_train_size=20000, rotation_bits=(1, 2, 3, 4),
+        prefix_bytes=None, A=None, B=None, opq_iters=None, lsq_iters=None, seed=0, quiet=False):
+    """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'rows'}."""
+    from ..evaluation import variance
+
+    faiss = require_faiss()
+    bytes_list = sorted(set(int(b) for b in bytes_list))
+    top = bytes_list[-1]
+    prefixes = sorted(set(prefix_bytes if prefix_bytes is not None else bytes_list[:-1]))
+    bad = [p for p in prefixes if not 1 <= p < top]
+    if bad:
+        raise InputError(f"prefix rates must lie between 1 and {top - 1} bytes (below the largest "
+                         f"--bytes), got {bad}")
+    d, n = inputs.base.shape[1], len(inputs.base)
+    var = variance(inputs.base)
+    notes = list(inputs.notes)
+    rows, warnings = [], []
+    t0 = time.perf_counter()
+
+    def step(desc):
+        note(f"rd [{time.perf_counter() - t0:7.1f} s] {desc}", quiet)
+
+    def faiss_row(codec, trained):
+        with baselines.captured_native_stderr() as captured:
+            row = run_faiss_codec(codec, inputs, var, trained=trained)
+        for line in baselines.summarize_warnings(captured[0]):
+            text = f"faiss, {codec.method} {row['bytes']} B: {line}"
+            note(text, quiet)
+            warnings.append(text)
+        if codec.note and codec.note not in notes:
+            notes.append(codec.note)
+        rows.append(row)
+
+    builders = {"pq": lambda b: baselines.pq(faiss, d, b),
+                "opq": lambda b: baselines.opq(faiss, d, b, opq_iters),
+                "rq": lambda b: baselines.rq(faiss, d, b, beam=5),
+                "lsq": lambda b: baselines.lsq(faiss, d, b, lsq_train_size, lsq_iters)}
+    for m in ("pq", "opq", "rq", "lsq"):
+        if m not in methods:
+            continue
+        for b in bytes_list:
+            codec = builders[m](b)
+            step(f"{codec.method} {b} B: train on "
+                 f"{min(len(inputs.train), codec.train_rows or len(inputs.train)):,}, encode / decode {n:,}")
+            faiss_row(codec, trained=True)
+    padded = {r["bytes"]: r["params"]["padded_dim"] for r in rows
+              if r["method"] == "PQ" and r["params"]["padded_dim"] != d}
+    if padded:
+        notes.append(f"PQ: the {d} dimensions are zero-padded (spread uniformly) to a multiple of "
+                     f"the {', '.join(f'{b}' for b in padded)} sub-quantizers: "
+                     + ", ".join(f"{p} for {b} B" for b, p in padded.items())
+                     + "; OPQ rotates into the same padded dimension")
+
+    want_refs = {"sq", "rabitq", "turboquant", "eden"} & set(methods)
+    if want_refs:
+        refs, ref_notes = baselines.available_references(faiss, d, rotation_bits)
+        families = {"scalar (SQ4, SQ8, float16)": "sq", "RaBitQ": "rabitq", "TurboQuant": "turboquant",
+                    "EDEN": "eden"}
+        for codec in refs:
+            if families[codec.line] not in methods:
+                continue
+            step(f"{codec.method} ({codec.code_size} B): encode / decode {n:,}")
+            faiss_row(codec, trained=False)
+        notes += [text for about, text in ref_notes if about & set(methods)]
+
+    if "qinco" in methods:
+        opts = {"budget_minutes": budget_minutes, "epochs": epochs, "samples_per_epoch": samples_per_epoch,
+                "seed": seed, "A": A, "B": B}
+        for preset in presets:
+            for b in bytes_list:
+                step(f"{preset} {b} B: train ({budget_minutes:g} min budget) on {len(inputs.train):,}, "
+                     f"encode / decode {n:,}" + (f", prefixes {prefixes}" if b == top and prefixes else ""))
+                rows.extend(run_qinco(preset, b, prefixes if b == top else [], inputs, var, opts, quiet))
+        notes.append(f"{', '.join(presets)}: trained per rate for at most {budget_minutes:g} min of "
+                     f"wall-clock time each (--budget-minutes); the 'prefixes' line decodes the first "
+                     f"bytes of the {top}-byte model's codes; model bytes are its float32 safetensors "
+                     f"file, the whole model also for prefixes; a prefix row's encode time is the full-rate "
+                     f"encode (its codes are the first bytes of those)")
+    step("done")
+    settings = {"data": inputs.name, "protocol": inputs.protocol, "n_train": len(inputs.train),
+                "n_eval": n, "dim": d, "n_queries": None if inputs.queries is None else len(inputs.queries),
+                "bytes": bytes_list, "prefix_bytes": prefixes, "presets": list(presets),
+                "methods": list(methods), "budget_minutes": budget_minutes, "epochs": epochs,
+                "samples_per_epoch": samples_per_epoch, "lsq_train_size": lsq_train_size,
+                "rotation_bits": list(rotation_bits), "A": A, "B": B, "opq_iters": opq_iters,
+                "lsq_iters": lsq_iters, "seed": seed,
+                "variance": var, "total_seconds": time.perf_counter() - t0}
+    return {"settings": settings, "environment": _environment(faiss), "notes": notes,
+            "warnings": warnings, "rows": rows}
+
+
+# ---------------------------------------------------------------- outputs
+def sort_rows(rows):
+    return sorted(rows, key=lambda r: (r["bytes"], r["mse"]))
+
+
+def text_table(result):
+    return format_table(sort_rows(result["rows"]), COLUMNS)
+
+
+def markdown(result, png_name="rd.png"):
+    s, env = result["settings"], result["environment"]
+    lines = [
+        f"# Rate-distortion: {s['data']} ({s['protocol']} protocol)", "",
+        f"`qinco-bench rd`, {env['date']}: trained on {s['n_train']:,} vectors, evaluated on "
+        f"{s['n_eval']:,} vectors of dimension {s['dim']}"
+        + (f", {s['n_queries']:,} queries" if s["n_queries"] else "") + f"; variance {s['variance']:.4f}. "
+        f"qinco-codec {env['qinco_codec']}, torch {env['torch']} (torch threads: {env['torch_threads']}), "
+        f"faiss {env['faiss']}, {env['cpus']} CPUs; {s['total_seconds']:.0f} s in all.", "",
+        "MSE: squared L2 error summed over dimensions, mean over vectors; rel MSE: over the variance. "
+        "R@k: share of queries whose true nearest neighbour is among the k nearest decoded vectors. "
+        "eff B/vec: code bytes plus the model's bytes spread over n vectors (the benchmark's n, and "
+        "1M).", "",
+        format_table(sort_rows(result["rows"]), COLUMNS, markdown=True), "",
+    ]
+    if result["notes"]:
+        lines += ["Notes:", ""] + [f"- {t}" for t in result["notes"]] + [""]
+    if result.get("warnings"):
+        lines += ["faiss warnings:", ""] + [f"- {t}" for t in result["warnings"]] + [""]
+    lines += [f"![rate-distortion]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result, out_dir):
+    """rd.json, rd.md and rd.png under out_dir; returns their paths."""
+    from .plot import plot_rd
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"rd.{k}") for k in ("json", "md", "png")}
+    write_json(paths["json"], result)
+    write_text(paths["md"], markdown(result))
+    s = result["settings"]
+    plot_rd(result["rows"], paths["png"], title=f"{s['data']}, {s['protocol']} protocol, "
+                                                f"n={s['n_eval']:,}")
+    return paths

@@ -1,0 +1,167 @@
+"""qinco-bench rd end to end on small synthetic data (tiny budgets), and its usage errors."""
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("faiss")
+pytest.importorskip("matplotlib")
+
+from qinco_codec.cli.bench import main as bench_main  # noqa: E402
+from qinco_codec.evaluation import knn  # noqa: E402
+
+DIM = 16
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _runner():
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        return CliRunner()
+
+
+def invoke(*args):
+    return _runner().invoke(bench_main, ["rd", *[str(a) for a in args]])
+
+
+def _draw(rng, n, mix, centres):
+    """Correlated Gaussian data around a few centres (anisotropic, like real embeddings)."""
+    return (rng.normal(size=(n, DIM)) @ mix + centres[rng.integers(0, len(centres), n)]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM) * np.linspace(0.3, 2.0, DIM)
+    centres = 0.5 * rng.normal(size=(8, DIM))
+    d = tmp_path_factory.mktemp("rd")
+    train, base, queries = (_draw(rng, n, mix, centres) for n in (1000, 400, 30))
+    paths = {k: d / f"{k}.npy" for k in ("train", "base", "queries", "gt")}
+    for key, arr in (("train", train), ("base", base), ("queries", queries),
+                     ("gt", knn(base, queries, 10).astype(np.int64))):
+        np.save(paths[key], arr)
+    return paths
+
+
+QUICK = ["--threads", "1", "--budget-minutes", "0.02", "--epochs", "1", "--samples-per-epoch", "1024",
+         "--opq-iters", "2", "--lsq-iters", "2", "--rotation-bits", "1", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_threads():
+    """--threads 1 (no oversubscription on a loaded machine) sets torch's and faiss's thread
+    counts for the whole process: put them back afterwards."""
+    import faiss
+    import torch
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
+
+
+@pytest.fixture(scope="module")
+def rd_run(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rd-out")
+    result = invoke(files["base"], "--train", files["train"], "--queries", files["queries"],
+                    "--gt", files["gt"], "--bytes", "2", "4", *QUICK, "--out", out)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    return result, out
+
+
+def test_every_method_has_a_row(rd_run):
+    result, out = rd_run
+    data = json.loads((out / "rd.json").read_text())
+    rows = data["rows"]
+    methods = {r["method"] for r in rows}
+    expected = {"PQ", "OPQ+PQ", "RQ (beam 5)", "LSQ", "float16", "SQ8", "SQ4", "qinco2-XS",
+                "qinco2-XS 4B prefix"}
+    import faiss
+    if hasattr(faiss, "IndexRaBitQ"):
+        expected |= {"RaBitQ 1b", "RaBitQ 2b"}
+    if hasattr(faiss, "IndexEDEN"):
+        expected |= {"EDEN 1b", "EDEN 2b"}
+    if hasattr(faiss.ScalarQuantizer, "QT_2bit_tqmse"):
+        expected |= {"TurboQuant 2b"}
+    assert expected <= methods, expected - methods
+    for trained in ("PQ", "OPQ+PQ", "RQ (beam 5)", "LSQ", "qinco2-XS"):
+        assert sorted(r["bytes"] for r in rows if r["method"] == trained) == [2, 4], trained
+    prefix = [r for r in rows if r["method"] == "qinco2-XS 4B prefix"]
+    assert [r["bytes"] for r in prefix] == [2] and prefix[0]["prefix_of"] == 4
+    for r in rows:
+        for key in ("mse", "rel_mse", "R@1", "R@10", "encode_us", "decode_us", "eff_bytes_n", "eff_bytes_1M"):
+            assert r[key] is not None and math.isfinite(r[key]) and r[key] >= 0, (r["method"], key, r[key])
+        assert r["model_bytes"] > 0
+        assert r["eff_bytes_n"] == pytest.approx(r["bytes"] + r["model_bytes"] / 400)
+        assert 0 <= r["R@1"] <= r["R@10"] <= 1
+    assert next(r for r in rows if r["method"] == "float16")["rel_mse"] < 1e-5
+    # every method's name appears in the printed table
+    for m in methods:
+        assert m in result.stdout, m
+
+
+def test_mse_falls_with_rate(rd_run):
+    rows = json.loads((rd_run[1] / "rd.json").read_text())["rows"]
+    rq = sorted((r["bytes"], r["mse"]) for r in rows if r["method"] == "RQ (beam 5)")
+    assert rq[0][1] > rq[1][1] > 0
+    ours = {r["bytes"]: r["mse"] for r in rows if r["method"] == "qinco2-XS"}
+    prefix = next(r for r in rows if r["method"] == "qinco2-XS 4B prefix")
+    assert prefix["mse"] > ours[4]
+
+
+def test_outputs(rd_run):
+    _, out = rd_run
+    assert (out / "rd.png").read_bytes()[:8] == PNG_MAGIC
+    md = (out / "rd.md").read_text()
+    assert md.startswith("# Rate-distortion: base.npy (heldout protocol)")
+    assert "| method | B/vec | MSE | rel MSE | R@1 | R@10 |" in md
+    assert "![rate-distortion](rd.png)" in md
+    data = json.loads((out / "rd.json").read_text())
+    assert data["settings"]["protocol"] == "heldout" and data["settings"]["n_eval"] == 400
+
+
+def test_self_protocol_quick(files, tmp_path):
+    """--protocol self trains on a sample of DATA (no --train); a subset of methods."""
+    result = invoke(files["base"], "--protocol", "self", "--train-size", "300", "--methods", "pq",
+                    "sq", "--bytes", "2", "--quiet", "--out", tmp_path)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert result.stderr == ""
+    data = json.loads((tmp_path / "rd.json").read_text())
+    assert data["settings"]["protocol"] == "self" and data["settings"]["n_train"] == 300
+    assert {r["method"] for r in data["rows"]} == {"PQ", "SQ4", "SQ8", "float16"}
+    assert all("R@1" not in r for r in data["rows"])  # no queries: no recall
+
+
+def _one_line_error(result, code):
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinco-bench: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_usage_errors(files, tmp_path):
+    assert "--gt needs --queries" in _one_line_error(
+        invoke(files["base"], "--gt", files["gt"], "--out", tmp_path), 2)
+    assert "DATA or --dataset" in _one_line_error(invoke("--out", tmp_path), 2)
+    assert "needs --train" in _one_line_error(
+        invoke(files["base"], "--protocol", "heldout", "--out", tmp_path), 2)
+    assert "--methods" in _one_line_error(invoke(files["base"], "--methods", "nope"), 2)
+
+
+def test_input_errors(files, tmp_path):
+    bad_q = tmp_path / "q8.npy"
+    np.save(bad_q, np.zeros((5, 8), np.float32))
+    assert "dimension 8" in _one_line_error(
+        invoke(files["base"], "--queries", bad_q, "--methods", "sq", "--out", tmp_path), 1)
+    bad_gt = tmp_path / "gt.npy"
+    np.save(bad_gt, np.zeros((7, 10), np.int64))
+    assert "7 rows" in _one_line_error(
+        invoke(files["base"], "--queries", files["queries"], "--gt", bad_gt, "--methods", "sq",
+               "--out", tmp_path), 1)
+    small = tmp_path / "small.npy"
+    np.save(small, np.ones((100, DIM), np.float32))
+    assert "at least 256 training vectors" in _one_line_error(
+        invoke(small, "--methods", "pq", "--out", tmp_path), 1)
