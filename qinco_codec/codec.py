@@ -2,13 +2,43 @@
 
 These functions work on torch tensors that already live on the right device; `QincoModel.encode`
 and `.decode` wrap them with input checks, normalisation, batching and numpy conversion.
+
+Speed (CPU): every step's tables are computed once per call, then the rows are processed in
+chunks small enough for the candidate buffers (chunk rows x candidates x width floats) to stay in
+the core's L2 cache, all M steps per chunk; candidates are evaluated by `QincoStep.
+candidate_residuals` (in-place buffers, matmuls accumulating into their outputs). The chunking
+never changes a vector's result: every row is computed independently of the others.
 """
+import numpy as np
 import torch
+
+from .steps import Workspace
+
+# GEMM rows (chunk vectors x hypotheses x candidates) per chunk on the CPU. About 2k rows of
+# h = 256 floats is 2 MiB per buffer: the sizes where this machine's sgemm ran fastest.
+CPU_CHUNK_ROWS = 2048
 
 
 def _sq_dist_to_rows(r, rows, row_sqnorms):
-    """‖r − rows_k‖² minus ‖r‖² (enough to rank k): r (..., D), rows (K, D) -> (..., K)."""
-    return row_sqnorms - 2.0 * (r @ rows.T)
+    """‖r − rows_k‖² minus ‖r‖² (enough to rank k): r (..., D), rows (K, D) -> (..., K).
+    One matmul with alpha = −2 accumulating onto the norms (bit-identical to norms − 2·(r·rows))."""
+    r2 = r.reshape(-1, r.shape[-1])
+    return torch.addmm(row_sqnorms, r2, rows.T, alpha=-2.0).view(r.shape[:-1] + (rows.shape[0],))
+
+
+def _smallest(d, k):
+    """Indices of the k smallest entries of each row of d (R, K): the set torch.topk(largest=False)
+    picks, in increasing index order. On the CPU, numpy's SIMD partition finds each row's k-th
+    smallest value (several times faster than torch.topk's per-row selection) and the entries not
+    above it are the answer; rows with ties at that value (or NaNs) fall back to torch.topk."""
+    if d.device.type != "cpu" or d.dtype != torch.float32 or k >= d.shape[1]:
+        return torch.topk(d, k, dim=1, largest=False, sorted=True).indices
+    dn = d.numpy()
+    kth = np.partition(dn, k - 1, axis=1)[:, k - 1:k]
+    flat = np.flatnonzero(dn <= kth)
+    if len(flat) != k * len(dn):
+        return torch.topk(d, k, dim=1, largest=False, sorted=True).indices
+    return torch.from_numpy((flat % dn.shape[1]).reshape(len(dn), k))
 
 
 def _gather_rows(t, index):
@@ -16,6 +46,15 @@ def _gather_rows(t, index):
     shape = index.shape + t.shape[2:]
     expanded = index.reshape(index.shape + (1,) * (t.dim() - 2)).expand(shape)
     return t.gather(1, expanded)
+
+
+def _chunks(n, rows_per_item, device):
+    """Row ranges of at most CPU_CHUNK_ROWS GEMM rows (one range on GPUs)."""
+    if device.type != "cpu":
+        size = max(n, 1)
+    else:
+        size = max(1, CPU_CHUNK_ROWS // max(1, rows_per_item))
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
 @torch.no_grad()
@@ -29,32 +68,45 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32):
     """
     K, M = model.K, model.M
     B = max(1, min(B, K))
+    use_pre = [0 < A < K and step.preselect is not None for step in model.steps]
+    tables = [step.candidate_tables(dtype) for step in model.steps]
+    pre_sq = [(s.preselect * s.preselect).sum(1) if u else None for s, u in zip(model.steps, use_pre)]
+    c0_sq = (model.codebook0 * model.codebook0).sum(1)
+    width = max(A, 1) if any(use_pre) else K
+    codes = torch.empty((len(x), M), dtype=torch.int64, device=x.device)
+    ws = Workspace()
+    for s, e in _chunks(len(x), (B if M > 1 else 1) * width, x.device):
+        codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws)
+    return codes
+
+
+def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws):
+    M, N, D = model.M, len(x), model.dim
     C0 = model.codebook0
     keep = 1 if M == 1 else B
-    d0 = _sq_dist_to_rows(x, C0, (C0 * C0).sum(1))
-    _, idx = torch.topk(d0, keep, dim=1, largest=False, sorted=True)     # (N, F)
+    _, idx = torch.topk(_sq_dist_to_rows(x, C0, c0_sq), keep, dim=1, largest=False, sorted=True)
     codes = idx.unsqueeze(-1)                                            # (N, F, 1)
     xhat = C0[idx]                                                       # (N, F, D)
     for m, step in enumerate(model.steps, start=2):
         keep = 1 if m == M else B
-        tables = step.candidate_tables(dtype)
+        F = xhat.shape[1]
         r = x.unsqueeze(1) - xhat                                        # (N, F, D)
-        use_pre = 0 < A < K and step.preselect is not None
-        if use_pre:
+        if use_pre[m - 2]:
             pre = step.preselect
-            _, cand = torch.topk(_sq_dist_to_rows(r, pre, (pre * pre).sum(1)), A, dim=-1,
-                                 largest=False, sorted=True)             # (N, F, A)
-            f = step.corrections(tables, xhat, cand)                     # (N, F, A, D)
+            cand = _smallest(_sq_dist_to_rows(r.reshape(N * F, D), pre, pre_sq[m - 2]), A)  # (N·F, A)
+            e = step.candidate_residuals(tables[m - 2], xhat.reshape(N * F, D), r.reshape(N * F, D),
+                                         cand, ws)
         else:
             cand = None
-            f = step.corrections(tables, xhat)                           # (N, F, K, D)
-        n_cand = f.shape[2]
-        err = (r.unsqueeze(2) - f).square_().sum(-1)                     # (N, F, n_cand)
-        _, j = torch.topk(err.reshape(len(x), -1), keep, dim=1, largest=False, sorted=True)
+            e = step.candidate_residuals(tables[m - 2], xhat.reshape(N * F, D), r.reshape(N * F, D),
+                                         None, ws)
+        n_cand = e.shape[1]
+        e = e.view(N, F * n_cand, D)                                     # f − r per candidate
+        err = torch.linalg.vecdot(e, e)                                  # (N, F·n_cand)
+        _, j = torch.topk(err, keep, dim=1, largest=False, sorted=True)
         parent = torch.div(j, n_cand, rounding_mode="floor")
-        code = j % n_cand if cand is None else cand.reshape(len(x), -1).gather(1, j)
-        f_sel = _gather_rows(f.reshape(len(x), -1, f.shape[-1]), j)
-        xhat = _gather_rows(xhat, parent) + f_sel
+        code = j % n_cand if cand is None else cand.reshape(N, -1).gather(1, j)
+        xhat = x.unsqueeze(1) + _gather_rows(e, j)                       # x + (f − r) = x̂ + f
         codes = torch.cat([_gather_rows(codes, parent), code.unsqueeze(-1)], dim=-1)
     return codes[:, 0, :]
 
@@ -63,11 +115,16 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32):
 def decode_normalized(model, codes, dtype=torch.float32):
     """Reconstructions (N, D) in normalised space from codes (N, m), m <= M (a prefix).
     float32 is the reference decoder; bfloat16 runs the step networks in bfloat16 (opt-in)."""
-    xhat = model.codebook0[codes[:, 0]]
-    for j, step in enumerate(model.steps[: codes.shape[1] - 1], start=1):
-        tables = step.candidate_tables(dtype)
-        xhat = xhat + step.corrections(tables, xhat, codes[:, j : j + 1]).squeeze(-2)
-    return xhat
+    steps = model.steps[: codes.shape[1] - 1]
+    tables = [step.decode_tables(dtype) for step in steps]
+    out = torch.empty((len(codes), model.dim), dtype=torch.float32, device=codes.device)
+    for s, e in _chunks(len(codes), 1, codes.device):
+        cb = codes[s:e]
+        xhat = model.codebook0[cb[:, 0]]
+        for j, (step, tb) in enumerate(zip(steps, tables), start=1):
+            xhat = step.decode_step(tb, xhat, cb[:, j])
+        out[s:e] = xhat
+    return out
 
 
 def decode_with_grad(model, codes):

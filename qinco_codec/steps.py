@@ -28,6 +28,26 @@ class StepTables(NamedTuple):
     out_weight: Optional[torch.Tensor]
     codebook: torch.Tensor
     dtype: torch.dtype
+    combined: Optional[torch.Tensor] = None   # float32: [t0 | t1 | codebook (QINCo2)], (K, width)
+
+
+class Workspace:
+    """Reusable float buffers for `QincoStep.candidate_residuals`, by name: one flat tensor per
+    name, grown when needed, viewed at the requested shape (saves allocating and page-faulting
+    megabytes of fresh memory for every chunk and step)."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def get(self, name, shape, like):
+        numel = 1
+        for s in shape:
+            numel *= s
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < numel or buf.device != like.device:
+            buf = torch.empty(numel, dtype=torch.float32, device=like.device)
+            self._bufs[name] = buf
+        return buf[:numel].view(shape)
 
 
 class QincoStep(nn.Module):
@@ -79,11 +99,15 @@ class QincoStep(nn.Module):
         t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
         t1 = t0 @ self.blocks[0][0].weight.T if self.L else None
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
+        combined = None
+        if dtype == torch.float32:
+            parts = [t0] + ([t1] if t1 is not None else []) + ([c] if self.out_proj is not None else [])
+            combined = torch.cat(parts, dim=1) if len(parts) > 1 else t0
         return StepTables(
             t0=cast(t0), t1=cast(t1), x_weight=self.concat.weight[:, de:].T,
             block_in=[cast(b[0].weight.T) for b in self.blocks], block_out=[cast(b[2].weight.T) for b in self.blocks],
             out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
-            codebook=c, dtype=dtype)
+            codebook=c, dtype=dtype, combined=combined)
 
     def corrections(self, tables, xhat, idx=None):
         """f for candidate codewords of each hypothesis, as float32.
@@ -105,6 +129,88 @@ class QincoStep(nn.Module):
             return z.float()
         c = tb.codebook if idx is None else tb.codebook[idx]
         return c + (z @ tb.out_weight).float()
+
+    # ---- fused float32 kernels (encoding and decoding hot paths) ----
+    def candidate_residuals(self, tables, xhat, r, idx=None, workspace=None):
+        """e = f(c, x̂) − r for candidate codewords of each hypothesis, float32 (R, C, dim).
+
+        xhat, r: (R, dim) partial reconstructions and residuals x − x̂ (one row per hypothesis);
+        idx: (R, A) candidate codes, or None for all K (C = A or K). ‖e‖² is the squared error a
+        candidate leaves and x + e the new reconstruction x̂ + f. The same network as `corrections`,
+        evaluated in place in one (R·C, de + h [+ dim]) buffer G = [z | p | e]: a single broadcast
+        add (or gather and add) of the per-codeword tables [t0 | t1 | c] and the per-hypothesis
+        terms [W_x x̂ | W1 W_x x̂ | −r] fills the first two matmuls' results and (QINCo2) c − r;
+        every remaining layer is one matmul accumulating into its slice of G (QINCo1 subtracts r
+        from z before the last accumulation). Nothing of size (R, C, ·) is allocated.
+        workspace: a `Workspace` of reusable buffers; the result is a view of one of them, valid
+        until the next call with the same workspace.
+        """
+        tb = tables
+        if tb.dtype != torch.float32:
+            return self.corrections(tb, xhat, idx) - r.unsqueeze(-2)
+        ws = workspace if workspace is not None else Workspace()
+        R, D = xhat.shape
+        C = self.K if idx is None else idx.shape[-1]
+        de, h, L = self.embed, self.hidden, len(tb.block_in)
+        qinco2 = tb.out_weight is not None
+        W = tb.combined.shape[1]
+        hv = ws.get("hv", (R, W), xhat)                                  # per-hypothesis terms
+        x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
+        if L:
+            torch.mm(x_term, tb.block_in[0], out=hv[:, de:de + h])       # (R, h)
+        if qinco2:
+            torch.neg(r, out=hv[:, W - D:])
+        G = ws.get("G", (R, C, W), xhat)
+        if idx is None:
+            torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
+        else:
+            torch.index_select(tb.combined, 0, idx.reshape(-1), out=G.view(R * C, W))
+            G.add_(hv.unsqueeze(1))
+        G2 = G.view(R * C, W)
+        z, z2 = G[:, :, :de], G2[:, :de]
+        if L:
+            p2 = G2[:, de:de + h]
+        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
+            if i:
+                torch.mm(z2, w_in, out=p2)
+            p2.relu_()
+            if not qinco2 and i == L - 1:
+                z.sub_(r.unsqueeze(1))                                   # z − r: e accumulates in z
+            z2.addmm_(p2, w_out)
+        if not qinco2:
+            if L == 0:
+                z.sub_(r.unsqueeze(1))
+            return z
+        G2[:, W - D:].addmm_(z2, tb.out_weight)                           # c − r + W_out z
+        return G[:, :, W - D:]
+
+    def decode_tables(self, dtype=torch.float32):
+        """What `decode_step` needs: the (K, de) first-layer table and the weights (no K x h table:
+        with one candidate per vector the first block's matmul costs the same either way)."""
+        if dtype != torch.float32:
+            return self.candidate_tables(dtype)
+        de = self.embed
+        c = self.codebook
+        u = self.in_proj(c) if self.in_proj is not None else c
+        t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
+        return StepTables(
+            t0=t0, t1=None, x_weight=self.concat.weight[:, de:].T,
+            block_in=[b[0].weight.T for b in self.blocks], block_out=[b[2].weight.T for b in self.blocks],
+            out_weight=self.out_proj.weight.T if self.out_proj is not None else None,
+            codebook=c, dtype=dtype)
+
+    def decode_step(self, tables, xhat, codes):
+        """x̂ + f(C[codes], x̂) for one code per row: xhat (R, dim), codes (R,) -> (R, dim).
+        float32 updates xhat in place (and returns it); bfloat16 uses `corrections`."""
+        tb = tables
+        if tb.dtype != torch.float32:
+            return xhat + self.corrections(tb, xhat, codes.unsqueeze(-1)).squeeze(-2)
+        z = tb.t0[codes].addmm_(xhat, tb.x_weight)                        # (R, de)
+        for w_in, w_out in zip(tb.block_in, tb.block_out):
+            z.addmm_(torch.mm(z, w_in).relu_(), w_out)
+        if tb.out_weight is None:
+            return xhat.add_(z)
+        return xhat.add_(tb.codebook[codes]).addmm_(z, tb.out_weight)
 
     def flops_per_candidate(self):
         """Multiply-adds for one candidate with split tables (for benchmarks)."""
