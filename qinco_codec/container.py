@@ -127,6 +127,17 @@ def _steps_for_bytes(nbytes, bytes_per_code, max_steps, what):
     return int(nbytes // bytes_per_code)
 
 
+def _fit_model(n, dim, nbytes, preset, weight_dtype, quiet):
+    """The model shape and weight precision that keep a self-trained file below float16 size."""
+    from .sizing import fit_model_to_file
+    choice = fit_model_to_file(n, dim, nbytes, 256, preset, weight_dtype)
+    if choice.overrides or choice.weight_dtype != weight_dtype:
+        shape = ", ".join(f"{k}={v}" for k, v in choice.overrides.items()) or "the preset's shape"
+        note(f"model sized for {n:,} vectors: {preset} with {shape}, {choice.weight_dtype} weights "
+             f"({choice.model_bytes:,} bytes), so that the file stays below float16 size", quiet)
+    return choice
+
+
 def config_summary(model, n_params=None):
     c = model.config
     keys = ("preset", "arch", "dim", "M", "K", "L", "hidden", "embed", "A", "B", "version")
@@ -160,8 +171,13 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
         if len(sample) < 2:
             raise InputError(f"{getattr(src, 'name', 'input')}: need at least 2 vectors to train a model, "
                              f"got {len(sample)}; pass a trained model instead")
-        model = train(sample, preset=preset or DEFAULT_PRESET, bytes=bytes or DEFAULT_BYTES,
-                      max_minutes=max_minutes, seed=seed, device=device, quiet=quiet)
+        preset = preset or DEFAULT_PRESET
+        overrides = {}
+        if embed_model:
+            choice = _fit_model(src.n, src.dim, bytes or DEFAULT_BYTES, preset, weight_dtype, quiet)
+            overrides, weight_dtype = choice.overrides, choice.weight_dtype
+        model = train(sample, preset=preset, bytes=bytes or DEFAULT_BYTES,
+                      max_minutes=max_minutes, seed=seed, device=device, quiet=quiet, **overrides)
     model, data, sha = _load_model_arg(model)
     if weight_dtype != "float32":
         data = model_to_bytes(model, weight_dtype)

@@ -1,0 +1,65 @@
+"""How large a model a self-contained .qnc file can afford.
+
+A file that embeds its model pays for the model's bytes. `qinco-compress` trains a model for the
+collection it stores, so it picks the model to fit: the requested preset with the requested
+weight precision when the file then stays below what float16 storage of the vectors would take,
+else the same preset with float16 weights, else narrower and shallower networks (float16). When
+not even the smallest fits, the collection is too small to carry its own model and the caller
+gets a clear error (share one model across files instead: --no-embed-model and the model store).
+"""
+from dataclasses import dataclass
+
+from .errors import InputError
+
+# Narrower and shallower rungs tried after the preset itself: (embed, hidden, L).
+SMALLER_SHAPES = ((32, 64, 2), (16, 32, 1))
+# Bytes kept free for the container's header, sections and index.
+CONTAINER_SLACK = 4096
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The shape overrides and weight precision chosen, and what they cost in the file."""
+    overrides: dict
+    weight_dtype: str
+    model_bytes: int
+    budget_bytes: int
+
+
+def float16_bytes(n, dim):
+    """Bytes of the same vectors stored as plain float16: the size a .qnc must stay below."""
+    return n * dim * 2
+
+
+def _model_bytes(preset, dim, M, K, overrides, weight_dtype):
+    from .model import QincoModel
+    from .serialize import model_to_bytes
+    return len(model_to_bytes(QincoModel.from_preset(preset, dim, M, K, **overrides), weight_dtype))
+
+
+def candidates(preset, weight_dtype):
+    """(overrides, weight dtype) from the preferred choice down."""
+    yield {}, weight_dtype
+    if weight_dtype == "float32":
+        yield {}, "float16"
+    small = "float16" if weight_dtype == "float32" else weight_dtype
+    for embed, hidden, L in SMALLER_SHAPES:
+        yield {"embed": embed, "hidden": hidden, "L": L}, small
+
+
+def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32"):
+    """The first candidate whose embedded model keeps the file below float16 size (a ModelChoice),
+    or an InputError saying how far off the smallest one is."""
+    code_bytes = n * M * (1 if K <= 256 else 2)
+    budget = float16_bytes(n, dim) - code_bytes - CONTAINER_SLACK
+    smallest = None
+    for overrides, dtype in candidates(preset, weight_dtype):
+        size = _model_bytes(preset, dim, M, K, overrides, dtype)
+        if size <= budget:
+            return ModelChoice(overrides, dtype, size, budget)
+        smallest = size if smallest is None else min(smallest, size)
+    raise InputError(
+        f"{n:,} vectors of dim {dim} are too few to carry their own model: the smallest {preset} "
+        f"model for {M} steps takes {smallest:,} bytes, and the file must stay below float16 size "
+        f"({float16_bytes(n, dim):,} bytes, {max(budget, 0):,} of them left after the codes); train "
+        f"one model on more data and share it (--model PATH --no-embed-model), or lower --bytes")

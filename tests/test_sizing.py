@@ -1,0 +1,43 @@
+"""A self-trained, self-contained .qnc never comes out larger than float16 storage of its vectors:
+the model is sized for the collection (sizing.fit_model_to_file) or the user gets a clear error."""
+import os
+
+import numpy as np
+import pytest
+
+import qinco_codec
+from qinco_codec.errors import InputError
+from qinco_codec.sizing import fit_model_to_file, float16_bytes
+
+
+def test_a_large_collection_keeps_the_preset_and_float32():
+    choice = fit_model_to_file(100_000, 50, 16, 256, "qinco2-XS")
+    assert choice.overrides == {} and choice.weight_dtype == "float32"
+    assert choice.model_bytes <= choice.budget_bytes
+
+
+def test_a_smaller_collection_gets_float16_weights_then_narrower_networks():
+    mid = fit_model_to_file(15_000, 50, 8, 256, "qinco2-XS")
+    small = fit_model_to_file(8_000, 50, 8, 256, "qinco2-XS")
+    assert (mid.overrides, mid.weight_dtype) == ({}, "float16")
+    assert small.overrides and small.weight_dtype == "float16"
+    for c, n in ((mid, 15_000), (small, 8_000)):
+        assert c.model_bytes + n * 8 < float16_bytes(n, 50)
+
+
+def test_a_tiny_collection_is_a_clear_error():
+    with pytest.raises(InputError, match=r"2,000 vectors of dim 50 are too few to carry their own "
+                                         r"model.*--no-embed-model"):
+        fit_model_to_file(2_000, 50, 16, 256, "qinco2-XS")
+
+
+def test_compress_sizes_the_model_and_the_file_stays_below_float16(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((12_000, 32)) @ rng.standard_normal((32, 32))).astype(np.float32)
+    path = tmp_path / "x.qnc"
+    summary = qinco_codec.compress(x, path, bytes=4, max_minutes=0.02, train_size=3000, B=1)
+    assert os.path.getsize(path) < float16_bytes(*x.shape)
+    assert "so that the file stays below float16 size" in capsys.readouterr().err
+    with qinco_codec.open(path) as f:
+        assert f.model.config["hidden"] < 128 or summary["model_bytes"] < 1_000_000
+        assert f.decode().shape == x.shape
