@@ -18,6 +18,7 @@ from .steps import QincoStep
 from .validation import as_code_matrix, as_float_matrix
 
 MAX_K = 65536
+NETWORK_PARTS = ("in_proj", "out_proj", "concat", "blocks")  # what share_steps shares
 # Bound on the largest intermediate tensor of a batch (elements): keeps memory bounded and the
 # working set moderate whatever n is. A GPU wants whole chunks per step: far larger batches.
 WORK_ELEMENTS = 1 << 22
@@ -79,6 +80,36 @@ class QincoModel(nn.Module):
             self.steps = nn.ModuleList(
                 QincoStep(config["arch"], D, K, config["L"], config["hidden"], config.get("embed", 0), preselect)
                 for _ in range(config["M"] - 1))
+        if config.get("share_steps"):
+            first = self.steps[0] if len(self.steps) else None
+            for step in self.steps[1:]:
+                for part in NETWORK_PARTS:
+                    setattr(step, part, getattr(first, part))
+
+    # ---- shared networks: stored once ----
+    def _is_alias(self, name):
+        """Whether state-dict entry `name` is a later step's view of step 2's shared network."""
+        if not self.config.get("share_steps") or not name.startswith("steps."):
+            return False
+        index, _, rest = name[len("steps."):].partition(".")
+        return index != "0" and rest.split(".", 1)[0] in NETWORK_PARTS
+
+    def state_dict(self, *args, **kwargs):
+        """As nn.Module's, with a shared network listed once (under the first step)."""
+        sd = super().state_dict(*args, **kwargs)
+        for name in [k for k in sd if self._is_alias(k)]:
+            del sd[name]
+        return sd
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        if not self.config.get("share_steps"):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not self._is_alias(k)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"state dict does not match the model: missing {missing[:5]}, "
+                               f"unexpected {result.unexpected_keys[:5]}")
+        return result
 
     # ---- construction ----
     @classmethod
@@ -87,7 +118,8 @@ class QincoModel(nn.Module):
         p = get_preset(name, **overrides)
         return cls({"preset": p.name, "arch": p.arch, "dim": int(dim), "M": int(M), "K": int(K),
                     "L": p.L, "hidden": p.hidden, "embed": p.embed, "A": p.A, "B": p.B,
-                    "train_A": p.train_A, "version": __version__})
+                    "train_A": p.train_A, "version": __version__}
+                   | ({"share_steps": True} if p.share_steps else {}))
 
     # ---- shape facts ----
     dim = property(lambda self: self.config["dim"])

@@ -26,6 +26,7 @@ class Preset:
     weight_decay: float = 0.0
     clip_value: float = 0.0   # element-wise gradient clipping (0 = off)
     clip_norm: float = 1.0    # gradient-norm clipping (0 = off)
+    share_steps: bool = False  # one network for all steps (each step keeps its own codebooks)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self):

@@ -98,6 +98,9 @@ def _parse_config(header, source):
                                f"known: {', '.join(PRESETS)}")
     if config["arch"] not in ("qinco1", "qinco2"):
         raise ModelFormatError(f"{source}: config names unknown architecture {config['arch']!r}")
+    if not isinstance(config.get("share_steps", False), bool):
+        raise ModelFormatError(f"{source}: config field 'share_steps' must be true or false, "
+                               f"got {config['share_steps']!r}")
     K = config["K"]
     if K < 2 or K & (K - 1):
         raise ModelFormatError(f"{source}: config K={K} is not a power of two >= 2")
@@ -111,6 +114,9 @@ def expected_tensor_count(config):
     if config["arch"] == "qinco2":
         embed = config["embed"] or config["dim"]
         per_step += 2 + (embed != config["dim"])       # preselect, out_proj, in_proj
+    if config.get("share_steps") and config["M"] > 1:  # the network is stored once
+        codebooks = 1 + (config["arch"] == "qinco2")
+        return 3 + (config["M"] - 1) * codebooks + (per_step - codebooks)
     return 3 + (config["M"] - 1) * per_step             # mean, std, codebook0
 
 
