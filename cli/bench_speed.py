@@ -1,8 +1,133 @@
-"""qinco-bench speed (placeholder until implemented)."""
+"""qinco-bench speed: encode / decode throughput of our modes next to faiss, on the same vectors."""
 import click
 
+from ..presets import DEFAULT_PRESET, PRESETS
+from .common import DEVICES, command, quiet_option
 
-@click.command("speed")
-def speed():
-    """Not implemented yet."""
-    raise click.ClickException("qinco-bench speed is not implemented yet")
+EXAMPLE = """
+qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
+qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --settings 0/1,16/1,16/4 --out speed-xs
+qinco-bench speed --model model.safetensors --threads 1 --json speed.json
+"""
+
+
+class _Threads(click.Option):
+    """--threads 1 2, --threads 1,all, or --threads all (repeatable): the values after the first
+    are taken while they are integers or 'all'."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {})):
+            for opt in table.values():
+                if getattr(opt, "obj", None) is self and not getattr(opt, "_threads_wrapped", False):
+                    original = opt.process
+
+                    def process(value, state, original=original):
+                        values = [value]
+                        while state.rargs and _is_thread_token(state.rargs[0]):
+                            values.append(state.rargs.pop(0))
+                        original(",".join(values), state)
+
+                    opt.process = process
+                    opt._threads_wrapped = True
+
+
+def _is_thread_token(token):
+    parts = token.replace(",", " ").split()
+    return bool(parts) and all(p.isdigit() or p.lower() == "all" for p in parts)
+
+
+def parse_threads(values, cores):
+    """('1,all',) -> (1, cores); None or () -> (cores,)."""
+    out = []
+    for chunk in values or ():
+        for item in str(chunk).replace(",", " ").split():
+            if item.lower() == "all":
+                out.append(cores)
+            elif item.isdigit() and int(item) >= 1:
+                out.append(int(item))
+            else:
+                raise click.BadParameter(f"expected positive integers or 'all', got {item!r}",
+                                         param_hint="--threads")
+    return tuple(dict.fromkeys(out)) or (cores,)
+
+
+@command("speed", EXAMPLE)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="Model architecture (ignored with --model).")
+@click.option("--dim", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Vector dimension. 50 measures GloVe-50 (base split; train split for training) "
+                   "when its data is installed; other dimensions use standard Gaussian vectors.")
+@click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Bytes per vector (M = bytes codes of K = 256 values).")
+@click.option("--K", "K", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Codewords per step (power of two <= 256; faiss RQ / LSQ rows need 256).")
+@click.option("--model", "model_path", metavar="PATH", default=None,
+              help="Measure this model file instead of building one (its preset, dim, M and K apply).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=20000, show_default=True,
+              help="Vectors to encode and decode per mode (slow modes: the prefix that fits "
+                   "--time-limit).")
+@click.option("--threads", cls=_Threads, multiple=True, metavar="T...",
+              help="Thread counts to measure, e.g. '1 2', '1,all' (default: all the cores this "
+                   "process may use). With several, a scaling table compares them.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Device for our encoder and decoder (faiss runs on the CPU).")
+@click.option("--settings", metavar="A/B,...", default=None,
+              help="QINCo2 search settings to measure, as A/B pairs (A = pre-selected candidates, "
+                   "0 = all K; B = beam). Default: 0/1,16/1,0/4,16/4,32/8 and the preset's own.")
+@click.option("--no-bf16", is_flag=True, help="Leave out the bfloat16 mode (slow on CPUs without "
+                                               "native bf16 matmul).")
+@click.option("--train-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Train the model for this long after its RQ initialisation (0: RQ initialisation "
+                   "only, where the step networks are zero and pre-selection is exact).")
+@click.option("--train-size", type=click.IntRange(min=256), default=20000, show_default=True,
+              help="Training vectors (model, faiss RQ).")
+@click.option("--lsq-train-size", type=click.IntRange(min=256), default=5000, show_default=True,
+              help="Training vectors for faiss LSQ (slow to train).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Seconds of encoding per mode and thread count; slower modes encode a prefix.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--json", "json_path", metavar="PATH", default=None,
+              help="Write the results as JSON to PATH ('-': to stdout, instead of the table).")
+@click.option("--out", "out_dir", metavar="DIR", default=None,
+              help="Write speed.json and speed.md (Markdown tables) to DIR.")
+@quiet_option()
+def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_bf16, train_seconds,
+          train_size, lsq_train_size, time_limit, seed, json_path, out_dir, quiet):
+    """Encode and decode throughput (vectors/s) of our modes (exact float32, bfloat16, QINCo2
+    pre-selection / beam settings) and of faiss IndexQINCo on the same weights, plus faiss RQ
+    (beam 5) and LSQ encoders, in one process on the same vectors.
+
+    Prints, per thread count, one row per mode: vectors/s, ratios to faiss IndexQINCo and to the
+    mode's exhaustive search, FLOPs per vector, the fraction of this machine's matmul rate (torch,
+    float32 and bf16, measured in the same run for the network's shapes) that makes, and MSE (with
+    its ratio to the reference mode's). Progress goes to stderr.
+    """
+    import json
+    import os
+
+    from ..bench import speed as bench
+    from ..bench.common import require_faiss
+    from ..devices import available_cores
+    from ..errors import InputError
+
+    require_faiss()
+    if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError(f"--out {out_dir} exists and is not a directory")
+    thread_counts = parse_threads(threads, available_cores())
+    parsed = bench.parse_settings(settings) if settings is not None else None
+    model = None
+    if model_path:
+        from ..serialize import load_model
+        model = load_model(model_path)
+    result = bench.run(preset, dim, nbytes, n=n, threads=thread_counts, device=device, settings=parsed,
+                       K=K, train_seconds=train_seconds, train_size=train_size, time_limit=time_limit,
+                       lsq_train_size=lsq_train_size, model=model, bf16=not no_bf16, seed=seed,
+                       quiet=quiet)
+    paths = bench.write_outputs(result, out_dir, json_path)
+    if json_path == "-":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(bench.text_report(result))
+    if not quiet and paths:
+        click.echo("wrote " + ", ".join(paths.values()), err=True)
