@@ -49,12 +49,15 @@ def _gather_rows(t, index):
 
 
 def _chunks(n, rows_per_item, device):
-    """Row ranges of at most CPU_CHUNK_ROWS GEMM rows (one range on GPUs)."""
-    if device.type != "cpu":
-        size = max(n, 1)
-    else:
-        size = max(1, CPU_CHUNK_ROWS // max(1, rows_per_item))
-    return [(s, min(n, s + size)) for s in range(0, n, size)]
+    """Row ranges of about CPU_CHUNK_ROWS GEMM rows each (one range on GPUs), of nearly equal
+    sizes: no short tail chunk, whose matmuls of 1 to 3 rows BLAS would round differently
+    (matrix-vector kernels) from the same rows inside a larger matmul."""
+    if device.type != "cpu" or n == 0:
+        return [(0, n)] if n else []
+    size = max(1, CPU_CHUNK_ROWS // max(1, rows_per_item))
+    count = max(1, -(-n // size))
+    bounds = [n * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 @torch.no_grad()

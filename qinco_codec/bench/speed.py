@@ -385,12 +385,13 @@ def run(preset, dim, nbytes, n=DEFAULT_N, threads=None, device="auto", settings=
     threads = tuple(dict.fromkeys(int(t) for t in (threads or (cores,))))
     if any(t < 1 for t in threads):
         raise InputError(f"--threads must be positive, got {list(threads)}")
-    saved_threads = torch.get_num_threads()
+    saved_threads, saved_faiss = torch.get_num_threads(), faiss.omp_get_max_threads()
     try:
         return _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train_size,
                     time_limit, lsq_train_size, model, bf16, seed, quiet, cores, faiss)
     finally:
         torch.set_num_threads(saved_threads)
+        faiss.omp_set_num_threads(saved_faiss)
 
 
 def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train_size, time_limit,
@@ -402,8 +403,8 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     from ..presets import get_preset
     from ..rq_init import init_from_rq
 
-    torch.set_num_threads(max(threads))
-    faiss.omp_set_num_threads(max(threads))
+    torch.set_num_threads(threads[0])
+    faiss.omp_set_num_threads(threads[0])
     notes = []
     if model is not None:
         cfg = model.config
@@ -490,7 +491,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
             r = {"encode_vps": k / seconds if seconds > 0 else None}
             if m.kind in ("ours", "faiss-qinco"):
                 note(f"[threads={t}] {m.label}: decoding", quiet)
-                dsec, _ = _time_n(lambda _k: dec(codes_by_mode[m.key]), k)
+                dsec, _ = _time_n(lambda _k: dec(codes_by_mode[m.key]), k, min_seconds=min(1.0, time_limit))
                 r["decode_vps"] = k / dsec if dsec > 0 else None
             results[t][m.key] = r
 

@@ -1,0 +1,234 @@
+"""qinco-bench speed end to end on tiny sizes (no timing assertions), its FLOP counts against a hand
+count, its usage errors; and the fast encoder / decoder it measures against plain references:
+exact codes equal a per-candidate evaluation of the step networks on real GloVe vectors, prefix
+decoding equals the training forward truncated, and chunking never changes a result."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from qinco_codec import codec
+from qinco_codec.bench import speed
+from qinco_codec.model import QincoModel
+from qinco_codec.rq_init import init_from_rq
+
+faiss = pytest.importorskip("faiss")
+
+from qinco_codec.cli.bench import main as bench_main  # noqa: E402
+
+TINY = ["--dim", "8", "--bytes", "3", "--n", "200", "--threads", "1", "--train-seconds", "0",
+        "--train-size", "600", "--lsq-train-size", "300", "--time-limit", "0.05", "--quiet"]
+
+
+def _runner():
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        return CliRunner()
+
+
+def invoke(*args):
+    return _runner().invoke(bench_main, ["speed", *[str(a) for a in args]])
+
+
+def _randomize(model, scale=0.1, seed=0, codebooks=False):
+    """Non-zero step networks, so that the steps are not the identity; random codebooks too with
+    codebooks=True (else they are kept)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if codebooks:
+            model.codebook0.copy_(torch.randn(model.codebook0.shape, generator=gen))
+        for step in model.steps:
+            for name, p in step.named_parameters():
+                if codebooks or name not in ("codebook", "preselect"):
+                    p.copy_(torch.randn(p.shape, generator=gen) * (scale if "codebook" not in name and name != "preselect" else 0.5))
+    return model
+
+
+# ---------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def qinco2_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed")
+    result = invoke("--preset", "qinco2-XS", *TINY, "--json", out / "r.json", "--out", out / "md")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    return result, out
+
+
+def test_qinco2_run_prints_every_mode(qinco2_run):
+    result, out = qinco2_run
+    data = json.loads((out / "r.json").read_text())
+    labels = [m["label"] for m in data["modes"]]
+    for needle in ("A=256 (exhaustive), B=1", "A=16, B=1", "A=16, B=4", "A=32, B=8", "ours bf16",
+                   "qinco1-L2 reference", "faiss IndexQINCo", "faiss RQ (beam 5)", "faiss LSQ"):
+        assert any(needle in label for label in labels), (needle, labels)
+    for label in labels:
+        assert label in result.output, label
+    assert "threads = 1" in result.output and "matmul GFLOP/s" in result.output
+    assert result.stderr == ""   # --quiet
+
+
+def test_json_and_markdown_outputs(qinco2_run):
+    _, out = qinco2_run
+    data = json.loads((out / "r.json").read_text())
+    assert {"benchmark", "config", "machine", "matmul_gflops", "modes", "rows", "scaling", "notes"} <= set(data)
+    assert data["benchmark"] == "speed" and data["config"]["threads"] == [1]
+    assert set(data["matmul_gflops"]["1"]) >= {"main encode float32", "main encode bfloat16",
+                                               "main decode float32", "ref encode float32"}
+    modes = {m["key"]: m for m in data["modes"]}
+    for m in modes.values():
+        assert m["n"] >= 1 and m["mse"] > 0
+    for key in ("fp32 A16 B1", "fp32 A0 B1", "bf16 A16 B4"):
+        assert modes[key]["encode_flops"] > 0 and modes[key]["decode_flops"] > 0
+    assert modes["fp32 A16 B1"]["mse_ratio"] > 0 and modes["fp32 A16 B1"]["ref"] == "fp32 A0 B1"
+    assert 0 <= modes["faiss IndexQINCo"]["same_codes"] <= 1
+    rows = {r["mode"]: r for r in data["rows"]}
+    assert set(rows) == set(modes)
+    for key in ("fp32 A0 B1", "fp32 A16 B4", "faiss IndexQINCo"):
+        r = rows[key]
+        assert r["encode_vps"] > 0 and r["decode_vps"] > 0 and r["encode_x_faiss"] > 0
+        assert r["encode_bound_fraction"] > 0 and r["decode_bound_fraction"] > 0
+    assert rows["fp32 A16 B1"]["encode_x_exhaustive"] > 0
+    assert rows["faiss RQ"]["encode_vps"] > 0 and "decode_vps" not in rows["faiss RQ"]
+    md = (out / "md" / "speed.md").read_text()
+    assert "| mode |" in md and "faiss IndexQINCo" in md
+    assert json.loads((out / "md" / "speed.json").read_text())["modes"] == data["modes"]
+
+
+def test_qinco1_two_thread_counts_and_scaling():
+    result = invoke("--preset", "qinco1-L2", *TINY[:6], "--n", "60", "--threads", "1", "2",
+                    *TINY[8:], "--no-bf16", "--json", "-")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    data = json.loads(result.output)
+    assert data["config"]["threads"] == [1, 2]
+    assert {r["threads"] for r in data["rows"]} == {1, 2}
+    keys = [m["key"] for m in data["modes"]]
+    assert keys == ["fp32 A0 B1", "faiss IndexQINCo", "faiss RQ", "faiss LSQ"]
+    faiss_mode = data["modes"][1]
+    assert faiss_mode["same_codes"] == 1.0       # faiss IndexQINCo carries the same weights
+    assert {s["mode"] for s in data["scaling"]} == set(keys)
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["--settings", "16"], 1, "--settings"),
+    (["--settings", "16/0"], 1, "B >= 1"),
+    (["--threads", "0"], 2, "--threads"),
+    (["--threads", "x"], 2, "--threads"),
+    (["--preset", "nope"], 2, "--preset"),
+    (["--K", "100"], 1, "power of two"),
+    (["--model", "/nonexistent/model.safetensors"], 1, "model.safetensors"),
+])
+def test_bad_options_give_one_line_errors(args, code, match):
+    result = invoke(*args, "--n", "10", "--train-seconds", "0", "--quiet")
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinco-bench: error: "), result.stderr
+    assert match in lines[0] and "Traceback" not in result.stderr
+
+
+def test_parse_settings():
+    assert speed.parse_settings("0/1,16/4 32/8") == ((0, 1), (16, 4), (32, 8))
+
+
+# ---------------------------------------------------------------- FLOP counts
+def test_flop_counts_match_a_hand_count():
+    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    # step 1: K·D = 32 MACs. Steps 2 and 3, B = 2 hypotheses each:
+    #   per hypothesis  D·de (W_x x̂) 12 + de·h (W1 W_x x̂) 15 + K·D (pre-selection) 32 = 59
+    #   per candidate   h·de 15 + (L−1)·2·de·h 30 + de·D (out) 12 + D (error) 4 = 61, A = 2 of them
+    #   per step        2 · (59 + 2·61) = 362
+    assert speed.encode_flops(cfg, A=2, B=2) == 2 * (32 + 2 * 362)
+    # exhaustive greedy: no pre-selection distances, K = 8 candidates, 1 hypothesis
+    assert speed.encode_flops(cfg, A=0, B=1) == 2 * (32 + 2 * (12 + 15 + 8 * 61))
+    assert speed.encode_flops(cfg, A=8, B=1) == speed.encode_flops(cfg, A=0, B=1)   # A >= K: all K
+    # decode per step: D·de 12 + L·2·de·h 60 + de·D 12 = 84, two steps
+    assert speed.decode_flops(cfg) == 2 * 2 * 84
+    q1 = {"arch": "qinco1", "dim": 4, "embed": 0, "hidden": 5, "L": 1, "K": 8, "M": 2}
+    # QINCo1 (de = D = 4), L = 1: per hypothesis 16 + 20; per candidate h·D 20 + D 4 = 24
+    assert speed.encode_flops(q1, A=4, B=1) == 2 * (32 + (16 + 20 + 8 * 24))   # no pre-selection
+    # faiss: per candidate 2D·D 32 + L·2·D·h 40 + D 4; decode per step 32 + 40
+    assert speed.faiss_qinco_encode_flops(q1) == 2 * (32 + 8 * 76)
+    assert speed.faiss_qinco_decode_flops(q1) == 2 * 72
+
+
+def test_matmul_shapes_follow_the_architecture():
+    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    assert speed.matmul_shapes(cfg, 10) == [(10, 5, 3, 1), (10, 3, 5, 1), (10, 5, 3, 1), (10, 3, 4, 1)]
+    rate = speed.matmul_rate([(64, 8, 8, 1)], torch.float32, torch.device("cpu"), min_seconds=0.001, repeats=1)
+    assert rate > 0
+
+
+# ---------------------------------------------------------------- the fast paths it measures
+def _reference_encode(model, x, A=0):
+    """Greedy encoding by plain per-candidate evaluation: at every step, the step module's own
+    forward on (codeword, x̂) for every candidate (all K, or the A nearest pre-selection
+    codewords), then the candidate with the smallest squared error."""
+    with torch.no_grad():
+        xn = model.normalize(torch.from_numpy(x))
+        d0 = ((xn[:, None, :] - model.codebook0[None]) ** 2).sum(-1)
+        codes = [d0.argmin(1)]
+        xhat = model.codebook0[codes[0]]
+        N, K = len(xn), model.K
+        for step in model.steps:
+            r = xn - xhat
+            if A:
+                dp = ((r[:, None, :] - step.preselect[None]) ** 2).sum(-1)
+                cand = torch.topk(dp, A, dim=1, largest=False).indices          # (N, A)
+            else:
+                cand = torch.arange(K).expand(N, K)
+            C = cand.shape[1]
+            f = step(cand.reshape(-1), xhat.repeat_interleave(C, 0)).view(N, C, -1)
+            err = ((r[:, None, :] - f) ** 2).sum(-1)
+            j = err.argmin(1)
+            codes.append(cand.gather(1, j[:, None])[:, 0])
+            xhat = xhat + f[torch.arange(N), j]
+    return torch.stack(codes, 1).numpy()
+
+
+@pytest.mark.parametrize("preset,A", [("qinco1-L2", 0), ("qinco2-XS", 0), ("qinco2-XS", 16)])
+def test_exact_codes_equal_plain_reference_on_glove(glove_train, glove_base, preset, A):
+    model = _randomize(init_from_rq(QincoModel.from_preset(preset, 50, 5), glove_train[:4000], iters=3),
+                       scale=0.05 if preset.startswith("qinco1") else 0.1)
+    x = glove_base[:250]
+    ours = model.encode(x, A=A, B=1).astype(np.int64)
+    ref = _reference_encode(model, x, A)
+    same = (ours == ref).all(1)
+    assert same.all(), f"{(~same).sum()} of {len(x)} vectors got other codes than the plain reference"
+
+
+def test_prefix_decode_equals_full_decode_truncated(rng):
+    model = _randomize(QincoModel.from_preset("qinco2-XS", 12, 5, K=32), codebooks=True)
+    codes = torch.from_numpy(rng.integers(0, 32, (300, 5)))
+    with torch.no_grad():
+        partial = codec.decode_with_grad(model, codes)                       # x̂_1 .. x̂_M
+        for m in range(1, 6):
+            torch.testing.assert_close(codec.decode_normalized(model, codes[:, :m]), partial[m - 1],
+                                       rtol=1e-5, atol=1e-5)
+    full = model.decode(codes.numpy().astype(np.uint8))
+    np.testing.assert_array_equal(model.decode(codes.numpy().astype(np.uint8), steps=5), full)
+
+
+@pytest.mark.parametrize("preset,A,B", [("qinco1-L2", 0, 2), ("qinco2-XS", 8, 3), ("qinco2-XS", 0, 1)])
+def test_chunking_never_changes_results(monkeypatch, rng, preset, A, B):
+    """Rows are computed independently of each other. (d = 16: MKL's kernel for very small
+    matrices, e.g. 10 x 10, rounds differently depending on a row's memory alignment.)"""
+    model = _randomize(QincoModel.from_preset(preset, 16, 4, K=32), codebooks=True)
+    x = torch.from_numpy(rng.standard_normal((97, 16)).astype(np.float32))
+    with torch.no_grad():
+        codes = codec.encode_normalized(model, x, A, B)
+        dec = codec.decode_normalized(model, codes)
+        monkeypatch.setattr(codec, "CPU_CHUNK_ROWS", 37)
+        assert torch.equal(codec.encode_normalized(model, x, A, B), codes)
+        assert torch.equal(codec.decode_normalized(model, codes), dec)
+
+
+def test_smallest_is_topks_set_with_ties_and_nans():
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(50, 64, generator=gen)
+    ref = torch.topk(d, 8, dim=1, largest=False).indices.sort(1).values
+    assert torch.equal(codec._smallest(d, 8).sort(1).values, ref)
+    d[3, :10] = -5.0                          # a tie at the k-th value: falls back to torch.topk
+    d[7, 2] = float("nan")
+    got = codec._smallest(d, 8)
+    assert torch.equal(got, torch.topk(d, 8, dim=1, largest=False).indices)
