@@ -102,6 +102,17 @@ def device_option(what="computation"):
                         help=f"Device for {what}: 'auto' picks CUDA when available, else the CPU.")
 
 
+def threads_option(f):
+    """--threads: CPU threads for torch (default: the cores this process may run on)."""
+    def apply(ctx, param, value):
+        from ..devices import use_threads
+        return use_threads(value)
+    return click.option("--threads", type=click.IntRange(min=1), default=None, callback=apply,
+                        expose_value=False, is_eager=False,
+                        help="CPU threads. [default: the cores this process may run on "
+                             "(os.sched_getaffinity)]")(f)
+
+
 def quiet_option(what="the progress bars and notes on stderr"):
     return click.option("-q", "--quiet", is_flag=True, help=f"Do not print {what}.")
 

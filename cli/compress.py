@@ -2,8 +2,8 @@
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import (command, device_option, fmt_size, parse_json_object, quiet_option, search_options,
-                     size_lines, size_report, vector_source)
+from .common import (command, device_option, fmt_size, parse_json_object, quiet_option,
+                     search_options, size_lines, size_report, threads_option, vector_source)
 
 EXAMPLE = """
 qinco-compress base.fvecs base.qnc --model model.safetensors
@@ -50,6 +50,7 @@ python make_vectors.py | qinco-compress - out.qnc --model model.safetensors --me
               help="Also write the model used (trained or converted to --weights) to PATH.")
 @search_options
 @device_option("training and encoding")
+@threads_option
 @quiet_option("the summary, progress bars and notes on stderr")
 def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
          no_embed_model, zstd_level, weights, metadata, model_out, A, B, device, quiet):

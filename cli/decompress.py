@@ -6,7 +6,7 @@ import click
 import numpy as np
 
 from .common import (STDIO, check_output_path, command, device_option, parse_rows, quiet_option,
-                     stdin_binary, with_progress, write_vector_stream)
+                     stdin_binary, threads_option, with_progress, write_vector_stream)
 
 EXAMPLE = """
 qinco-decompress base.qnc decoded.npy
@@ -34,6 +34,7 @@ BATCH_ROWS = 65536
               help="The model file, for a file written with --no-embed-model whose model is not in "
                    "the model store. It must be the file's model (same SHA-256).")
 @device_option("decoding")
+@threads_option
 @quiet_option("the progress bar on stderr")
 def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet):
     """Decode INPUT.qnc ('-': read it from stdin) into OUTPUT, a .npy, .fvecs or .fbin file chosen

@@ -1,7 +1,7 @@
 """qinco-eval: reconstruction error (and search recall) of a model at every prefix rate."""
 import click
 
-from .common import command, device_option, echo_json, load_vectors, search_options
+from .common import command, device_option, echo_json, load_vectors, search_options, threads_option
 
 EXAMPLE = """
 qinco-eval model.safetensors base.fvecs
@@ -20,6 +20,7 @@ qinco-eval model.safetensors base.fvecs --queries query.fvecs --gt groundtruth.i
 @search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list instead of a table.")
 @device_option("encoding and decoding")
+@threads_option
 def main(model_path, data, queries, gt, A, B, as_json, device):
     """Encode DATA (any vector file; '-' reads an .npy from stdin) with MODEL once at its full
     rate, decode every prefix of the codes, and print per prefix: steps, bytes per vector, MSE

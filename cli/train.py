@@ -4,7 +4,7 @@ import os
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import command, device_option, load_vectors, quiet_option
+from .common import command, device_option, load_vectors, quiet_option, threads_option
 
 EXAMPLE = """
 qinco-train base.fvecs -o model.safetensors --preset qinco2-XS --bytes 16 --max-minutes 10
@@ -36,6 +36,7 @@ qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-r
                    "from (same data, settings and seed required).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @device_option("training")
+@threads_option
 @quiet_option("the progress bar on stderr")
 def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, device, quiet):
     """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads

@@ -26,3 +26,13 @@ def available_cores():
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
+
+
+def use_threads(n=None):
+    """Set torch's CPU threads to n, or to the cores this process may run on; returns the count.
+    (torch's own default counts the machine's cores, not the ones taskset or a cgroup allow.)"""
+    n = int(n) if n else available_cores()
+    if n < 1:
+        raise InputError(f"threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+    return n
