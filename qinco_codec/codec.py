@@ -14,9 +14,19 @@ import torch
 
 from .steps import Workspace
 
-# GEMM rows (chunk vectors x hypotheses x candidates) per chunk on the CPU. About 2k rows of
-# h = 256 floats is 2 MiB per buffer: the sizes where this machine's sgemm ran fastest.
-CPU_CHUNK_ROWS = 2048
+# Floats of the candidate buffer [z | p | c − r] per chunk on the CPU (3 MiB): 2048 GEMM rows of a
+# d = 128 QINCo1 step (width de + h = 384), about 3,200 of qinco2-XS's (242), the sizes where
+# this machine's sgemm ran fastest with the buffer still mostly in cache.
+CPU_CHUNK_FLOATS = 3 << 18
+# Vectors per decoding chunk on the CPU (their (rows, h) activations stay in L2).
+CPU_DECODE_ROWS = 1024
+
+
+def encode_chunk_rows(model):
+    """GEMM rows (vectors x hypotheses x candidates) of one encoding chunk on the CPU."""
+    width = max((s.embed + s.hidden * bool(s.L) + (s.dim if s.out_proj is not None else 0)
+                 for s in model.steps), default=model.dim)
+    return max(1, CPU_CHUNK_FLOATS // width)
 
 
 def _sq_dist_to_rows(r, rows, row_sqnorms):
@@ -48,13 +58,13 @@ def _gather_rows(t, index):
     return t.gather(1, expanded)
 
 
-def _chunks(n, rows_per_item, device):
-    """Row ranges of about CPU_CHUNK_ROWS GEMM rows each (one range on GPUs), of nearly equal
-    sizes: no short tail chunk, whose matmuls of 1 to 3 rows BLAS would round differently
-    (matrix-vector kernels) from the same rows inside a larger matmul."""
+def _chunks(n, size, device):
+    """Ranges of about `size` rows (one range on GPUs), of nearly equal sizes: no short tail
+    chunk, whose matmuls of 1 to 3 rows BLAS would round differently (matrix-vector kernels)
+    from the same rows inside a larger matmul."""
     if device.type != "cpu" or n == 0:
         return [(0, n)] if n else []
-    size = max(1, CPU_CHUNK_ROWS // max(1, rows_per_item))
+    size = max(1, size)
     count = max(1, -(-n // size))
     bounds = [n * i // count for i in range(count + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
@@ -78,7 +88,7 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32):
     width = max(A, 1) if any(use_pre) else K
     codes = torch.empty((len(x), M), dtype=torch.int64, device=x.device)
     ws = Workspace()
-    for s, e in _chunks(len(x), (B if M > 1 else 1) * width, x.device):
+    for s, e in _chunks(len(x), encode_chunk_rows(model) // ((B if M > 1 else 1) * width), x.device):
         codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws)
     return codes
 
@@ -121,7 +131,7 @@ def decode_normalized(model, codes, dtype=torch.float32):
     steps = model.steps[: codes.shape[1] - 1]
     tables = [step.decode_tables(dtype) for step in steps]
     out = torch.empty((len(codes), model.dim), dtype=torch.float32, device=codes.device)
-    for s, e in _chunks(len(codes), 1, codes.device):
+    for s, e in _chunks(len(codes), CPU_DECODE_ROWS, codes.device):
         cb = codes[s:e]
         xhat = model.codebook0[cb[:, 0]]
         for j, (step, tb) in enumerate(zip(steps, tables), start=1):

@@ -218,7 +218,8 @@ def test_chunking_never_changes_results(monkeypatch, rng, preset, A, B):
     with torch.no_grad():
         codes = codec.encode_normalized(model, x, A, B)
         dec = codec.decode_normalized(model, codes)
-        monkeypatch.setattr(codec, "CPU_CHUNK_ROWS", 37)
+        monkeypatch.setattr(codec, "CPU_CHUNK_FLOATS", 37 * 300)
+        monkeypatch.setattr(codec, "CPU_DECODE_ROWS", 37)
         assert torch.equal(codec.encode_normalized(model, x, A, B), codes)
         assert torch.equal(codec.decode_normalized(model, codes), dec)
 

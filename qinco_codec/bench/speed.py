@@ -441,7 +441,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     by_key = {m.key: m for m in modes}
 
     # flops per vector and matmul shapes
-    rows = codec_module.CPU_CHUNK_ROWS
+    rows = {name: codec_module.encode_chunk_rows(mdl) for name, mdl in models.items()}
     for m in modes:
         mcfg = models[m.model].config
         if m.kind == "ours":
@@ -458,7 +458,8 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
         rates = {}
         for name, mdl in models.items():
             for direction in ("encode", "decode"):
-                shapes = matmul_shapes(mdl.config, rows, direction)
+                shapes = matmul_shapes(mdl.config, rows[name] if direction == "encode"
+                                       else codec_module.CPU_DECODE_ROWS, direction)
                 for dtype in (torch.float32, torch.bfloat16):
                     if dtype == torch.bfloat16 and not bf16:
                         continue
@@ -558,7 +559,8 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
                  "their common prefix; same codes: fraction of those vectors with identical codes")
     notes.append("FLOPs: matmul multiply-adds x 2 per vector (tables shared by a call and element-wise "
                  "work not counted); % bound: achieved GFLOP/s over the torch matmul rate measured "
-                 f"for the network's shapes ({rows} rows) in this run")
+                 f"for the network's shapes ({rows['main']} rows for encoding, "
+                 f"{codec_module.CPU_DECODE_ROWS} for decoding) in this run")
 
     return {
         "benchmark": "speed",
