@@ -15,29 +15,37 @@ METHOD_NAMES = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", 
 
 
 class _Many(click.Option):
-    """An option taking one or more values after it: `--bytes 4 8 16` (also `--bytes 4,8`)."""
+    """An option taking one or more values after it: `--bytes 4 8 16` (or `--bytes 4,8,16`).
+    The values after the first are taken while they look like values of this option (integers
+    for item_type=int, else members of `choices`), so a positional DATA after them stays one."""
 
     def __init__(self, *args, **kwargs):
         self.item_type = kwargs.pop("item_type", str)
+        self.choices = kwargs.pop("choices", None)
         kwargs.setdefault("multiple", True)
         super().__init__(*args, **kwargs)
+
+    def _looks_like_value(self, token):
+        parts = [p for p in token.replace(",", " ").split()]
+        if not parts:
+            return False
+        if self.item_type is int:
+            return all(p.lstrip("-").isdigit() for p in parts)
+        return self.choices is not None and all(p.lower() in self.choices for p in parts)
 
     def add_to_parser(self, parser, ctx):
         super().add_to_parser(parser, ctx)
         for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {})):
             for opt in table.values():
-                if getattr(opt, "obj", None) is self:
-                    self._wrap(opt, parser)
+                if getattr(opt, "obj", None) is self and not getattr(opt, "_many_wrapped", False):
+                    self._wrap(opt)
 
-    def _wrap(self, opt, parser):
-        if getattr(opt, "_many_wrapped", False):
-            return
+    def _wrap(self, opt):
         original = opt.process
-        prefixes = tuple(getattr(parser, "_opt_prefixes", {"-", "--"}))
 
         def process(value, state):
             values = [value]
-            while state.rargs and not (state.rargs[0].startswith(prefixes) and not _is_number(state.rargs[0])):
+            while state.rargs and self._looks_like_value(state.rargs[0]):
                 values.append(state.rargs.pop(0))
             original(",".join(values), state)
 
@@ -54,14 +62,6 @@ class _Many(click.Option):
                     raise click.BadParameter(f"{item!r} is not a valid {self.item_type.__name__}",
                                              ctx=ctx, param=self) from None
         return tuple(out)
-
-
-def _is_number(text):
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 @command("rd", EXAMPLE)
@@ -82,15 +82,18 @@ def _is_number(text):
                    "on DATA / base. self: train every method on a sample of the evaluated "
                    "collection itself. Default: heldout when training vectors are available, "
                    "else self.")
-@click.option("--bytes", "nbytes", cls=_Many, item_type=int, metavar="N...", default=("4", "8", "16", "32"),
+@click.option("--bytes", "nbytes", cls=_Many, item_type=int, metavar="N...",
+              default=("4", "8", "16", "32"),
               show_default=True, help="Rates in bytes per vector for the trained methods "
                                        "(one or more values).")
 @click.option("--prefix-bytes", cls=_Many, item_type=int, metavar="N...", default=None,
               help="Prefix rates at which the model trained at the largest --bytes is decoded. "
                    "Default: the other --bytes values.")
-@click.option("--presets", cls=_Many, item_type=str, metavar="NAME...", default=(DEFAULT_PRESET,), show_default=True,
+@click.option("--presets", cls=_Many, choices={p.lower() for p in PRESETS}, metavar="NAME...",
+              default=(DEFAULT_PRESET,), show_default=True,
               help=f"Our presets to train ({', '.join(PRESETS)}).")
-@click.option("--methods", cls=_Many, item_type=str, metavar="NAME...", default=METHOD_NAMES,
+@click.option("--methods", cls=_Many, choices=set(METHOD_NAMES), metavar="NAME...",
+              default=METHOD_NAMES,
               help=f"Methods to run (default all): {', '.join(METHOD_NAMES)}; 'sq' is float16, "
                    "SQ8 and SQ4.")
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
@@ -151,14 +154,18 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     unknown = [m for m in methods if m.lower() not in METHOD_NAMES]
     if unknown or not methods:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                                 f"expected some of: {', '.join(METHOD_NAMES)}", param_hint="--methods")
+                                 f"expected some of: {', '.join(METHOD_NAMES)}",
+                                 param_hint="--methods")
     methods = tuple(m.lower() for m in methods)
-    bad = [p for p in presets if p not in PRESETS]
+    canonical = {p.lower(): p for p in PRESETS}
+    bad = [p for p in presets if p.lower() not in canonical]
     if bad or not presets:
         raise click.BadParameter(f"unknown preset(s) {', '.join(bad) or '(none given)'}; expected "
                                  f"some of: {', '.join(PRESETS)}", param_hint="--presets")
+    presets = tuple(dict.fromkeys(canonical[p.lower()] for p in presets))
     if not nbytes or min(nbytes) < 1:
-        raise click.BadParameter(f"rates must be positive integers, got {list(nbytes)}", param_hint="--bytes")
+        raise click.BadParameter(f"rates must be positive integers, got {list(nbytes)}",
+                                 param_hint="--bytes")
     if not rotation_bits or not all(1 <= b <= 8 for b in rotation_bits):
         raise click.BadParameter(f"bits must lie in 1..8, got {list(rotation_bits)}",
                                  param_hint="--rotation-bits")

@@ -226,17 +226,18 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
                 notes.append(({"rabitq"}, f"RaBitQ {b}b skipped: {why}"))
             else:
                 codecs.append(codec)
-        notes.append(({"rabitq"}, "RaBitQ: faiss decodes RaBitQ codes from their sign bits only (the extra bits "
-                     "refine distance estimates), so its MSE does not fall with bits; its R@1 and "
-                     "R@10 come from the index's own search (float queries, qb=0), not from decoded "
-                     "vectors"))
+        notes.append(({"rabitq"}, "RaBitQ: faiss decodes RaBitQ codes from their sign bits "
+                      "only (the extra bits refine distance estimates), so its MSE does not fall "
+                      "with bits; its R@1 and R@10 come from the index's own search (float "
+                      "queries, qb=0), not from decoded vectors"))
     else:
         notes.append(({"rabitq"}, "RaBitQ skipped: this faiss has no IndexRaBitQ"))
 
     tq_bits = [b for b in rotation_bits if hasattr(faiss.ScalarQuantizer, f"QT_{b}bit_tqmse")]
     for b in rotation_bits:
         if b not in tq_bits and hasattr(faiss.ScalarQuantizer, "QT_1bit_tqmse"):
-            notes.append(({"turboquant"}, f"TurboQuant {b}b skipped: this faiss has no QT_{b}bit_tqmse"))
+            notes.append(({"turboquant"},
+                          f"TurboQuant {b}b skipped: this faiss has no QT_{b}bit_tqmse"))
     if tq_bits:
         for b in tq_bits:
             codec, why = _try(lambda: TurboQuantCodec(faiss, d, b))
@@ -244,11 +245,12 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
                 notes.append(({"turboquant"}, f"TurboQuant {b}b skipped: {why}"))
             else:
                 codecs.append(codec)
-        notes.append(({"turboquant"}, f"TurboQuant: centred on the training mean, randomly rotated, norm stored as "
-                     f"float16 ({TurboQuantCodec.NORM_BYTES} bytes, counted), unit vector coded "
-                     f"with faiss's SQtqmse scalar quantizer"))
+        notes.append(({"turboquant"}, f"TurboQuant: centred on the training mean, randomly "
+                      f"rotated, norm stored as float16 ({TurboQuantCodec.NORM_BYTES} bytes, "
+                      f"counted), unit vector coded with faiss's SQtqmse scalar quantizer"))
     else:
-        notes.append(({"turboquant"}, "TurboQuant skipped: this faiss has no SQtqmse scalar quantizer types"))
+        notes.append(({"turboquant"},
+                      "TurboQuant skipped: this faiss has no SQtqmse scalar quantizer types"))
 
     if hasattr(faiss, "IndexEDEN"):
         for b in rotation_bits:
@@ -260,6 +262,6 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
     else:
         notes.append(({"eden"}, "EDEN skipped: this faiss has no IndexEDEN"))
     if hasattr(faiss, "IndexRaBitQ") or hasattr(faiss, "IndexEDEN"):
-        notes.append(({"rabitq", "eden"}, "RaBitQ and EDEN run behind a random rotation (faiss's 'RR' pre-transform); "
-                     "both centre on the training mean"))
+        notes.append(({"rabitq", "eden"}, "RaBitQ and EDEN run behind a random rotation "
+                     "(faiss's 'RR' pre-transform); both centre on the training mean"))
     return codecs, notes

@@ -94,11 +94,9 @@ def prepare(name, protocol, base, train=None, queries=None, gt=None, train_size=
         queries = as_float_matrix(queries, name="queries", allow_empty=False)
         check_queries(base, queries, gt)
     if eval_size is not None and eval_size < len(base):
-        base = base[:eval_size]
-        if gt is not None:
-            notes.append(f"evaluated on the first {eval_size:,} vectors of {name}; ground truth "
-                         f"recomputed exactly for them")
-            gt = None
+        notes.append(f"evaluated on the first {eval_size:,} of the {len(base):,} vectors of {name}"
+                     + ("; ground truth recomputed exactly for them" if queries is not None else ""))
+        base, gt = base[:eval_size], None
     if queries is not None and gt is None:
         gt = knn(base, queries, 10)
     if protocol == "self":
@@ -127,7 +125,8 @@ def glove50_inputs(protocol, train_size=None, eval_size=None, seed=0):
     from .. import datasets
 
     base, queries = datasets.glove50("base"), datasets.glove50("query")
-    gt = datasets.glove50("gt")
+    # with --eval-size the ground truth is recomputed for the subset: skip the full one
+    gt = datasets.glove50("gt") if eval_size is None or eval_size >= len(base) else None
     train = datasets.glove50("train") if protocol == "heldout" else None
     return prepare("glove50", protocol, base, train, queries, gt, train_size, eval_size, seed)
 
@@ -155,7 +154,7 @@ def _sizes(row, n):
     return row
 
 
-def run_faiss_codec(codec, inputs, var, trained=True):
+def run_faiss_codec(codec, inputs, var):
     """Train (timed), encode and decode the evaluated vectors (timed): one result row."""
     x = inputs.base
     with Timer() as t_train:
@@ -171,7 +170,7 @@ def run_faiss_codec(codec, inputs, var, trained=True):
         ids = codec.search(x, inputs.queries, 10)
     row = {"method": codec.method, "line": codec.line, "family": "faiss", "bytes": codec.code_size,
            **_quality(x, recon, var, inputs, ids),
-           "train_s": t_train.seconds if trained else None,
+           "train_s": t_train.seconds,
            "encode_us": t_enc.seconds / len(x) * 1e6, "decode_us": t_dec.seconds / len(x) * 1e6,
            "model_bytes": codec.model_bytes, "trained_on": getattr(codec, "trained_on", None),
            "params": codec.params}
@@ -252,9 +251,9 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
     def step(desc):
         note(f"rd [{time.perf_counter() - t0:7.1f} s] {desc}", quiet)
 
-    def faiss_row(codec, trained):
+    def faiss_row(codec):
         with baselines.captured_native_stderr() as captured:
-            row = run_faiss_codec(codec, inputs, var, trained=trained)
+            row = run_faiss_codec(codec, inputs, var)
         for line in baselines.summarize_warnings(captured[0]):
             text = f"faiss, {codec.method} {row['bytes']} B: {line}"
             note(text, quiet)
@@ -274,7 +273,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
             codec = builders[m](b)
             step(f"{codec.method} {b} B: train on "
                  f"{min(len(inputs.train), codec.train_rows or len(inputs.train)):,}, encode / decode {n:,}")
-            faiss_row(codec, trained=True)
+            faiss_row(codec)
     padded = {r["bytes"]: r["params"]["padded_dim"] for r in rows
               if r["method"] == "PQ" and r["params"]["padded_dim"] != d}
     if padded:
@@ -292,7 +291,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
             if families[codec.line] not in methods:
                 continue
             step(f"{codec.method} ({codec.code_size} B): encode / decode {n:,}")
-            faiss_row(codec, trained=False)
+            faiss_row(codec)
         notes += [text for about, text in ref_notes if about & set(methods)]
 
     if "qinco" in methods:
