@@ -137,7 +137,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     Prints one table (bytes/vector, MSE, relative MSE, R@1, R@10, training seconds, encode and
     decode microseconds per vector, model bytes, effective bytes/vector with the model counted
     at the benchmark's n and at 1M vectors) and writes rd.json, rd.md and rd.png to --out.
-    Progress goes to stderr.
+    Progress goes to stderr; rd.json is rewritten after each method (with "complete": false
+    until the run ends), so a run that fails late keeps what it measured.
     """
     from ..bench import rd as bench
     from ..bench.common import require_faiss
@@ -197,7 +198,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
                        budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
                        lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
                        prefix_bytes=prefix_bytes or None, A=A, B=B, opq_iters=opq_iters,
-                       lsq_iters=lsq_iters, seed=seed, quiet=quiet)
+                       lsq_iters=lsq_iters, seed=seed, quiet=quiet,
+                       on_rows=lambda partial: bench.write_partial(partial, out_dir))
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in result["notes"]:

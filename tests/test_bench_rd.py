@@ -119,6 +119,7 @@ def test_outputs(rd_run):
     assert "| method | B/vec | MSE | rel MSE | R@1 | R@10 |" in md
     assert "![rate-distortion](rd.png)" in md
     data = json.loads((out / "rd.json").read_text())
+    assert data["complete"] is True
     assert data["settings"]["protocol"] == "heldout" and data["settings"]["n_eval"] == 400
 
 

@@ -222,16 +222,20 @@ def _environment(faiss):
     import torch
 
     from .._version import __version__
-    return {"qinco_codec": __version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    return {"qinco_codec": __version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
             "faiss": getattr(faiss, "__version__", "unknown"), "numpy": np.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHODS, budget_minutes=5.0,
-        epochs=None, samples_per_epoch=32768, lsq_train_size=20000, rotation_bits=(1, 2, 3, 4),
-        prefix_bytes=None, A=None, B=None, opq_iters=None, lsq_iters=None, seed=0, quiet=False):
-    """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'rows'}."""
+def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHODS,
+        budget_minutes=5.0, epochs=None, samples_per_epoch=32768, lsq_train_size=20000,
+        rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, opq_iters=None,
+        lsq_iters=None, seed=0, quiet=False, on_rows=None):
+    """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'warnings', 'rows',
+    'complete'}. `on_rows(result)` is called with the partial result (complete=False) after each
+    method, so that a long run that fails late keeps what it measured."""
     from ..evaluation import variance
 
     faiss = require_faiss()
@@ -243,13 +247,28 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         raise InputError(f"prefix rates must lie between 1 and {top - 1} bytes (below the largest "
                          f"--bytes), got {bad}")
     d, n = inputs.base.shape[1], len(inputs.base)
-    var = variance(inputs.base)
-    notes = list(inputs.notes)
-    rows, warnings = [], []
     t0 = time.perf_counter()
+    result = {"settings": {
+        "data": inputs.name, "protocol": inputs.protocol, "n_train": len(inputs.train),
+        "n_eval": n, "dim": d, "n_queries": None if inputs.queries is None else len(inputs.queries),
+        "bytes": bytes_list, "prefix_bytes": prefixes, "presets": list(presets),
+        "methods": list(methods), "budget_minutes": budget_minutes, "epochs": epochs,
+        "samples_per_epoch": samples_per_epoch, "lsq_train_size": lsq_train_size,
+        "rotation_bits": list(rotation_bits), "A": A, "B": B, "opq_iters": opq_iters,
+        "lsq_iters": lsq_iters, "seed": seed, "variance": variance(inputs.base),
+        "total_seconds": 0.0},
+        "environment": _environment(faiss), "notes": list(inputs.notes), "warnings": [],
+        "rows": [], "complete": False}
+    var, notes, rows = result["settings"]["variance"], result["notes"], result["rows"]
 
     def step(desc):
         note(f"rd [{time.perf_counter() - t0:7.1f} s] {desc}", quiet)
+
+    def done_rows(new_rows):
+        rows.extend(new_rows)
+        result["settings"]["total_seconds"] = time.perf_counter() - t0
+        if on_rows:
+            on_rows(result)
 
     def faiss_row(codec):
         with baselines.captured_native_stderr() as captured:
@@ -257,10 +276,10 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         for line in baselines.summarize_warnings(captured[0]):
             text = f"faiss, {codec.method} {row['bytes']} B: {line}"
             note(text, quiet)
-            warnings.append(text)
+            result["warnings"].append(text)
         if codec.note and codec.note not in notes:
             notes.append(codec.note)
-        rows.append(row)
+        done_rows([row])
 
     builders = {"pq": lambda b: baselines.pq(faiss, d, b),
                 "opq": lambda b: baselines.opq(faiss, d, b, opq_iters),
@@ -271,53 +290,46 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
             continue
         for b in bytes_list:
             codec = builders[m](b)
-            step(f"{codec.method} {b} B: train on "
-                 f"{min(len(inputs.train), codec.train_rows or len(inputs.train)):,}, encode / decode {n:,}")
+            n_train = min(len(inputs.train), codec.train_rows or len(inputs.train))
+            step(f"{codec.method} {b} B: train on {n_train:,}, encode / decode {n:,}")
             faiss_row(codec)
     padded = {r["bytes"]: r["params"]["padded_dim"] for r in rows
               if r["method"] == "PQ" and r["params"]["padded_dim"] != d}
     if padded:
         notes.append(f"PQ: the {d} dimensions are zero-padded (spread uniformly) to a multiple of "
-                     f"the {', '.join(f'{b}' for b in padded)} sub-quantizers: "
+                     f"the number of sub-quantizers: "
                      + ", ".join(f"{p} for {b} B" for b, p in padded.items())
                      + "; OPQ rotates into the same padded dimension")
 
-    want_refs = {"sq", "rabitq", "turboquant", "eden"} & set(methods)
-    if want_refs:
+    if {"sq", "rabitq", "turboquant", "eden"} & set(methods):
         refs, ref_notes = baselines.available_references(faiss, d, rotation_bits)
-        families = {"scalar (SQ4, SQ8, float16)": "sq", "RaBitQ": "rabitq", "TurboQuant": "turboquant",
-                    "EDEN": "eden"}
-        for codec in refs:
-            if families[codec.line] not in methods:
-                continue
-            step(f"{codec.method} ({codec.code_size} B): encode / decode {n:,}")
-            faiss_row(codec)
+        families = {"scalar (SQ4, SQ8, float16)": "sq", "RaBitQ": "rabitq",
+                    "TurboQuant": "turboquant", "EDEN": "eden"}
         notes += [text for about, text in ref_notes if about & set(methods)]
+        for codec in refs:
+            if families[codec.line] in methods:
+                step(f"{codec.method} ({codec.code_size} B): encode / decode {n:,}")
+                faiss_row(codec)
 
     if "qinco" in methods:
-        opts = {"budget_minutes": budget_minutes, "epochs": epochs, "samples_per_epoch": samples_per_epoch,
-                "seed": seed, "A": A, "B": B}
+        notes.append(f"{', '.join(presets)}: trained per rate for at most {budget_minutes:g} min "
+                     f"of wall-clock time each (--budget-minutes); the 'prefixes' line decodes the "
+                     f"first bytes of the {top}-byte model's codes; model bytes are its float32 "
+                     f"safetensors file (the whole model, also for prefixes); a prefix row's "
+                     f"encode time is the full-rate encode (its codes are the first bytes of those)")
+        opts = {"budget_minutes": budget_minutes, "epochs": epochs,
+                "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B}
         for preset in presets:
             for b in bytes_list:
-                step(f"{preset} {b} B: train ({budget_minutes:g} min budget) on {len(inputs.train):,}, "
-                     f"encode / decode {n:,}" + (f", prefixes {prefixes}" if b == top and prefixes else ""))
-                rows.extend(run_qinco(preset, b, prefixes if b == top else [], inputs, var, opts, quiet))
-        notes.append(f"{', '.join(presets)}: trained per rate for at most {budget_minutes:g} min of "
-                     f"wall-clock time each (--budget-minutes); the 'prefixes' line decodes the first "
-                     f"bytes of the {top}-byte model's codes; model bytes are its float32 safetensors "
-                     f"file, the whole model also for prefixes; a prefix row's encode time is the full-rate "
-                     f"encode (its codes are the first bytes of those)")
+                step(f"{preset} {b} B: train ({budget_minutes:g} min budget) on "
+                     f"{len(inputs.train):,}, encode / decode {n:,}"
+                     + (f", prefixes {prefixes}" if b == top and prefixes else ""))
+                done_rows(run_qinco(preset, b, prefixes if b == top else [], inputs, var, opts,
+                                    quiet))
     step("done")
-    settings = {"data": inputs.name, "protocol": inputs.protocol, "n_train": len(inputs.train),
-                "n_eval": n, "dim": d, "n_queries": None if inputs.queries is None else len(inputs.queries),
-                "bytes": bytes_list, "prefix_bytes": prefixes, "presets": list(presets),
-                "methods": list(methods), "budget_minutes": budget_minutes, "epochs": epochs,
-                "samples_per_epoch": samples_per_epoch, "lsq_train_size": lsq_train_size,
-                "rotation_bits": list(rotation_bits), "A": A, "B": B, "opq_iters": opq_iters,
-                "lsq_iters": lsq_iters, "seed": seed,
-                "variance": var, "total_seconds": time.perf_counter() - t0}
-    return {"settings": settings, "environment": _environment(faiss), "notes": notes,
-            "warnings": warnings, "rows": rows}
+    result["settings"]["total_seconds"] = time.perf_counter() - t0
+    result["complete"] = True
+    return result
 
 
 # ---------------------------------------------------------------- outputs
@@ -350,6 +362,12 @@ def markdown(result, png_name="rd.png"):
         lines += ["faiss warnings:", ""] + [f"- {t}" for t in result["warnings"]] + [""]
     lines += [f"![rate-distortion]({png_name})", ""]
     return "\n".join(lines)
+
+
+def write_partial(result, out_dir):
+    """rd.json alone, with "complete": false, while a run is going on."""
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "rd.json"), result)
 
 
 def write_outputs(result, out_dir):
