@@ -118,14 +118,17 @@ def matmul_shapes(cfg, rows, direction="encode"):
 
 def matmul_rate(shapes, dtype, device, min_seconds=0.05, repeats=5):
     """GFLOP/s of torch matmuls of the given (rows, k, n, count) shapes, weighted by their FLOPs
-    (best of `repeats` timings of at least `min_seconds` each, per shape)."""
+    (best of `repeats` timings of at least `min_seconds` each, per shape), with the right operand
+    laid out as the model's weights are (a transposed nn.Linear weight)."""
     import torch
 
     total_flops = total_time = 0.0
     gen = torch.Generator().manual_seed(0)
     for rows, k, n, count in shapes:
         a = torch.randn(rows, k, generator=gen).to(device=device, dtype=dtype)
-        b = torch.randn(k, n, generator=gen).to(device=device, dtype=dtype)
+        # the weights' layout in the model: nn.Linear stores (n, k), the networks multiply by its
+        # transpose (bf16 matmul with a row-major right operand ran 4x slower on the AVX2 CPU)
+        b = torch.randn(n, k, generator=gen).to(device=device, dtype=dtype).T
         out = torch.empty(rows, n, device=device, dtype=dtype)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         torch.mm(a, b, out=out)
@@ -271,22 +274,23 @@ def make_modes(cfg, settings=None, bf16=True, faiss_rows=True):
 # ---------------------------------------------------------------- measuring
 def _timed_prefix(fn, n, time_limit):
     """Run fn(k) on growing prefixes until one takes MIN_PROBE_SECONDS, then once on the prefix
-    that fits time_limit (at most n). Returns (k, seconds, result) of the measured run."""
+    that fits time_limit (at most n). Returns (k, wall seconds, process CPU seconds, result) of
+    the measured run."""
     k = min(n, 8)
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn(k)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         if k >= n or seconds >= MIN_PROBE_SECONDS:
             break
         k = min(n, k * 8)
     target = min(n, max(k, int(k / max(seconds, 1e-9) * time_limit)))
     if target > k:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn(target)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         k = target
-    return k, seconds, result
+    return k, seconds, cpu, result
 
 
 def _time_n(fn, k, min_seconds=1.0):
@@ -398,6 +402,8 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
          lsq_train_size, model, bf16, seed, quiet, cores, faiss):
     import torch
 
+    load_at_start = _load()
+
     from .. import codec as codec_module
     from ..model import QincoModel
     from ..presets import get_preset
@@ -479,12 +485,13 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
         for m in modes:
             enc, dec = bench.functions(m)
             note(f"[threads={t}] {m.label}: encoding", quiet)
-            k, seconds, codes = _timed_prefix(enc, n if ti == 0 else n_by_mode[m.key], time_limit)
+            k, seconds, cpu, codes = _timed_prefix(enc, n if ti == 0 else n_by_mode[m.key], time_limit)
             if ti == 0:
                 codes_by_mode[m.key], n_by_mode[m.key] = codes, k
             elif not np.array_equal(codes, codes_by_mode[m.key][:k]):
                 notes.append(f"{m.label}: codes at {t} threads differ from those at {threads[0]}")
-            r = {"n": k, "encode_vps": k / seconds if seconds > 0 else None}
+            r = {"n": k, "encode_vps": k / seconds if seconds > 0 else None,
+                 "encode_vps_per_cpu_second": k / cpu if cpu > 0 else None}
             if m.kind in ("ours", "faiss-qinco"):
                 note(f"[threads={t}] {m.label}: decoding", quiet)
                 dsec, _ = _time_n(lambda _k: dec(codes_by_mode[m.key][:k]), k, min_seconds=min(1.0, time_limit))
@@ -543,6 +550,12 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
                                 "encode_speedup": _ratio(b.get("encode_vps"), a.get("encode_vps")),
                                 "decode_speedup": _ratio(b.get("decode_vps"), a.get("decode_vps"))})
 
+    for t in threads[1:]:
+        one, many = matmul[threads[0]], matmul[t]
+        if t > threads[0] and any(many[k] < one[k] for k in one if k.endswith("float32")):
+            notes.append(f"the float32 matmul rate at {t} threads is below the one at {threads[0]}: "
+                         "other processes were using the cores (OpenMP threads wait for descheduled "
+                         "ones at every barrier), so the scaling figures measure that contention")
     if cfg["arch"] == "qinco2":
         notes.append("faiss IndexQINCo implements QINCo1 only: its rows carry the weights of an "
                      "RQ-initialised qinco1-L2 model of the same d, M, K ('ref' rows), and every "
@@ -566,7 +579,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
                    "embed": cfg.get("embed") or dim, "model_A": cfg.get("A", 0), "model_B": cfg.get("B", 1),
                    "model": model_desc, "n": n, "time_limit_s": time_limit, "device": str(dev),
                    "threads": list(threads), "vectors": inputs.source},
-        "machine": _machine(cores, faiss),
+        "machine": _machine(cores, faiss, load_at_start),
         "matmul_gflops": {str(t): v for t, v in matmul.items()},
         "modes": [{"key": m.key, "label": m.label, "kind": m.kind, "model": m.model, "A": m.A, "B": m.B,
                    "precision": m.precision, "ref": m.ref, "exhaustive": m.exhaustive, **m.info}
@@ -585,7 +598,14 @@ def _times(a, b):
     return a * b if a is not None and b is not None else None
 
 
-def _machine(cores, faiss):
+def _load():
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def _machine(cores, faiss, load_at_start):
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -597,13 +617,11 @@ def _machine(cores, faiss):
                     break
     except OSError:
         pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
+    load = _load()
     return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "cpu_capability":
             torch.backends.cpu.get_cpu_capability(), "faiss": getattr(faiss, "__version__", "?"),
-            "python": platform.python_version(), "load_average_1min": load}
+            "python": platform.python_version(), "load_average_1min": load,
+            "load_average_1min_at_start": load_at_start}
 
 
 # ---------------------------------------------------------------- reports
@@ -653,8 +671,9 @@ def _header_lines(result):
              f"({c['bytes_per_vector']} B/vector), model: {c['model']}",
              f"vectors: {c['vectors']}",
              f"machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']} ({mach['cpu_capability']}), "
-             f"faiss {mach['faiss']}, device {c['device']}, 1-min load average at the end "
-             f"{mach['load_average_1min']:.2f}" if mach.get("load_average_1min") is not None else
+             f"faiss {mach['faiss']}, device {c['device']}, 1-min load average at start / end "
+             f"{mach.get('load_average_1min_at_start') or 0:.2f} / {mach['load_average_1min']:.2f}"
+             if mach.get("load_average_1min") is not None else
              f"machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, faiss {mach['faiss']}"]
     for t, rates in result["matmul_gflops"].items():
         parts = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
