@@ -120,8 +120,8 @@ class _Many(click.Option):
               help="LSQ training iterations (default: faiss's, 25).")
 @search_options
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads for torch and faiss (default: their own defaults; 1 on a shared "
-                   "machine avoids oversubscription).")
+              help="CPU threads for torch and faiss (default: the cores this process may run "
+                   "on; 1 on a shared machine avoids oversubscription).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--out", "out_dir", metavar="DIR", default="qinco-bench-rd", show_default=True,
               help="Directory for rd.json, rd.md and rd.png.")
@@ -180,10 +180,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir} exists and is not a directory")
     faiss = require_faiss()
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
+    from ..devices import use_threads
+    faiss.omp_set_num_threads(use_threads(threads))  # torch's and faiss's thread counts
 
     if dataset == "glove50":
         inputs = bench.glove50_inputs(protocol, train_size, eval_size, seed)

@@ -2,13 +2,6 @@
 method (our multi-rate prefixes as their own line). matplotlib with the Agg backend (no display)."""
 import math
 
-STYLE = {  # line -> (marker, linestyle)
-    "qinco": ("o", "-"),
-    "prefix": ("o", ":"),
-    "faiss": ("s", "--"),
-}
-
-
 def _lines(rows):
     """{line name: rows sorted by bytes}, in order of first appearance; a prefix line also gets
     the full-rate point of the model it is a prefix of."""
@@ -24,7 +17,16 @@ def _lines(rows):
     return {k: sorted(v, key=lambda q: q["bytes"]) for k, v in lines.items()}
 
 
-def plot_rd(rows, path, title=""):
+FAISS_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+                "tab:gray", "tab:olive", "tab:cyan", "gold"]
+OUR_COLORS = ["crimson", "black", "darkgreen", "navy", "darkorange", "magenta"]
+
+
+def plot_rd(rows, path, title="", variance=None):
+    """Write the two-panel PNG. `variance` (of the evaluated vectors) floors the MSE axis at a
+    relative MSE of 1e-4, so that float16's near-zero error does not flatten everything else."""
+    import io
+
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -32,26 +34,37 @@ def plot_rd(rows, path, title=""):
     from ..atomic import write_bytes_atomic
 
     fig, (ax_mse, ax_r1) = plt.subplots(1, 2, figsize=(13, 5.2))
+    faiss_i, ours = 0, {}
     for name, pts in _lines(rows).items():
-        kind = "prefix" if any("prefix_of" in p for p in pts) else pts[0]["family"]
-        marker, ls = STYLE.get(kind, ("^", "-."))
-        width = 2.2 if kind in ("qinco", "prefix") else 1.2
+        prefix = any("prefix_of" in p for p in pts)
+        if pts[0]["family"] == "qinco":
+            base = name.split(" prefixes of ")[0]
+            color = ours.setdefault(base, OUR_COLORS[len(ours) % len(OUR_COLORS)])
+            style = dict(marker="o", ls=":" if prefix else "-", lw=2.2, color=color, zorder=3)
+        else:
+            style = dict(marker="s", ls="--", lw=1.2, ms=5,
+                         color=FAISS_COLORS[faiss_i % len(FAISS_COLORS)])
+            faiss_i += 1
         x = [p["bytes"] for p in pts]
-        mse = [p["mse"] for p in pts]
-        ax_mse.plot(x, [v if v > 0 else float("nan") for v in mse], marker=marker, ls=ls, lw=width,
-                    label=name)
+        ax_mse.plot(x, [p["mse"] if p["mse"] > 0 else float("nan") for p in pts], label=name,
+                    **style)
         if all(p.get("R@1") is not None for p in pts):
-            ax_r1.plot(x, [p["R@1"] for p in pts], marker=marker, ls=ls, lw=width, label=name)
-    ticks = sorted({r["bytes"] for r in rows})
+            ax_r1.plot(x, [p["R@1"] for p in pts], label=name, **style)
+    sizes = sorted({r["bytes"] for r in rows})
+    ticks = [2 ** k for k in range(int(math.log2(sizes[0])), int(math.ceil(math.log2(sizes[-1]))) + 1)]
     for ax, ylabel in ((ax_mse, "MSE (log scale)"), (ax_r1, "R@1")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(ticks)
-        ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
+        ax.set_xticklabels([str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("bytes per vector (codes only)")
+        ax.set_xlabel("bytes per vector (codes only, log scale)")
         ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
     ax_mse.set_yscale("log")
+    positive = [r["mse"] for r in rows if r["mse"] > 0]
+    if variance and positive:
+        floor = max(min(positive), 1e-4 * variance) / 1.5
+        ax_mse.set_ylim(bottom=floor, top=max(positive) * 1.5)
     ax_r1.set_ylim(0, 1.02)
     handles, labels = ax_mse.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, math.ceil(len(labels) / 2))),
@@ -59,7 +72,6 @@ def plot_rd(rows, path, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(labels) > 12), 1, 0.96))
-    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -223,7 +223,7 @@ def _environment(faiss):
 
     from .._version import __version__
     return {"qinco_codec": __version__, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads(),
             "faiss": getattr(faiss, "__version__", "unknown"), "numpy": np.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -343,17 +343,25 @@ def text_table(result):
 
 def markdown(result, png_name="rd.png"):
     s, env = result["settings"], result["environment"]
+    queries = f", {s['n_queries']:,} queries" if s["n_queries"] else ", no queries (no recall)"
     lines = [
         f"# Rate-distortion: {s['data']} ({s['protocol']} protocol)", "",
         f"`qinco-bench rd`, {env['date']}: trained on {s['n_train']:,} vectors, evaluated on "
-        f"{s['n_eval']:,} vectors of dimension {s['dim']}"
-        + (f", {s['n_queries']:,} queries" if s["n_queries"] else "") + f"; variance {s['variance']:.4f}. "
-        f"qinco-codec {env['qinco_codec']}, torch {env['torch']} (torch threads: {env['torch_threads']}), "
-        f"faiss {env['faiss']}, {env['cpus']} CPUs; {s['total_seconds']:.0f} s in all.", "",
-        "MSE: squared L2 error summed over dimensions, mean over vectors; rel MSE: over the variance. "
-        "R@k: share of queries whose true nearest neighbour is among the k nearest decoded vectors. "
-        "eff B/vec: code bytes plus the model's bytes spread over n vectors (the benchmark's n, and "
-        "1M).", "",
+        f"{s['n_eval']:,} vectors of dimension {s['dim']}{queries}; variance {s['variance']:.4f}; "
+        f"{s['total_seconds']:.0f} s in all.", "",
+        f"Settings: rates {s['bytes']} B, prefixes {s['prefix_bytes']} B, presets "
+        f"{', '.join(s['presets'])} ({s['budget_minutes']:g} min each"
+        + (f", at most {s['epochs']} epochs" if s["epochs"] else "") + "), "
+        f"LSQ sample {s['lsq_train_size'] or 'all'}"
+        + (f", OPQ iterations {s['opq_iters']}" if s["opq_iters"] else "")
+        + (f", LSQ iterations {s['lsq_iters']}" if s["lsq_iters"] else "")
+        + f", seed {s['seed']}. Software: qinco-codec {env['qinco_codec']}, torch {env['torch']}, "
+        f"faiss {env['faiss']}, numpy {env['numpy']}, Python {env['python']}; {env['cpus']} CPUs, "
+        f"threads: torch {env['torch_threads']}, faiss {env.get('faiss_threads', '?')}.", "",
+        "MSE: squared L2 error summed over dimensions, mean over vectors; rel MSE: MSE over the "
+        "variance. R@k: share of queries whose true nearest neighbour is among the k nearest "
+        "decoded vectors. eff B/vec: code bytes plus the model's bytes spread over n vectors (the "
+        "benchmark's n, and 1M).", "",
         format_table(sort_rows(result["rows"]), COLUMNS, markdown=True), "",
     ]
     if result["notes"]:
@@ -379,6 +387,6 @@ def write_outputs(result, out_dir):
     write_json(paths["json"], result)
     write_text(paths["md"], markdown(result))
     s = result["settings"]
-    plot_rd(result["rows"], paths["png"], title=f"{s['data']}, {s['protocol']} protocol, "
-                                                f"n={s['n_eval']:,}")
+    plot_rd(result["rows"], paths["png"], variance=s["variance"],
+            title=f"{s['data']}, {s['protocol']} protocol, n={s['n_eval']:,}")
     return paths
