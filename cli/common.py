@@ -48,7 +48,8 @@ class _OneLineErrors:
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except click.UsageError as exc:
-            code = _report(prog, f"{exc.format_message()} (see '{prog} --help')", exc.exit_code)
+            where = exc.ctx.command_path if exc.ctx is not None else prog
+            code = _report(prog, f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
         except click.ClickException as exc:
             code = _report(prog, exc.format_message(), exc.exit_code)
         except click.Abort:
