@@ -12,7 +12,7 @@ never changes a vector's result: every row is computed independently of the othe
 import numpy as np
 import torch
 
-from .steps import Workspace
+from .steps import Workspace, _aligned
 
 # Floats of the candidate buffer [z | p | c − r] per chunk on the CPU (3 MiB): 2048 GEMM rows of a
 # d = 128 QINCo1 step (width de + h = 384), about 3,200 of qinco2-XS's (242), the sizes where
@@ -24,8 +24,8 @@ CPU_DECODE_ROWS = 1024
 
 def encode_chunk_rows(model):
     """GEMM rows (vectors x hypotheses x candidates) of one encoding chunk on the CPU."""
-    width = max((s.embed + s.hidden * bool(s.L) + (s.dim if s.out_proj is not None else 0)
-                 for s in model.steps), default=model.dim)
+    width = max((_aligned(_aligned(s.embed) + _aligned(s.hidden) * bool(s.L)
+                          + (s.dim if s.out_proj is not None else 0)) for s in model.steps), default=model.dim)
     return max(1, CPU_CHUNK_FLOATS // width)
 
 

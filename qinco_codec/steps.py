@@ -29,6 +29,14 @@ class StepTables(NamedTuple):
     codebook: torch.Tensor
     dtype: torch.dtype
     combined: Optional[torch.Tensor] = None   # float32: [t0 | t1 | codebook (QINCo2)], (K, width)
+    layout: Optional[tuple] = None             # (offset of t1, offset of the codebook) in combined
+
+
+ALIGN = 16  # floats (64 bytes): every part of the candidate buffer starts on a cache line
+
+
+def _aligned(n):
+    return -(-n // ALIGN) * ALIGN
 
 
 class Workspace:
@@ -99,15 +107,25 @@ class QincoStep(nn.Module):
         t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
         t1 = t0 @ self.blocks[0][0].weight.T if self.L else None
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
-        combined = None
+        combined = layout = None
         if dtype == torch.float32:
-            parts = [t0] + ([t1] if t1 is not None else []) + ([c] if self.out_proj is not None else [])
-            combined = torch.cat(parts, dim=1) if len(parts) > 1 else t0
+            # [t0 | t1 | c] with each part starting on a 64-byte boundary (zero padding between):
+            # matmuls on row slices of the candidate buffer then run on aligned rows
+            p_off = _aligned(de)
+            e_off = p_off + (_aligned(self.hidden) if self.L else 0)
+            width = _aligned(e_off + (self.dim if self.out_proj is not None else 0))
+            combined = torch.zeros(self.K, width, dtype=torch.float32, device=c.device)
+            combined[:, :de] = t0
+            if t1 is not None:
+                combined[:, p_off:p_off + self.hidden] = t1
+            if self.out_proj is not None:
+                combined[:, e_off:e_off + self.dim] = c
+            layout = (p_off, e_off)
         return StepTables(
             t0=cast(t0), t1=cast(t1), x_weight=self.concat.weight[:, de:].T,
             block_in=[cast(b[0].weight.T) for b in self.blocks], block_out=[cast(b[2].weight.T) for b in self.blocks],
             out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
-            codebook=c, dtype=dtype, combined=combined)
+            codebook=c, dtype=dtype, combined=combined, layout=layout)
 
     def corrections(self, tables, xhat, idx=None):
         """f for candidate codewords of each hypothesis, as float32.
@@ -137,7 +155,7 @@ class QincoStep(nn.Module):
         xhat, r: (R, dim) partial reconstructions and residuals x − x̂ (one row per hypothesis);
         idx: (R, A) candidate codes, or None for all K (C = A or K). ‖e‖² is the squared error a
         candidate leaves and x + e the new reconstruction x̂ + f. The same network as `corrections`,
-        evaluated in place in one (R·C, de + h [+ dim]) buffer G = [z | p | e]: a single broadcast
+        evaluated in place in one (R·C, de + h [+ dim], padded) buffer G = [z | p | e]: a single broadcast
         add (or gather and add) of the per-codeword tables [t0 | t1 | c] and the per-hypothesis
         terms [W_x x̂ | W1 W_x x̂ | −r] fills the first two matmuls' results and (QINCo2) c − r;
         every remaining layer is one matmul accumulating into its slice of G (QINCo1 subtracts r
@@ -154,12 +172,13 @@ class QincoStep(nn.Module):
         de, h, L = self.embed, self.hidden, len(tb.block_in)
         qinco2 = tb.out_weight is not None
         W = tb.combined.shape[1]
-        hv = ws.get("hv", (R, W), xhat)                                  # per-hypothesis terms
+        p_off, e_off = tb.layout
+        hv = ws.get("hv", (R, W), xhat)            # per-hypothesis terms (padding left unset)
         x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
         if L:
-            torch.mm(x_term, tb.block_in[0], out=hv[:, de:de + h])       # (R, h)
+            torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
         if qinco2:
-            torch.neg(r, out=hv[:, W - D:])
+            torch.neg(r, out=hv[:, e_off:e_off + D])
         G = ws.get("G", (R, C, W), xhat)
         if idx is None:
             torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
@@ -169,7 +188,7 @@ class QincoStep(nn.Module):
         G2 = G.view(R * C, W)
         z, z2 = G[:, :, :de], G2[:, :de]
         if L:
-            p2 = G2[:, de:de + h]
+            p2 = G2[:, p_off:p_off + h]
         for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
             if i:
                 torch.mm(z2, w_in, out=p2)
@@ -181,8 +200,8 @@ class QincoStep(nn.Module):
             if L == 0:
                 z.sub_(r.unsqueeze(1))
             return z
-        G2[:, W - D:].addmm_(z2, tb.out_weight)                           # c − r + W_out z
-        return G[:, :, W - D:]
+        G2[:, e_off:e_off + D].addmm_(z2, tb.out_weight)                  # c − r + W_out z
+        return G[:, :, e_off:e_off + D]
 
     def decode_tables(self, dtype=torch.float32):
         """What `decode_step` needs: the (K, de) first-layer table and the weights (no K x h table:
