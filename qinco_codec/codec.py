@@ -19,7 +19,7 @@ from .steps import Workspace, _aligned
 # this machine's sgemm ran fastest with the buffer still mostly in cache.
 CPU_CHUNK_FLOATS = 3 << 18
 # Vectors per decoding chunk on the CPU (their (rows, h) activations stay in L2).
-CPU_DECODE_ROWS = 1024
+CPU_DECODE_ROWS = 2048
 
 
 def encode_chunk_rows(model):

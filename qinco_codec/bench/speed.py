@@ -564,6 +564,11 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     if slow:
         notes.append(f"timed on a prefix of the vectors (column n) to fit the {time_limit:g} s limit: "
                      + "; ".join(slow) + ". MSE always comes from the first thread count's prefix")
+    if any(m.kind in ("faiss-rq", "faiss-lsq") for m in modes):
+        notes.append(f"faiss RQ (beam 5) and LSQ are there for their encode speed: RQ trains on "
+                     f"{len(inputs.train):,} vectors, LSQ on at most {lsq_train_size:,} with 5 "
+                     "training iterations (faiss's encoder settings unchanged), so LSQ's MSE "
+                     "understates what a full training reaches")
     notes.append("MSE / ref: MSE of the mode's codes over the reference mode's (column ref) on "
                  "their common prefix; same codes: fraction of those vectors with identical codes")
     notes.append("FLOPs: matmul multiply-adds x 2 per vector (tables shared by a call and element-wise "
