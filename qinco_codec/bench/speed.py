@@ -513,9 +513,8 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
             b = _mse(inputs.x[:k], recon[m.ref][:k])
             m.info["mse_ratio"] = a / b if a is not None and b else None
             m.info["mse_ratio_n"] = k
-            if m.kind == "faiss-qinco" or m.precision != "float32":
-                same = (codes_by_mode[m.key][:k] == codes_by_mode[m.ref][:k]).all(1)
-                m.info["same_codes"] = float(same.mean()) if k else None
+            same = (codes_by_mode[m.key][:k] == codes_by_mode[m.ref][:k]).all(1)
+            m.info["same_codes"] = float(same.mean()) if k else None
 
     # derived ratios and fractions of the matmul bound
     rows_out = []
