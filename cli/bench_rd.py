@@ -125,10 +125,13 @@ class _Many(click.Option):
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--out", "out_dir", metavar="DIR", default="qinco-bench-rd", show_default=True,
               help="Directory for rd.json, rd.md and rd.png.")
+@click.option("--resume", is_flag=True,
+              help="Keep the rows of the interrupted run whose rd.json is in --out (same "
+                   "settings required) and measure only the missing ones.")
 @quiet_option()
 def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
        train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
-       rotation_bits, opq_iters, lsq_iters, A, B, threads, seed, out_dir, quiet):
+       rotation_bits, opq_iters, lsq_iters, A, B, threads, seed, out_dir, resume, quiet):
     """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
     --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
     rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
@@ -192,12 +195,24 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
         g = read_ints(gt) if gt else None
         inputs = bench.prepare(os.path.basename(data), protocol, base, train, q, g, train_size,
                                eval_size, seed)
+    previous = None
+    if resume:
+        import json
+        path = os.path.join(out_dir, "rd.json")
+        if not os.path.exists(path):
+            raise InputError(f"--resume: no earlier run in {out_dir} ({path} does not exist)")
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except ValueError as exc:
+            raise InputError(f"--resume: {path} is not valid JSON ({exc})") from None
     result = bench.run(inputs, bytes_list=nbytes, presets=presets, methods=methods,
                        budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
                        lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
                        prefix_bytes=prefix_bytes or None, A=A, B=B, opq_iters=opq_iters,
                        lsq_iters=lsq_iters, seed=seed, quiet=quiet,
-                       on_rows=lambda partial: bench.write_partial(partial, out_dir))
+                       on_rows=lambda partial: bench.write_partial(partial, out_dir),
+                       previous=previous)
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in result["notes"]:

@@ -166,3 +166,27 @@ def test_input_errors(files, tmp_path):
     np.save(small, np.ones((100, DIM), np.float32))
     assert "at least 256 training vectors" in _one_line_error(
         invoke(small, "--methods", "pq", "--out", tmp_path), 1)
+
+
+def test_resume_keeps_the_rows_of_an_interrupted_run(files, tmp_path):
+    """A run cut short leaves rd.json with complete=false; --resume measures only what is missing."""
+    import json
+    out = tmp_path / "rd"
+    args = [files["base"], "--train", files["train"], "--methods", "pq", "rq", "--threads", "1",
+            "--quiet", "--out", out]
+    assert invoke(*args, "--bytes", "4").exit_code == 0
+    path = out / "rd.json"
+    first = json.loads(path.read_text())
+    interrupted = dict(first, complete=False,   # PQ done (marked, to see it is kept), RQ not yet
+                       rows=[dict(r, mse=123.0) for r in first["rows"] if r["method"] == "PQ"])
+    path.write_text(json.dumps(interrupted))
+    res = invoke(*args, "--bytes", "4", "--resume")
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["mse"] for r in rows if r["method"] == "PQ"] == [123.0]
+    assert any(r["method"].startswith("RQ") for r in rows)
+    done = invoke(*args, "--bytes", "4", "--resume")
+    assert done.exit_code == 1 and "complete: nothing to resume" in done.stderr
+    path.write_text(json.dumps(interrupted))
+    other = invoke(*args, "--bytes", "8", "--resume")
+    assert other.exit_code == 1 and "differs in bytes" in other.stderr

@@ -14,6 +14,7 @@ split, then base); 'self' trains every method on a sample of DATA itself and eva
 DATA (compress-a-collection), where only the effective bytes (model counted) compare fairly.
 """
 import datetime
+import json
 import os
 import platform
 import time
@@ -232,10 +233,12 @@ def _environment(faiss):
 def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHODS,
         budget_minutes=5.0, epochs=None, samples_per_epoch=32768, lsq_train_size=20000,
         rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, opq_iters=None,
-        lsq_iters=None, seed=0, quiet=False, on_rows=None):
+        lsq_iters=None, seed=0, quiet=False, on_rows=None, previous=None):
     """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'warnings', 'rows',
     'complete'}. `on_rows(result)` is called with the partial result (complete=False) after each
-    method, so that a long run that fails late keeps what it measured."""
+    method, so that a long run that fails late keeps what it measured. `previous` (an earlier,
+    interrupted result with the same settings) supplies the rows it already has: they are kept,
+    not measured again."""
     from ..evaluation import variance
 
     faiss = require_faiss()
@@ -260,6 +263,18 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         "environment": _environment(faiss), "notes": list(inputs.notes), "warnings": [],
         "rows": [], "complete": False}
     var, notes, rows = result["settings"]["variance"], result["notes"], result["rows"]
+    reused = _reusable_rows(previous, result["settings"])
+
+    def have(method, nbytes, prefix_rows=False):
+        """Keep the earlier run's row for (method, nbytes) (and, for our models, the rows of its
+        prefixes); True when there was one."""
+        found = [r for r in reused if (r["method"], r["bytes"]) == (method, nbytes)]
+        if found and prefix_rows:
+            found += [r for r in reused if r["method"] == f"{method} {nbytes}B prefix"]
+        if found:
+            step(f"{method} {nbytes} B: kept from the earlier run")
+            done_rows(found)
+        return bool(found)
 
     def step(desc):
         note(f"rd [{time.perf_counter() - t0:7.1f} s] {desc}", quiet)
@@ -290,6 +305,8 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
             continue
         for b in bytes_list:
             codec = builders[m](b)
+            if have(codec.method, b):
+                continue
             n_train = min(len(inputs.train), codec.train_rows or len(inputs.train))
             step(f"{codec.method} {b} B: train on {n_train:,}, encode / decode {n:,}")
             faiss_row(codec)
@@ -307,7 +324,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
                     "TurboQuant": "turboquant", "EDEN": "eden"}
         notes += [text for about, text in ref_notes if about & set(methods)]
         for codec in refs:
-            if families[codec.line] in methods:
+            if families[codec.line] in methods and not have(codec.method, codec.code_size):
                 step(f"{codec.method} ({codec.code_size} B): encode / decode {n:,}")
                 faiss_row(codec)
 
@@ -321,6 +338,8 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
                 "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B}
         for preset in presets:
             for b in bytes_list:
+                if have(preset, b, prefix_rows=b == top):
+                    continue
                 step(f"{preset} {b} B: train ({budget_minutes:g} min budget) on "
                      f"{len(inputs.train):,}, encode / decode {n:,}"
                      + (f", prefixes {prefixes}" if b == top and prefixes else ""))
@@ -330,6 +349,21 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
     result["settings"]["total_seconds"] = time.perf_counter() - t0
     result["complete"] = True
     return result
+
+
+def _reusable_rows(previous, settings):
+    """The rows of an interrupted earlier run, if it measured the same thing (same settings but
+    for its duration); else an InputError saying which setting differs."""
+    if not previous:
+        return []
+    if previous.get("complete"):
+        raise InputError("the earlier rd.json is complete: nothing to resume (use another --out)")
+    old = previous.get("settings", {})
+    differ = [k for k in settings if k != "total_seconds" and
+              json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(settings[k]))]
+    if differ:
+        raise InputError(f"cannot resume: the earlier run differs in {', '.join(differ)}")
+    return list(previous.get("rows", []))
 
 
 # ---------------------------------------------------------------- outputs
