@@ -4,15 +4,16 @@ These functions work on torch tensors that already live on the right device; `Qi
 and `.decode` wrap them with input checks, normalisation, batching and numpy conversion.
 
 Speed (CPU): every step's tables are computed once per call, then the rows are processed in
-chunks small enough for the candidate buffers (chunk rows x candidates x width floats) to stay in
-the core's L2 cache, all M steps per chunk; candidates are evaluated by `QincoStep.
-candidate_residuals` (in-place buffers, matmuls accumulating into their outputs). The chunking
-never changes a vector's result: every row is computed independently of the others.
+chunks whose candidate buffer (chunk vectors x hypotheses x candidates x width floats, 3 MiB)
+stays in cache, all M steps per chunk; candidates are evaluated by `QincoStep.candidate_residuals`
+(one reused buffer, matmuls accumulating into it), pre-selection picks its A candidates with
+numpy's partition, and decoding runs `QincoStep.decode_step` on chunks of 2048 vectors. Chunking
+never changes a vector's result: every row is computed independently of the others (tested).
 """
 import numpy as np
 import torch
 
-from .steps import Workspace, _aligned
+from .steps import Workspace, aligned_floats
 
 # Floats of the candidate buffer [z | p | c − r] per chunk on the CPU (3 MiB): 2048 GEMM rows of a
 # d = 128 QINCo1 step (width de + h = 384), about 3,200 of qinco2-XS's (242), the sizes where
@@ -22,10 +23,15 @@ CPU_CHUNK_FLOATS = 3 << 18
 CPU_DECODE_ROWS = 2048
 
 
+def _candidate_width(step):
+    """Floats per candidate in `QincoStep.candidate_residuals`' buffer (see candidate_tables)."""
+    parts = aligned_floats(step.embed) + (aligned_floats(step.hidden) if step.L else 0)
+    return aligned_floats(parts + (step.dim if step.out_proj is not None else 0))
+
+
 def encode_chunk_rows(model):
     """GEMM rows (vectors x hypotheses x candidates) of one encoding chunk on the CPU."""
-    width = max((_aligned(_aligned(s.embed) + _aligned(s.hidden) * bool(s.L)
-                          + (s.dim if s.out_proj is not None else 0)) for s in model.steps), default=model.dim)
+    width = max((_candidate_width(s) for s in model.steps), default=model.dim)
     return max(1, CPU_CHUNK_FLOATS // width)
 
 

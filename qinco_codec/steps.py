@@ -10,7 +10,10 @@ its codeword and an untrained model is exactly the residual quantizer it was ini
 Encoding evaluates f for many codewords per vector. Because [c; x̂] enters W_cat linearly and the
 first block's W1 acts on a still-linear sum, both split into a per-codeword table (K rows, computed
 once per call) plus a per-vector term: each candidate then costs a broadcast add instead of two
-matmuls (`candidate_tables`, `corrections`).
+matmuls (`candidate_tables`, `corrections`). The float32 hot paths, `candidate_residuals` (encoding:
+all candidates of a chunk in one cache-line-aligned buffer, updated in place by matmuls that
+accumulate into it) and `decode_step` (decoding), compute the same network; `corrections` is the
+plain split-layer version (bfloat16, and a reference in tests).
 """
 from typing import NamedTuple, Optional
 
@@ -35,7 +38,8 @@ class StepTables(NamedTuple):
 ALIGN = 16  # floats (64 bytes): every part of the candidate buffer starts on a cache line
 
 
-def _aligned(n):
+def aligned_floats(n):
+    """n rounded up to a whole number of 64-byte cache lines of floats."""
     return -(-n // ALIGN) * ALIGN
 
 
@@ -111,9 +115,9 @@ class QincoStep(nn.Module):
         if dtype == torch.float32:
             # [t0 | t1 | c] with each part starting on a 64-byte boundary (zero padding between):
             # matmuls on row slices of the candidate buffer then run on aligned rows
-            p_off = _aligned(de)
-            e_off = p_off + (_aligned(self.hidden) if self.L else 0)
-            width = _aligned(e_off + (self.dim if self.out_proj is not None else 0))
+            p_off = aligned_floats(de)
+            e_off = p_off + (aligned_floats(self.hidden) if self.L else 0)
+            width = aligned_floats(e_off + (self.dim if self.out_proj is not None else 0))
             combined = torch.zeros(self.K, width, dtype=torch.float32, device=c.device)
             combined[:, :de] = t0
             if t1 is not None:
