@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("faiss")
 pytest.importorskip("matplotlib")
 
+from cli_util import cli_runner  # noqa: E402
 from qinco_codec.cli.bench import main as bench_main  # noqa: E402
 from qinco_codec.evaluation import knn  # noqa: E402
 
@@ -16,15 +16,9 @@ DIM = 16
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _runner():
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
-
 
 def invoke(*args):
-    return _runner().invoke(bench_main, ["rd", *[str(a) for a in args]])
+    return cli_runner().invoke(bench_main, ["rd", *[str(a) for a in args]])
 
 
 def _draw(rng, n, mix, centres):

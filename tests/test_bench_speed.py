@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from qinco_codec import codec
 from qinco_codec.bench import speed
@@ -16,21 +15,16 @@ from qinco_codec.rq_init import init_from_rq
 
 faiss = pytest.importorskip("faiss")
 
+from cli_util import cli_runner  # noqa: E402
 from qinco_codec.cli.bench import main as bench_main  # noqa: E402
 
 TINY = ["--dim", "8", "--bytes", "3", "--n", "200", "--threads", "1", "--train-seconds", "0",
         "--train-size", "600", "--lsq-train-size", "300", "--time-limit", "0.05", "--quiet"]
 
 
-def _runner():
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
-
 
 def invoke(*args):
-    return _runner().invoke(bench_main, ["speed", *[str(a) for a in args]])
+    return cli_runner().invoke(bench_main, ["speed", *[str(a) for a in args]])
 
 
 def _randomize(model, scale=0.1, seed=0, codebooks=False):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_util import cli_runner
 
 import qinco_codec
 from qinco_codec.cli import compress, decompress, info, train
@@ -23,16 +23,10 @@ COMMANDS = {"qinco-train": train.main, "qinco-eval": eval_cmd.main, "qinco-compr
             "qinco-decompress": decompress.main, "qinco-info": info.main}
 
 
-def _runner():
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
-
 
 def run(cmd, *args, input=None, code=0):
     """Invoke a command in-process; check its exit code; return the click Result."""
-    result = _runner().invoke(cmd, [str(a) for a in args], input=input)
+    result = cli_runner().invoke(cmd, [str(a) for a in args], input=input)
     assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
     # every outcome, success or error, ends through sys.exit: no exception escaped
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
