@@ -213,6 +213,16 @@ def _try(build):
         return None, " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
+def _each_width(build, bits, family, name, codecs, notes):
+    """Add build(b) for every bit width b to codecs; a width this faiss refuses becomes a note."""
+    for b in bits:
+        codec, why = _try(lambda: build(b))
+        if codec is None:
+            notes.append(({family}, f"{name} {b}b skipped: {why}"))
+        else:
+            codecs.append(codec)
+
+
 def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
     """(codecs, notes): the training-free references this faiss build has, at their own rates,
     and notes [(families the note is about, text)] on what was skipped or is special."""
@@ -220,12 +230,7 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
     notes = []
 
     if hasattr(faiss, "IndexRaBitQ"):
-        for b in rotation_bits:
-            codec, why = _try(lambda: rabitq(faiss, d, b))
-            if codec is None:
-                notes.append(({"rabitq"}, f"RaBitQ {b}b skipped: {why}"))
-            else:
-                codecs.append(codec)
+        _each_width(lambda b: rabitq(faiss, d, b), rotation_bits, "rabitq", "RaBitQ", codecs, notes)
         notes.append(({"rabitq"}, "RaBitQ: faiss decodes RaBitQ codes from their sign bits "
                       "only (the extra bits refine distance estimates), so its MSE does not fall "
                       "with bits; its R@1 and R@10 come from the index's own search (float "
@@ -239,12 +244,8 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
             notes.append(({"turboquant"},
                           f"TurboQuant {b}b skipped: this faiss has no QT_{b}bit_tqmse"))
     if tq_bits:
-        for b in tq_bits:
-            codec, why = _try(lambda: TurboQuantCodec(faiss, d, b))
-            if codec is None:
-                notes.append(({"turboquant"}, f"TurboQuant {b}b skipped: {why}"))
-            else:
-                codecs.append(codec)
+        _each_width(lambda b: TurboQuantCodec(faiss, d, b), tq_bits, "turboquant", "TurboQuant",
+                    codecs, notes)
         notes.append(({"turboquant"}, f"TurboQuant: centred on the training mean, randomly "
                       f"rotated, norm stored as float16 ({TurboQuantCodec.NORM_BYTES} bytes, "
                       f"counted), unit vector coded with faiss's SQtqmse scalar quantizer"))
@@ -253,12 +254,7 @@ def available_references(faiss, d, rotation_bits=(1, 2, 3, 4)):
                       "TurboQuant skipped: this faiss has no SQtqmse scalar quantizer types"))
 
     if hasattr(faiss, "IndexEDEN"):
-        for b in rotation_bits:
-            codec, why = _try(lambda: eden(faiss, d, b))
-            if codec is None:
-                notes.append(({"eden"}, f"EDEN {b}b skipped: {why}"))
-            else:
-                codecs.append(codec)
+        _each_width(lambda b: eden(faiss, d, b), rotation_bits, "eden", "EDEN", codecs, notes)
     else:
         notes.append(({"eden"}, "EDEN skipped: this faiss has no IndexEDEN"))
     if hasattr(faiss, "IndexRaBitQ") or hasattr(faiss, "IndexEDEN"):
