@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError, ModelMismatchError
 from .formats import QncReader, QncWriter
-from .prefetch import Prefetcher
+from .prefetch import Prefetcher, TimedIterator
 from .progress import bar, note
 from .validation import as_float_matrix
 
@@ -337,7 +337,7 @@ class QncFile:
         stats = self.stream_stats = {"rows": 0, "read_seconds": 0.0, "decode_seconds": 0.0,
                                      "wall_seconds": 0.0, "prefetch": bool(prefetch)}
         chunks = (block for _, block in self._reader.iter_chunks(steps=steps))
-        source = Prefetcher(chunks) if prefetch else _TimedIterator(chunks)
+        source = Prefetcher(chunks) if prefetch else TimedIterator(chunks)
         t_start = time.perf_counter()
 
         def decode(codes):
@@ -362,25 +362,7 @@ class QncFile:
             if count:
                 yield decode(np.concatenate(pending))
         finally:
-            if prefetch:
-                source.close()
+            source.close()
             stats["read_seconds"] = source.busy_seconds
             stats["wall_seconds"] = time.perf_counter() - t_start
 
-
-class _TimedIterator:
-    """An iterator that adds up the time spent in the wrapped iterator's next() (no thread)."""
-
-    def __init__(self, source):
-        self._it = iter(source)
-        self.busy_seconds = 0.0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        t0 = time.perf_counter()
-        try:
-            return next(self._it)
-        finally:
-            self.busy_seconds += time.perf_counter() - t0

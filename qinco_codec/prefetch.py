@@ -12,6 +12,28 @@ import time
 _DONE = object()
 
 
+class TimedIterator:
+    """Iterate over `source` in turn (no thread), adding up in `busy_seconds` the time spent
+    inside its next(). `close()` does nothing; it is there so both readers close alike."""
+
+    def __init__(self, source):
+        self._it = iter(source)
+        self.busy_seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.busy_seconds += time.perf_counter() - t0
+
+    def close(self):
+        pass
+
+
 class Prefetcher:
     """Iterate over `source` in a daemon thread, `depth` items ahead. `busy_seconds` is the
     time the thread spent inside the source's next() (reading, checking, decompressing)."""
@@ -19,10 +41,14 @@ class Prefetcher:
     def __init__(self, source, depth=2):
         self._queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self.busy_seconds = 0.0
-        self._thread = threading.Thread(target=self._run, args=(iter(source),), daemon=True,
+        self._timed = TimedIterator(source)
+        self._thread = threading.Thread(target=self._run, args=(self._timed,), daemon=True,
                                         name="qinco-prefetch")
         self._thread.start()
+
+    @property
+    def busy_seconds(self):
+        return self._timed.busy_seconds
 
     def _put(self, item):
         while not self._stop.is_set():
@@ -36,13 +62,9 @@ class Prefetcher:
     def _run(self, it):
         try:
             while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
+                item = next(it, _DONE)
+                if item is _DONE:
                     break
-                finally:
-                    self.busy_seconds += time.perf_counter() - t0
                 if not self._put((True, item)):
                     return
         except BaseException as exc:  # handed to the consumer, raised there
