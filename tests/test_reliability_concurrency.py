@@ -17,18 +17,13 @@ import pytest
 import qinco_codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reliability_util import one_torch_thread  # noqa: F401 - autouse fixture
 from reliability_util import (decode_digests, decode_digests_star, glove, set_torch_threads,
-                              small_model, torch_threads)
+                              small_model)
 
 N = 5000
 THREADS = 4
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process encodes with one torch thread (see reliability_util.env), restored after."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,11 @@ import pytest
 import qinco_codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_util import cli, glove, npy, run, small_model, torch_threads
+from reliability_util import one_torch_thread  # noqa: F401 - autouse fixture
+from reliability_util import cli, glove, npy, run, small_model
 
 N = 800
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process encodes with one torch thread; the subprocesses set their own counts."""
-    with torch_threads(1):
-        yield
 
 SCRIPT = r"""
 import hashlib, json, sys

@@ -26,20 +26,15 @@ from qinco_codec.errors import QincoError
 from qinco_codec.formats import QncWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reliability_util import one_torch_thread  # noqa: F401 - autouse fixture
 from reliability_util import (TESTS, assert_one_line_error, cli, env, glove, leftovers, npy, run,
-                              small_model, torch_threads)
+                              small_model)
 
 KILL_TRIALS = 20
 KILL_SEED = 20240601
 N_ROWS = 8_000
 TMP_NAME = re.compile(r"^\.out\.qnc\..+\.tmp$")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process encodes with one torch thread (see reliability_util.env), restored after."""
-    with torch_threads(1):
-        yield
 
 
 def compress_args(src, out, model):

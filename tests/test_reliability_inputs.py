@@ -15,17 +15,11 @@ import qinco_codec
 from qinco_codec.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_util import (assert_one_line_error, cli, glove, leftovers, npy, run, small_model,
-                              torch_threads)
+from reliability_util import one_torch_thread  # noqa: F401 - autouse fixture
+from reliability_util import assert_one_line_error, cli, glove, leftovers, npy, run, small_model
 
 N = 300
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process encodes with one torch thread (see reliability_util.env), restored after."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")
