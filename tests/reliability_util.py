@@ -144,3 +144,25 @@ def set_torch_threads(n):
     """Pool initializer: `n` torch threads in a worker process."""
     import torch
     torch.set_num_threads(n)
+
+
+def rss_growth_when_refused(call, error, path, timeout, preload=()):
+    """Run `call` (Python code using the path `sys.argv[1]`) in a fresh process, after importing
+    qinco_codec and the modules in `preload`. Returns ('refused', MiB by which the process's
+    maximum resident set grew during the call) when it raises qinco_codec.errors.<error>, else
+    ('accepted', None). A fresh process, because torch's allocations escape tracemalloc."""
+    script = (
+        "import resource, sys, qinco_codec\n"
+        + "".join(f"import {module}\n" for module in preload)
+        + f"from qinco_codec.errors import {error}\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        f"    {call}\n"
+        "    print('accepted')\n"
+        f"except {error}:\n"
+        "    print('refused', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    verdict, *grew_mib = r.stdout.split()
+    return verdict, int(grew_mib[0]) if grew_mib else None

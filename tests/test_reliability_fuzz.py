@@ -25,6 +25,7 @@ from qinco_codec.formats import QncReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_qnc as F  # noqa: E402
+from reliability_util import rss_growth_when_refused  # noqa: E402
 
 MODES = ("seek", "pipe")
 # examples per mutation kind in the suite (the long run does 100,000 cases)
@@ -178,21 +179,9 @@ def test_zstd_bomb_through_the_python_api_and_the_process_rss(tmp_path):
     with pytest.raises(QncFormatError):
         with qinco_codec.open(path) as f:
             f.codes()
-    script = (
-        "import resource, sys\n"
-        "import qinco_codec\n"
-        "from qinco_codec.errors import QncFormatError\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try:\n"
-        "    qinco_codec.open(sys.argv[1]).verify()\n"
-        "    print('accepted')\n"
-        "except QncFormatError as exc:\n"
-        "    print('refused', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
-    r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    verdict, grew_mib = r.stdout.split()
-    assert verdict == "refused" and int(grew_mib) < 64, r.stdout
+    verdict, grew_mib = rss_growth_when_refused("qinco_codec.open(sys.argv[1]).verify()",
+                                                "QncFormatError", path, timeout=120)
+    assert verdict == "refused" and grew_mib < 64, (verdict, grew_mib)
 
 
 def test_concatenated_and_skippable_frames_are_refused():

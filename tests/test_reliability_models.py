@@ -12,8 +12,6 @@ import pickle
 import re
 import signal
 import struct
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -29,6 +27,7 @@ from qinco_codec.errors import ModelFormatError
 from qinco_codec.formats import QncWriter
 from qinco_codec.model import QincoModel
 from qinco_codec.serialize import MAX_HEADER_BYTES, model_from_bytes, model_to_bytes
+from reliability_util import rss_growth_when_refused
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("qinco_codec", "formats", "cli")
@@ -132,21 +131,10 @@ def test_config_with_huge_dims_process_memory(small, tmp_path):
     invisible to tracemalloc): it grows by far less than one 65536 x 65536 float32 matrix."""
     path = tmp_path / "huge.safetensors"
     path.write_bytes(with_config(small, dim=65536, K=65536, hidden=65536, embed=65536))
-    script = (
-        "import resource, sys, qinco_codec\n"
-        "from qinco_codec.errors import ModelFormatError\n"
-        "import qinco_codec.serialize, qinco_codec.model\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try:\n"
-        "    qinco_codec.load_model(sys.argv[1])\n"
-        "    print('loaded')\n"
-        "except ModelFormatError:\n"
-        "    print('refused', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
-    r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    verdict, grew_mib = r.stdout.split()
-    assert verdict == "refused" and int(grew_mib) < 200, r.stdout
+    verdict, grew_mib = rss_growth_when_refused(
+        "qinco_codec.load_model(sys.argv[1])", "ModelFormatError", path, timeout=300,
+        preload=("qinco_codec.serialize", "qinco_codec.model"))
+    assert verdict == "refused" and grew_mib < 200, (verdict, grew_mib)
 
 
 def test_config_with_huge_step_count_is_refused_quickly(small):
