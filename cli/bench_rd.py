@@ -119,6 +119,13 @@ class _Many(click.Option):
 @click.option("--lsq-iters", type=click.IntRange(min=1), default=None,
               help="LSQ training iterations (default: faiss's, 25).")
 @search_options
+@click.option("--extra-beams", cls=_Many, item_type=int, metavar="N...", default=(),
+              help="Also encode each of our full-rate models with these beam widths (rows "
+                   "'PRESET B=N'; the same trained model, so only the encode time is extra).")
+@click.option("--weights", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True,
+              help="Precision of our models' weights: the model is rounded to it before "
+                   "encoding, and its bytes are counted at it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch and faiss (default: the cores this process may run "
                    "on; 1 on a shared machine avoids oversubscription).")
@@ -131,7 +138,8 @@ class _Many(click.Option):
 @quiet_option()
 def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
        train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
-       rotation_bits, opq_iters, lsq_iters, A, B, threads, seed, out_dir, resume, quiet):
+       rotation_bits, opq_iters, lsq_iters, A, B, extra_beams, weights, threads, seed, out_dir,
+       resume, quiet):
     """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
     --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
     rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
@@ -173,6 +181,9 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     if not rotation_bits or not all(1 <= b <= 8 for b in rotation_bits):
         raise click.BadParameter(f"bits must lie in 1..8, got {list(rotation_bits)}",
                                  param_hint="--rotation-bits")
+    if extra_beams and min(extra_beams) < 1:
+        raise click.BadParameter(f"beam widths must be at least 1, got {list(extra_beams)}",
+                                 param_hint="--extra-beams")
     if protocol is None:
         protocol = "heldout" if dataset is not None or train_path is not None else "self"
     if protocol == "heldout" and data is not None and train_path is None:
@@ -209,7 +220,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
     result = bench.run(inputs, bytes_list=nbytes, presets=presets, methods=methods,
                        budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
                        lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
-                       prefix_bytes=prefix_bytes or None, A=A, B=B, opq_iters=opq_iters,
+                       prefix_bytes=prefix_bytes or None, A=A, B=B, extra_beams=extra_beams,
+                       weights=weights, opq_iters=opq_iters,
                        lsq_iters=lsq_iters, seed=seed, quiet=quiet,
                        on_rows=lambda partial: bench.write_partial(partial, out_dir),
                        previous=previous)

@@ -125,8 +125,8 @@ def train(*args, **kwargs):
 
 def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=None, epochs=None, val=0.05,
           seed=0, device="auto", checkpoint=None, batch_size=1024, samples_per_epoch=32768, lr=None,
-          patience=6, train_A=None, last_step_loss=False, threads=None, quiet=False, on_epoch=None,
-          **overrides):
+          weight_decay=None, patience=6, train_A=None, last_step_loss=False, noise=0.0, dropout=0.0,
+          threads=None, quiet=False, on_epoch=None, **overrides):
     """Train a model of `preset` on vectors x (n, d) and return it (on the CPU).
 
     M (codes per vector) may be given as `bytes` instead. Training stops after `epochs` epochs,
@@ -134,6 +134,10 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
     epochs, whichever comes first; the learning-rate schedule spans the epochs or the time budget.
     `checkpoint` is a path: written after every epoch, and resumed from if it exists.
     `on_epoch(record)` is called after each epoch (and its checkpoint) with that epoch's record.
+    Regularisation against fitting a small training set: `noise` adds Gaussian noise of that
+    standard deviation (in units of the data's RMS per coordinate) to every training batch (codes
+    and loss then refer to the noisy vectors); `dropout` drops that share of the step networks'
+    hidden units during training. Neither changes the model file.
     """
     x = as_float_matrix(x, name="training vectors", allow_empty=False)
     if M is None:
@@ -150,16 +154,23 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
     p = get_preset(preset)
     train_A = p.train_A if train_A is None else train_A
     base_lr = p.lr if lr is None else lr
+    weight_decay = p.weight_decay if weight_decay is None else weight_decay
     dev = resolve_device(device)
     xtrain, xval = _split_validation(x, val, seed)
 
+    if not 0.0 <= dropout < 1.0:
+        raise InputError(f"dropout must lie in [0, 1), got {dropout}")
+    if noise < 0:
+        raise InputError(f"noise must be >= 0, got {noise}")
     model = QincoModel.from_preset(preset, x.shape[1], M, K, **overrides)
+    for step in model.steps:
+        step.dropout = float(dropout)
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
     if state is None:
         init_from_rq(model, xtrain, seed=seed)
     model.to(dev)
-    opt = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=base_lr)
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=base_lr)
     run = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_val": None, "bad_epochs": 0, "history": []}
     best_state = None
     if state is not None:
@@ -190,6 +201,8 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
         epoch = run["epoch"]
         t0 = time.monotonic()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        if dropout:  # dropout draws from torch's global generator: seed it per epoch for resumability
+            torch.manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(xt), generator=gen)
         if len(order) < steps_per_epoch * batch_size:
             order = order.repeat(math.ceil(steps_per_epoch * batch_size / len(order)))
@@ -198,6 +211,8 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
         model.train()
         for i in range(steps_per_epoch):
             xb = model.normalize(xt[order[i * batch_size:(i + 1) * batch_size]])
+            if noise:
+                xb = xb + noise * torch.randn(xb.shape, generator=gen).to(xb)
             codes = codec.encode_normalized(model, xb, train_A, 1)
             usage += torch.nn.functional.one_hot(codes, model.K).sum(0)
             for g in opt.param_groups:
@@ -234,6 +249,8 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
         pbar.update(1)
         pbar.set_postfix(train_mse=f"{train_mse:.4g}", val_mse=f"{val_mse:.4g}", best=f"{run['best_val']:.4g}")
     pbar.close()
+    for step in model.steps:
+        step.dropout = 0.0
     model.load_state_dict(best_state)
     model.to("cpu")
     model.config["trained"] = {"epochs": run["epoch"], "samples": run["step"] * batch_size,

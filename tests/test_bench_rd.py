@@ -129,6 +129,32 @@ def test_self_protocol_quick(files, tmp_path):
     assert all("R@1" not in r for r in data["rows"])  # no queries: no recall
 
 
+def test_extra_beams_and_float16_weights(files, tmp_path):
+    """--extra-beams re-encodes the same model with other beam widths (a row each, the model's
+    bytes unchanged); --weights float16 counts (and uses) the model at half the float32 bytes."""
+    rows = {}
+    for weights in ("float32", "float16"):
+        out = tmp_path / weights
+        result = invoke(files["base"], "--protocol", "self", "--train-size", "600", "--methods", "qinco",
+                        "--bytes", "2", *QUICK, "--B", "1", "--extra-beams", "1", "4",
+                        "--weights", weights, "--quiet", "--out", out)
+        assert result.exit_code == 0, (result.stderr, result.exception)
+        data = json.loads((out / "rd.json").read_text())
+        assert data["settings"]["weights"] == weights and data["settings"]["extra_beams"] == [1, 4]
+        rows[weights] = {r["method"]: r for r in data["rows"]}
+    for weights, by_name in rows.items():
+        assert set(by_name) == {"qinco2-XS", "qinco2-XS B=4"}  # B=1 is the main row, not repeated
+        greedy, beam = by_name["qinco2-XS"], by_name["qinco2-XS B=4"]
+        assert greedy["params"]["B"] == 1 and beam["params"]["B"] == 4 and beam["beam_of"] == 2
+        assert beam["model_bytes"] == greedy["model_bytes"]
+        assert beam["mse"] <= greedy["mse"] * 1.001  # a wider beam never finds worse codes here
+        assert "qinco2-XS B=4" in (tmp_path / weights / "rd.md").read_text()
+    f32, f16 = rows["float32"]["qinco2-XS"], rows["float16"]["qinco2-XS"]
+    assert f16["params"]["weights"] == "float16"
+    assert 0.45 < f16["model_bytes"] / f32["model_bytes"] < 0.56
+    assert f16["mse"] == pytest.approx(f32["mse"], rel=0.02)
+
+
 def _one_line_error(result, code):
     assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()

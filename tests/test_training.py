@@ -90,7 +90,29 @@ def test_time_budget_stops_cleanly_with_a_model(glove_train):
     (dict(x=np.zeros((100, 4), np.float32), M=None), "give the number of steps"),
     (dict(x=np.zeros((100, 4), np.float32), M=None, bytes=3, K=4096), "whole number"),
     (dict(x=np.zeros((0, 4), np.float32), M=2), "at least one vector"),
+    (dict(x=np.zeros((100, 4), np.float32), M=2, dropout=1.0), "dropout must lie in"),
+    (dict(x=np.zeros((100, 4), np.float32), M=2, noise=-0.1), "noise must be >= 0"),
 ])
 def test_bad_training_arguments(kwargs, msg):
     with pytest.raises(InputError, match=msg):
         qinco_codec.train(quiet=True, epochs=1, **kwargs)
+
+
+@pytest.mark.parametrize("setting", [dict(dropout=0.3), dict(noise=0.2)])
+def test_regularisation_changes_training_but_not_the_model_file(glove_train, setting):
+    """Dropout and input noise are training-time only: the same run is reproducible, it differs
+    from the plain run, and the model it returns has the same tensors (and dropout off)."""
+    from qinco_codec.serialize import model_to_bytes
+
+    x = glove_train[:4000]
+    kwargs = dict(QUICK, epochs=2, samples_per_epoch=1024, val=200)
+    plain = qinco_codec.train(x, **kwargs)
+    first, second = (qinco_codec.train(x, **kwargs, **setting) for _ in range(2))
+    for k, v in first.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), second.state_dict()[k].numpy(), err_msg=k)
+    assert any(not np.array_equal(v.numpy(), plain.state_dict()[k].numpy())
+               for k, v in first.state_dict().items())
+    assert first.state_dict().keys() == plain.state_dict().keys()
+    assert len(model_to_bytes(first)) == len(model_to_bytes(plain))
+    assert not first.training
+    np.testing.assert_array_equal(first.encode(x[:50]), first.encode(x[:50]))  # no dropout at encode

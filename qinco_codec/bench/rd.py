@@ -181,41 +181,56 @@ def run_faiss_codec(codec, inputs, var):
 
 
 def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
-    """Train one of our models at `nbytes`, evaluate it, and its code prefixes: result rows."""
+    """Train one of our models at `nbytes`, evaluate it, its code prefixes, and (with
+    opts['extra_beams']) the same model encoded with other beam widths: result rows."""
     from .. import train
-    from ..serialize import model_to_bytes
+    from ..serialize import model_from_bytes, model_to_bytes
 
     x = inputs.base
     with Timer() as t_train:
         model = train(inputs.train, preset=preset, bytes=nbytes, max_minutes=opts["budget_minutes"],
                       epochs=opts["epochs"], samples_per_epoch=opts["samples_per_epoch"],
                       seed=opts["seed"], quiet=quiet)
-    A, B = opts["A"], opts["B"]
-    with Timer() as t_enc:
-        codes = model.encode(x, A=A, B=B)
-    model_bytes = len(model_to_bytes(model))
+    weights = opts.get("weights", "float32")
+    blob = model_to_bytes(model, weights)
+    if weights != "float32":  # encode and decode with the weights the file would hold
+        model = model_from_bytes(blob)
     trained = model.config.get("trained", {})
-    common = {"family": "qinco", "train_s": t_train.seconds, "encode_us": t_enc.seconds / len(x) * 1e6,
-              "model_bytes": model_bytes, "trained_on": len(inputs.train),
-              "params": {"preset": preset, "M": model.M, "K": model.K,
-                         "A": model.config.get("A") if A is None else A,
-                         "B": model.config.get("B") if B is None else B,
-                         "epochs": trained.get("epochs"), "val_mse": trained.get("val_mse"),
-                         "parameters": model.num_parameters(),
-                         "budget_minutes": opts["budget_minutes"]}}
-    rows = []
-    for m in [nbytes] + sorted(prefixes, reverse=True):
-        steps = m // model.bytes_per_code
+    A = model.config.get("A") if opts["A"] is None else opts["A"]
+    B = model.config.get("B") if opts["B"] is None else opts["B"]
+
+    def encoded(beam):
+        with Timer() as t_enc:
+            codes = model.encode(x, A=A, B=beam)
+        common = {"family": "qinco", "train_s": t_train.seconds,
+                  "encode_us": t_enc.seconds / len(x) * 1e6, "model_bytes": len(blob),
+                  "trained_on": len(inputs.train),
+                  "params": {"preset": preset, "M": model.M, "K": model.K, "A": A, "B": beam,
+                             "weights": weights, "epochs": trained.get("epochs"),
+                             "val_mse": trained.get("val_mse"),
+                             "parameters": model.num_parameters(),
+                             "budget_minutes": opts["budget_minutes"]}}
+        return codes, common
+
+    def row(codes, common, method, line, m):
         with Timer() as t_dec:
-            recon = model.decode(codes[:, :steps])
-        row = {"method": preset if m == nbytes else f"{preset} {nbytes}B prefix",
-               "line": preset if m == nbytes else f"{preset} prefixes of {nbytes} B",
-               "bytes": m, **_quality(x, recon, var, inputs), **common,
-               "decode_us": t_dec.seconds / len(x) * 1e6}
-        if m != nbytes:
-            row["train_s"] = None  # the model is the full-rate row's; its training is counted there
-            row["prefix_of"] = nbytes
-        rows.append(_sizes(row, len(x)))
+            recon = model.decode(codes[:, :m // model.bytes_per_code])
+        return _sizes({"method": method, "line": line, "bytes": m, **_quality(x, recon, var, inputs),
+                       **common, "decode_us": t_dec.seconds / len(x) * 1e6}, len(x))
+
+    codes, common = encoded(B)
+    rows = [row(codes, common, preset, preset, nbytes)]
+    for m in sorted(prefixes, reverse=True):
+        r = row(codes, common, f"{preset} {nbytes}B prefix", f"{preset} prefixes of {nbytes} B", m)
+        r["train_s"] = None  # the model is the full-rate row's; its training is counted there
+        r["prefix_of"] = nbytes
+        rows.append(r)
+    for beam in opts.get("extra_beams") or ():
+        if beam != B:
+            codes, common = encoded(beam)
+            name = f"{preset} B={beam}"
+            rows.append(row(codes, common, name, name, nbytes))
+            rows[-1]["beam_of"] = nbytes
     return rows
 
 
@@ -232,8 +247,9 @@ def _environment(faiss):
 
 def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHODS,
         budget_minutes=5.0, epochs=None, samples_per_epoch=32768, lsq_train_size=20000,
-        rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, opq_iters=None,
-        lsq_iters=None, seed=0, quiet=False, on_rows=None, previous=None):
+        rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, extra_beams=(),
+        weights="float32", opq_iters=None, lsq_iters=None, seed=0, quiet=False, on_rows=None,
+        previous=None):
     """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'warnings', 'rows',
     'complete'}. `on_rows(result)` is called with the partial result (complete=False) after each
     method, so that a long run that fails late keeps what it measured. `previous` (an earlier,
@@ -257,7 +273,8 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         "bytes": bytes_list, "prefix_bytes": prefixes, "presets": list(presets),
         "methods": list(methods), "budget_minutes": budget_minutes, "epochs": epochs,
         "samples_per_epoch": samples_per_epoch, "lsq_train_size": lsq_train_size,
-        "rotation_bits": list(rotation_bits), "A": A, "B": B, "opq_iters": opq_iters,
+        "rotation_bits": list(rotation_bits), "A": A, "B": B,
+        "extra_beams": sorted(set(extra_beams or ())), "weights": weights, "opq_iters": opq_iters,
         "lsq_iters": lsq_iters, "seed": seed, "variance": variance(inputs.base),
         "total_seconds": 0.0},
         "environment": _environment(faiss), "notes": list(inputs.notes), "warnings": [],
@@ -265,12 +282,13 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
     var, notes, rows = result["settings"]["variance"], result["notes"], result["rows"]
     reused = _reusable_rows(previous, result["settings"])
 
-    def have(method, nbytes, prefix_rows=False):
+    def have(method, nbytes, our_rows=False):
         """Keep the earlier run's row for (method, nbytes) (and, for our models, the rows of its
-        prefixes); True when there was one."""
+        prefixes and other beam widths); True when there was one."""
         found = [r for r in reused if (r["method"], r["bytes"]) == (method, nbytes)]
-        if found and prefix_rows:
-            found += [r for r in reused if r["method"] == f"{method} {nbytes}B prefix"]
+        if found and our_rows:
+            found += [r for r in reused if r["method"] == f"{method} {nbytes}B prefix"
+                      or (r.get("beam_of") == nbytes and r["method"].startswith(f"{method} B="))]
         if found:
             step(f"{method} {nbytes} B: kept from the earlier run")
             done_rows(found)
@@ -331,14 +349,18 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
     if "qinco" in methods:
         notes.append(f"{', '.join(presets)}: trained per rate for at most {budget_minutes:g} min "
                      f"of wall-clock time each (--budget-minutes); the 'prefixes' line decodes the "
-                     f"first bytes of the {top}-byte model's codes; model bytes are its float32 "
+                     f"first bytes of the {top}-byte model's codes; model bytes are its {weights} "
                      f"safetensors file (the whole model, also for prefixes); a prefix row's "
-                     f"encode time is the full-rate encode (its codes are the first bytes of those)")
+                     f"encode time is the full-rate encode (its codes are the first bytes of those)"
+                     + (f"; weights rounded to {weights} before encoding" if weights != "float32" else "")
+                     + (f"; rows 'B=N' encode the same model with beam width N"
+                        if extra_beams else ""))
         opts = {"budget_minutes": budget_minutes, "epochs": epochs,
-                "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B}
+                "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B,
+                "extra_beams": sorted(set(extra_beams or ())), "weights": weights}
         for preset in presets:
             for b in bytes_list:
-                if have(preset, b, prefix_rows=b == top):
+                if have(preset, b, our_rows=True):
                     continue
                 step(f"{preset} {b} B: train ({budget_minutes:g} min budget) on "
                      f"{len(inputs.train):,}, encode / decode {n:,}"
