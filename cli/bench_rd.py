@@ -64,6 +64,23 @@ class _Many(click.Option):
         return tuple(out)
 
 
+def _earlier_run(path, option):
+    """The result object of an earlier run's rd.json, or an InputError naming the problem."""
+    import json
+
+    from ..errors import InputError
+    if not os.path.exists(path):
+        raise InputError(f"{option}: no earlier run at {path} (the file does not exist)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{option}: {path} is not valid JSON ({exc})") from None
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("rows"), list):
+        raise InputError(f"{option}: {path} is not a qinco-bench rd result (no 'rows' list)")
+    return earlier
+
+
 @command("rd", EXAMPLE)
 @click.argument("data", metavar="[DATA]", required=False)
 @click.option("--dataset", type=click.Choice(["glove50"]), default=None,
@@ -135,11 +152,15 @@ class _Many(click.Option):
 @click.option("--resume", is_flag=True,
               help="Keep the rows of the interrupted run whose rd.json is in --out (same "
                    "settings required) and measure only the missing ones.")
+@click.option("--baselines-from", metavar="RD_JSON", default=None,
+              help="Reuse the faiss and reference rows of an earlier run's rd.json on the same "
+                   "vectors (same data, split, seed and faiss settings) and measure only our "
+                   "presets: compare new recipes without re-training every baseline.")
 @quiet_option()
 def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
        train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
        rotation_bits, opq_iters, lsq_iters, A, B, extra_beams, weights, threads, seed, out_dir,
-       resume, quiet):
+       resume, baselines_from, quiet):
     """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
     --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
     rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
@@ -206,17 +227,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
         g = read_ints(gt) if gt else None
         inputs = bench.prepare(os.path.basename(data), protocol, base, train, q, g, train_size,
                                eval_size, seed)
-    previous = None
-    if resume:
-        import json
-        path = os.path.join(out_dir, "rd.json")
-        if not os.path.exists(path):
-            raise InputError(f"--resume: no earlier run in {out_dir} ({path} does not exist)")
-        try:
-            with open(path) as f:
-                previous = json.load(f)
-        except ValueError as exc:
-            raise InputError(f"--resume: {path} is not valid JSON ({exc})") from None
+    previous = _earlier_run(os.path.join(out_dir, "rd.json"), "--resume") if resume else None
+    baselines = _earlier_run(baselines_from, "--baselines-from") if baselines_from else None
     result = bench.run(inputs, bytes_list=nbytes, presets=presets, methods=methods,
                        budget_minutes=budget_minutes, epochs=epochs, samples_per_epoch=samples_per_epoch,
                        lsq_train_size=lsq_train_size or None, rotation_bits=rotation_bits,
@@ -224,7 +236,7 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
                        weights=weights, opq_iters=opq_iters,
                        lsq_iters=lsq_iters, seed=seed, quiet=quiet,
                        on_rows=lambda partial: bench.write_partial(partial, out_dir),
-                       previous=previous)
+                       previous=previous, baseline_run=baselines)
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in result["notes"]:

@@ -210,3 +210,32 @@ def test_resume_keeps_the_rows_of_an_interrupted_run(files, tmp_path):
     path.write_text(json.dumps(interrupted))
     other = invoke(*args, "--bytes", "8", "--resume")
     assert other.exit_code == 1 and "differs in bytes" in other.stderr
+
+
+def test_baselines_from_reuses_faiss_rows_and_measures_ours(files, tmp_path):
+    """--baselines-from keeps the earlier run's faiss rows (marked, to see they are not re-measured)
+    and trains only our presets; an earlier run on other vectors is refused, naming the setting."""
+    first = tmp_path / "first"
+    args = [files["base"], "--train", files["train"], *QUICK, "--quiet"]
+    assert invoke(*args, "--methods", "pq", "rq", "--bytes", "2", "4", "--out", first).exit_code == 0
+    earlier = json.loads((first / "rd.json").read_text())
+    marked = dict(earlier, rows=[dict(r, mse=r["mse"] + 1000.0) for r in earlier["rows"]])
+    (first / "rd.json").write_text(json.dumps(marked))
+    res = invoke(*args, "--bytes", "4", "--methods", "pq", "rq", "sq", "qinco",
+                 "--baselines-from", first / "rd.json", "--out", tmp_path / "second")
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    data = json.loads((tmp_path / "second" / "rd.json").read_text())
+    rows = {(r["method"], r["bytes"]): r for r in data["rows"]}
+    assert rows[("PQ", 4)]["mse"] > 1000 and rows[("RQ (beam 5)", 4)]["mse"] > 1000
+    assert ("PQ", 2) not in rows  # only the rates of this run
+    assert rows[("qinco2-XS", 4)]["mse"] < 1000 and "reused_from" not in rows[("qinco2-XS", 4)]
+    assert any("reused from an earlier run" in n for n in data["notes"])
+    sq8 = next(r for (m, _), r in rows.items() if m == "SQ8")
+    assert "reused_from" not in sq8  # a reference the earlier run lacked: measured now
+    other = invoke(files["base"], "--protocol", "self", "--threads", "1", "--quiet", "--methods", "pq",
+                   "--bytes", "4", "--baselines-from", first / "rd.json", "--out", tmp_path / "third")
+    line = _one_line_error(other, 1)
+    assert "cannot reuse the baselines" in line and "protocol" in line
+    missing = invoke(*args, "--bytes", "4", "--baselines-from", tmp_path / "nope.json",
+                     "--out", tmp_path / "fourth")
+    assert "--baselines-from: no earlier run at" in _one_line_error(missing, 1)

@@ -249,12 +249,14 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         budget_minutes=5.0, epochs=None, samples_per_epoch=32768, lsq_train_size=20000,
         rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, extra_beams=(),
         weights="float32", opq_iters=None, lsq_iters=None, seed=0, quiet=False, on_rows=None,
-        previous=None):
+        previous=None, baseline_run=None):
     """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'warnings', 'rows',
     'complete'}. `on_rows(result)` is called with the partial result (complete=False) after each
     method, so that a long run that fails late keeps what it measured. `previous` (an earlier,
     interrupted result with the same settings) supplies the rows it already has: they are kept,
-    not measured again."""
+    not measured again. `baseline_run` (an earlier result on the same vectors, complete or not)
+    supplies its faiss and reference rows, so that a new run of our presets is compared with
+    baselines measured once."""
     from ..evaluation import variance
 
     faiss = require_faiss()
@@ -280,7 +282,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         "environment": _environment(faiss), "notes": list(inputs.notes), "warnings": [],
         "rows": [], "complete": False}
     var, notes, rows = result["settings"]["variance"], result["notes"], result["rows"]
-    reused = _reusable_rows(previous, result["settings"])
+    reused = _reusable_rows(previous, result["settings"]) + _baseline_rows(baseline_run, result)
 
     def have(method, nbytes, our_rows=False):
         """Keep the earlier run's row for (method, nbytes) (and, for our models, the rows of its
@@ -371,6 +373,34 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
     result["settings"]["total_seconds"] = time.perf_counter() - t0
     result["complete"] = True
     return result
+
+
+# Settings that decide what the faiss and reference rows measure.
+BASELINE_KEYS = ("data", "protocol", "n_train", "n_eval", "dim", "n_queries", "seed", "variance",
+                 "lsq_train_size", "opq_iters", "lsq_iters", "rotation_bits")
+
+
+def _baseline_rows(earlier, result):
+    """The faiss and reference rows of an earlier run on the same vectors (for --baselines-from),
+    with a note saying where they come from; an InputError names a setting that differs."""
+    if not earlier:
+        return []
+    old, new = earlier.get("settings", {}), result["settings"]
+    differ = [k for k in BASELINE_KEYS if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(new[k]))]
+    if differ:
+        raise InputError("cannot reuse the baselines: the earlier run differs in "
+                         + ", ".join(f"{k} ({old.get(k)!r} there, {new[k]!r} here)" for k in differ))
+    env = earlier.get("environment", {})
+    rows = [dict(r, reused_from=env.get("date")) for r in earlier.get("rows", [])
+            if r.get("family") != "qinco"]
+    result["notes"].append(
+        f"faiss and reference rows reused from an earlier run on the same vectors "
+        f"({env.get('date', 'date unknown')}; faiss {env.get('faiss', '?')}, "
+        f"{env.get('faiss_threads', '?')} faiss thread(s)); only our presets were measured now")
+    result["settings"]["baselines_from"] = env.get("date")
+    for w in earlier.get("warnings", []):
+        result["warnings"].append(w)
+    return rows
 
 
 def _reusable_rows(previous, settings):
