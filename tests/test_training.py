@@ -116,3 +116,13 @@ def test_regularisation_changes_training_but_not_the_model_file(glove_train, set
     assert len(model_to_bytes(first)) == len(model_to_bytes(plain))
     assert not first.training
     np.testing.assert_array_equal(first.encode(x[:50]), first.encode(x[:50]))  # no dropout at encode
+
+
+def test_early_stopping_waits_for_the_second_half_of_the_schedule(glove_train):
+    """With nothing to learn (learning rate 0) validation never improves; patience=1 must still
+    let the first half of the schedule run (the learning rate is high there, and the annealing
+    after it is where a stalled run improves), then stop at the first bad epoch after it."""
+    kwargs = dict(QUICK, K=16, epochs=6, samples_per_epoch=4096, val=200, lr=0.0, patience=1)
+    model = qinco_codec.train(glove_train[:4000], **kwargs)
+    assert all(h.get("reset", 0) == 0 for h in model.history)  # nothing changed the model
+    assert model.config["trained"]["epochs"] == 3  # epochs 1-2 not counted, epoch 3 (progress 0.5) stops
