@@ -30,7 +30,8 @@ qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-r
                    "--max-minutes is not given; with both, whichever ends first.")
 @click.option("--val", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
               help="Held-out validation share (a fraction < 1, or a number of vectors) used for "
-                   "early stopping and to pick the best epoch.")
+                   "early stopping (6 epochs without improvement, counted in the second half of the "
+                   "schedule only) and to pick the best epoch.")
 @click.option("--resume", "checkpoint", metavar="CKPT", default=None,
               help="Checkpoint file: written after every epoch and, if it already exists, resumed "
                    "from (same data, settings and seed required).")
