@@ -1,5 +1,7 @@
-"""Our residual k-means start (qinco_codec.rq_init) against faiss's ResidualQuantizer trained the
-same way (greedy, plain k-means per step), step by step, on vectors neither saw.
+"""Compare our residual k-means start with faiss's ResidualQuantizer trained the same way.
+
+Both are greedy with plain k-means per step (qinco_codec.rq_init against faiss with train_type 0
+and beam 1); the MSE after every step is printed on the training vectors and on vectors neither saw.
 
 A diagnostic for the RQ start of every model: it printed the per-step MSE that showed our start
 falling behind faiss's after about 6 steps at d=384 (BENCHMARKS.md, 384-d section).
