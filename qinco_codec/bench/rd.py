@@ -191,7 +191,7 @@ def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
         model = train(inputs.train, preset=preset, bytes=nbytes, max_minutes=opts["budget_minutes"],
                       epochs=opts["epochs"], samples_per_epoch=opts["samples_per_epoch"],
                       seed=opts["seed"], quiet=quiet)
-    weights = opts.get("weights", "float32")
+    weights = opts["weights"]
     blob = model_to_bytes(model, weights)
     if weights != "float32":  # encode and decode with the weights the file would hold
         model = model_from_bytes(blob)
@@ -225,7 +225,7 @@ def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
         r["train_s"] = None  # the model is the full-rate row's; its training is counted there
         r["prefix_of"] = nbytes
         rows.append(r)
-    for beam in opts.get("extra_beams") or ():
+    for beam in opts["extra_beams"]:
         if beam != B:
             codes, common = encoded(beam)
             name = f"{preset} B={beam}"
@@ -261,6 +261,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
 
     faiss = require_faiss()
     bytes_list = sorted(set(int(b) for b in bytes_list))
+    extra_beams = sorted(set(extra_beams or ()))
     top = bytes_list[-1]
     prefixes = sorted(set(prefix_bytes if prefix_bytes is not None else bytes_list[:-1]))
     bad = [p for p in prefixes if not 1 <= p < top]
@@ -276,7 +277,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         "methods": list(methods), "budget_minutes": budget_minutes, "epochs": epochs,
         "samples_per_epoch": samples_per_epoch, "lsq_train_size": lsq_train_size,
         "rotation_bits": list(rotation_bits), "A": A, "B": B,
-        "extra_beams": sorted(set(extra_beams or ())), "weights": weights, "opq_iters": opq_iters,
+        "extra_beams": extra_beams, "weights": weights, "opq_iters": opq_iters,
         "lsq_iters": lsq_iters, "seed": seed, "variance": variance(inputs.base),
         "total_seconds": 0.0},
         "environment": _environment(faiss), "notes": list(inputs.notes), "warnings": [],
@@ -359,7 +360,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
                         if extra_beams else ""))
         opts = {"budget_minutes": budget_minutes, "epochs": epochs,
                 "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B,
-                "extra_beams": sorted(set(extra_beams or ())), "weights": weights}
+                "extra_beams": extra_beams, "weights": weights}
         for preset in presets:
             for b in bytes_list:
                 if have(preset, b, our_rows=True):
@@ -380,13 +381,19 @@ BASELINE_KEYS = ("data", "protocol", "n_train", "n_eval", "dim", "n_queries", "s
                  "lsq_train_size", "opq_iters", "lsq_iters", "rotation_bits")
 
 
+def _differing(old, new, keys):
+    """The keys whose values differ between two settings dicts, compared as JSON (an earlier run's
+    settings come from rd.json, where tuples are lists)."""
+    return [k for k in keys if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(new[k]))]
+
+
 def _baseline_rows(earlier, result):
     """The faiss and reference rows of an earlier run on the same vectors (for --baselines-from),
     with a note saying where they come from; an InputError names a setting that differs."""
     if not earlier:
         return []
     old, new = earlier.get("settings", {}), result["settings"]
-    differ = [k for k in BASELINE_KEYS if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(new[k]))]
+    differ = _differing(old, new, BASELINE_KEYS)
     if differ:
         raise InputError("cannot reuse the baselines: the earlier run differs in "
                          + ", ".join(f"{k} ({old.get(k)!r} there, {new[k]!r} here)" for k in differ))
@@ -398,8 +405,7 @@ def _baseline_rows(earlier, result):
         f"({env.get('date', 'date unknown')}; faiss {env.get('faiss', '?')}, "
         f"{env.get('faiss_threads', '?')} faiss thread(s)); only our presets were measured now")
     result["settings"]["baselines_from"] = env.get("date")
-    for w in earlier.get("warnings", []):
-        result["warnings"].append(w)
+    result["warnings"].extend(earlier.get("warnings", []))
     return rows
 
 
@@ -410,9 +416,8 @@ def _reusable_rows(previous, settings):
         return []
     if previous.get("complete"):
         raise InputError("the earlier rd.json is complete: nothing to resume (use another --out)")
-    old = previous.get("settings", {})
-    differ = [k for k in settings if k != "total_seconds" and
-              json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(settings[k]))]
+    differ = _differing(previous.get("settings", {}), settings,
+                        [k for k in settings if k != "total_seconds"])
     if differ:
         raise InputError(f"cannot resume: the earlier run differs in {', '.join(differ)}")
     return list(previous.get("rows", []))
