@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load as st_load_bytes
 
 from . import safetensors_io
-from .atomic import write_bytes_atomic
+from .formats.atomic import write_bytes_atomic
 from .errors import ModelFormatError
 
 FORMAT_NAME = "qinco-codec-checkpoint"

@@ -186,7 +186,7 @@ def compress(x, path, model=None, *, bytes=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     if src.dim != model.dim:
         raise InputError(f"input has dimension {src.dim}, the model expects {model.dim}")
     if model_out:
-        from .atomic import write_bytes_atomic
+        from .formats.atomic import write_bytes_atomic
         write_bytes_atomic(model_out, data)
     steps = _steps_for_bytes(bytes, model.bytes_per_code, model.M, "the model's rate")
     if not embed_model:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from .formats.atomic import atomic_output
 from .errors import InputError
 from .readers import open_vectors
 

@@ -2,7 +2,7 @@
 written with --no-embed-model can find their model by the id in their header."""
 import os
 
-from .atomic import write_bytes_atomic
+from .formats.atomic import write_bytes_atomic
 
 
 def store_dir():

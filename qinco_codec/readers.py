@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .atomic import atomic_output
+from .formats.atomic import atomic_output
 from .errors import InputError
 
 DEFAULT_BATCH_SIZE = 65536

@@ -11,7 +11,7 @@ non-seekable pipe that returns short reads:
     (tracemalloc: numpy buffers and Python objects) above 64 * len(file) + 1 MiB.
 
 Inputs are built from valid small files (written with QncWriter, plus the golden files of
-formats/golden) by a catalogue of mutations:
+qinco_codec/formats/golden) by a catalogue of mutations:
 
 * byte level: random bytes, bit flips, byte insertions and deletions, truncation at every field
   boundary or anywhere, trailing bytes; optionally followed by recomputing every CRC-32 whose
@@ -64,14 +64,14 @@ import zstandard
 from qinco_codec.errors import QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 
-GOLDEN = Path(__file__).resolve().parents[1] / "formats" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "qinco_codec" / "formats" / "golden"
 
 MEMORY_FACTOR = 64
 MEMORY_SLACK = 1 << 20
 DEFAULT_TIMEOUT = 10.0
 
 # ---------------------------------------------------------------------------------------------
-# The byte layout, written from SPEC.md (independently of the package's formats/layout.py)
+# The byte layout, written from SPEC.md (independently of the package's qinco_codec/formats/layout.py)
 
 MAGIC = b"\x89QNC\r\n\x1a\n"
 TRAILER_MAGIC = b"\x89QNCEND\n"

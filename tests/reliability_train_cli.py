@@ -17,7 +17,7 @@ from qinco_codec import training
 if __name__ == "__main__":
     samples = int(os.environ.get("QINCO_TEST_SAMPLES_PER_EPOCH", "0"))
     if samples:
-        # cli/train.py does `from .. import train` when it runs: it picks this up
+        # qinco_codec/cli/train.py does `from .. import train` when it runs: it picks this up
         qinco_codec.train = functools.partial(training.train, samples_per_epoch=samples)
     from qinco_codec.cli.train import main
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from qinco_codec.atomic import atomic_output, write_bytes_atomic
+from qinco_codec.formats.atomic import atomic_output, write_bytes_atomic
 
 
 def test_failed_write_leaves_nothing(tmp_path):

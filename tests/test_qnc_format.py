@@ -333,7 +333,7 @@ def test_spec_worked_example_matches_the_code():
     data = (GOLDEN / "tiny_example.qnc").read_bytes()
     assert block.group(1) == annotated_hexdump(data), (
         "SPEC.md's worked example is stale: replace it with the output of "
-        "`python formats/golden/make_golden.py --example`")
+        "`python qinco_codec/formats/golden/make_golden.py --example`")
     hex_column = "".join(line[8:8 + 24] for line in block.group(1).splitlines()
                          if re.match(r"[0-9a-f]{6}  ", line))
     assert bytes.fromhex(hex_column) == data

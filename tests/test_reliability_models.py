@@ -30,7 +30,7 @@ from qinco_codec.serialize import MAX_HEADER_BYTES, model_from_bytes, model_to_b
 from reliability_util import rss_growth_when_refused
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = ("qinco_codec", "formats", "cli")
+PACKAGE_DIRS = ("qinco_codec",)
 
 
 @pytest.fixture(scope="module")

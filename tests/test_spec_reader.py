@@ -1,7 +1,7 @@
 """Independent, spec-only reader for the `.qnc` container, cross-checked against the package.
 
 Everything above the "Tests" banner was written from SPEC.md alone, without looking at the
-implementation (formats/*.py, qinco_codec/*). The package is imported only inside tests, to
+implementation (qinco_codec/formats/*.py, qinco_codec/*). The package is imported only inside tests, to
 compare results (`QncReader`) and to produce extra files (`QncWriter`).
 
 SPEC.md gaps / ambiguities found while writing the first version of this reader, and how the
@@ -42,7 +42,7 @@ import pytest
 import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "formats" / "golden"
+GOLDEN = ROOT / "qinco_codec" / "formats" / "golden"
 SPEC = ROOT / "SPEC.md"
 
 # ---------------------------------------------------------------------------------------------

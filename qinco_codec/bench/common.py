@@ -3,7 +3,7 @@ as aligned text, Markdown and JSON."""
 import json
 import time
 
-from ..atomic import write_bytes_atomic
+from ..formats.atomic import write_bytes_atomic
 from ..errors import InputError
 
 

@@ -31,7 +31,7 @@ def plot_rd(rows, path, title="", variance=None):
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from ..atomic import write_bytes_atomic
+    from ..formats.atomic import write_bytes_atomic
 
     fig, (ax_mse, ax_r1) = plt.subplots(1, 2, figsize=(13, 5.2))
     faiss_i, ours = 0, {}

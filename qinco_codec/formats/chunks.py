@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import zstandard
 
-from ..errors import QncFormatError
+from .errors import QncFormatError
 from .layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCODING_NAMES, ENCODING_RAW,
                      ENCODING_ZSTD, PLANE_ENTRY, ZSTD_MAX_EXPANSION, chunk_header_size,
                      code_dtype, crc32)

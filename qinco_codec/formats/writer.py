@@ -10,8 +10,8 @@ import operator
 
 import numpy as np
 
-from ..atomic import atomic_output
-from ..errors import InputError
+from .atomic import atomic_output
+from .errors import InputError
 from .chunks import PlaneEncoder
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer

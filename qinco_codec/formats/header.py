@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import QncFormatError
+from .errors import QncFormatError
 from .layout import (DTYPE_CODES, DTYPE_IDS, HEADER_CRC, HEADER_FIELDS, HEADER_PREFIX,
                      HEADER_SIZE_V1_0, MAGIC, MAX_CHUNK_ROWS, MAX_CHUNKS, MAX_HEADER_SIZE, MAX_K,
                      MAX_M, MIN_K, VERSION_MAJOR, VERSION_MINOR, bytes_per_code, chunk_count,

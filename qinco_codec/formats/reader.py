@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ..errors import InputError, QncFormatError
+from .errors import InputError, QncFormatError
 from .chunks import decode_chunk_header, decode_plane
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer, index_chunk_count

@@ -5,7 +5,7 @@ On a seekable file every read is checked against the file size before anything i
 On a pipe the size is unknown, so reads are done in pieces of at most 1 MiB: memory grows only
 with bytes that actually arrive, whatever length the file declares.
 """
-from ..errors import QncFormatError
+from .errors import QncFormatError
 
 PIPE_PIECE = 1 << 20
 

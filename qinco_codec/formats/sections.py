@@ -9,7 +9,7 @@ import json
 import math
 from typing import NamedTuple
 
-from ..errors import InputError, QncFormatError
+from .errors import InputError, QncFormatError
 from .layout import (SECTION_CRC, SECTION_FIELDS, SECTION_FLAG_REQUIRED, SECTION_FLAGS,
                      SECTION_NAMES, SECTION_RESERVED, crc32)
 

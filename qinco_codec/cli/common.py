@@ -232,7 +232,7 @@ def write_vector_stream(path, batches, n, dim, dtype=np.float32):
     """Write batches adding up to (n, dim) vectors as .npy / .fvecs / .fbin, or .npy to stdout
     for '-', holding one batch at a time. Files appear atomically (temporary file + rename), so
     an interrupted run leaves no partial output under the final name."""
-    from ..atomic import atomic_output
+    from ..formats.atomic import atomic_output
     from ..readers import write_npy_stream, write_vectors
 
     ext = check_output_path(path)

@@ -1,7 +1,7 @@
 """Deterministic generator of the golden .qnc test vectors in this directory.
 
-    python formats/golden/make_golden.py            # (re)write every NAME.qnc, NAME.npy, manifest
-    python formats/golden/make_golden.py --example  # print SPEC.md's annotated worked example
+    python qinco_codec/formats/golden/make_golden.py            # (re)write every NAME.qnc, NAME.npy, manifest
+    python qinco_codec/formats/golden/make_golden.py --example  # print SPEC.md's annotated worked example
 
 Each NAME.qnc decodes to the codes in NAME.npy. tests/test_qnc_format.py decodes every file and
 checks that `build(NAME)` reproduces it byte for byte. zstd output depends on the zstd library

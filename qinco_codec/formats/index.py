@@ -2,7 +2,7 @@
 "Index" and "Trailer"): a seeking reader finds the index through the trailer and then reads
 only the chunks it needs; a streaming reader checks the index against what it has read.
 """
-from ..errors import QncFormatError
+from .errors import QncFormatError
 from .layout import (INDEX_CRC, INDEX_ENTRY, INDEX_PREFIX, INDEX_TAG, TRAILER_CRC, TRAILER_FIELDS,
                      TRAILER_MAGIC, TRAILER_SIZE, crc32, index_size)
 
