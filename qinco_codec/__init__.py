@@ -3,11 +3,18 @@
 
 Importing the package is cheap and does not import torch: the container reader
 (`qinco_codec.open(...).codes()`) works without it. Names that need torch are loaded on first use.
+
+Importing it also sets OMP_WAIT_POLICY=PASSIVE unless the environment chose a policy, before torch
+starts its OpenMP thread pool (see `qinco_codec.threads`: spinning threads make encoding many
+times slower on a busy machine).
 """
 from importlib import import_module
 
+from . import threads as _threads
 from ._version import __version__
 from .errors import InputError, ModelFormatError, ModelMismatchError, QincoError, QncFormatError
+
+_threads.apply_wait_policy()  # before anything imports torch
 
 # public name -> module that defines it (imported lazily, PEP 562)
 _LAZY = {

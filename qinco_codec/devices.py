@@ -1,9 +1,8 @@
 """Device and thread selection shared by encoding, decoding and training."""
-import os
-
 import torch
 
 from .errors import InputError
+from .threads import available_cores  # noqa: F401 (defined there, torch-free)
 
 
 def resolve_device(device="auto"):
@@ -17,15 +16,6 @@ def resolve_device(device="auto"):
     if not (device == "cpu" or device.startswith("cuda")):
         raise InputError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
     return torch.device(device)
-
-
-def available_cores():
-    """Cores this process may run on (respects taskset / cgroup affinity)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
 
 
 def use_threads(n=None):

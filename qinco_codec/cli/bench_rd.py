@@ -144,8 +144,8 @@ def _earlier_run(path, option):
               help="Precision of our models' weights: the model is rounded to it before "
                    "encoding, and its bytes are counted at it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch and faiss (default: the cores this process may run "
-                   "on; 1 on a shared machine avoids oversubscription).")
+              help="CPU threads for torch and faiss (default: $OMP_NUM_THREADS if set, else "
+                   "the cores this process may run on).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--out", "out_dir", metavar="DIR", default="qinco-bench-rd", show_default=True,
               help="Directory for rd.json, rd.md and rd.png.")
@@ -216,7 +216,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
         raise InputError(f"--out {out_dir} exists and is not a directory")
     faiss = require_faiss()
     from ..devices import use_threads
-    faiss.omp_set_num_threads(use_threads(threads))  # torch's and faiss's thread counts
+    from ..threads import default_threads
+    faiss.omp_set_num_threads(use_threads(threads or default_threads()))  # torch's and faiss's
 
     if dataset == "glove50":
         inputs = bench.glove50_inputs(protocol, train_size, eval_size, seed)

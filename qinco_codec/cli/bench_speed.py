@@ -37,8 +37,8 @@ def _is_thread_token(token):
     return bool(parts) and all(p.isdigit() or p.lower() == "all" for p in parts)
 
 
-def parse_threads(values, cores):
-    """('1,all',) -> (1, cores); None or () -> (cores,)."""
+def parse_threads(values, cores, default=None):
+    """('1,all',) -> (1, cores); None or () -> (default,) (default: cores)."""
     out = []
     for chunk in values or ():
         for item in str(chunk).replace(",", " ").split():
@@ -49,7 +49,7 @@ def parse_threads(values, cores):
             else:
                 raise click.BadParameter(f"expected positive integers or 'all', got {item!r}",
                                          param_hint="--threads")
-    return tuple(dict.fromkeys(out)) or (cores,)
+    return tuple(dict.fromkeys(out)) or (default or cores,)
 
 
 @command("speed", EXAMPLE)
@@ -68,8 +68,9 @@ def parse_threads(values, cores):
               help="Vectors to encode and decode per mode (slow modes: the prefix that fits "
                    "--time-limit).")
 @click.option("--threads", cls=_Threads, multiple=True, metavar="T...",
-              help="Thread counts to measure, e.g. '1 2', '1,all' (default: all the cores this "
-                   "process may use). With several, a scaling table compares them.")
+              help="Thread counts to measure, e.g. '1 2', '1,all' ('all': the cores this "
+                   "process may use; default: $OMP_NUM_THREADS if set, else all). With several, "
+                   "a scaling table compares them.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Device for our encoder and decoder (faiss runs on the CPU).")
 @click.option("--settings", metavar="A/B,...", default=None,
@@ -108,13 +109,13 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
 
     from ..bench import speed as bench
     from ..bench.common import require_faiss
-    from ..devices import available_cores
     from ..errors import InputError
+    from ..threads import available_cores, default_threads
 
     require_faiss()
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    thread_counts = parse_threads(threads, available_cores())
+    thread_counts = parse_threads(threads, available_cores(), default_threads())
     parsed = bench.parse_settings(settings) if settings is not None else None
     model = None
     if model_path:

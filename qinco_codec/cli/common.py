@@ -104,14 +104,16 @@ def device_option(what="computation"):
 
 
 def threads_option(f):
-    """--threads: CPU threads for torch (default: the cores this process may run on)."""
+    """--threads: CPU threads for torch. Default: $OMP_NUM_THREADS when set, else the cores this
+    process may run on (`qinco_codec.threads.default_threads`)."""
     def apply(ctx, param, value):
         from ..devices import use_threads
-        return use_threads(value)
+        from ..threads import default_threads
+        return use_threads(value or default_threads())
     return click.option("--threads", type=click.IntRange(min=1), default=None, callback=apply,
                         expose_value=False, is_eager=False,
-                        help="CPU threads. [default: the cores this process may run on "
-                             "(os.sched_getaffinity)]")(f)
+                        help="CPU threads. [default: $OMP_NUM_THREADS if set, else the cores this "
+                             "process may run on (os.sched_getaffinity)]")(f)
 
 
 def quiet_option(what="the progress bars and notes on stderr"):

@@ -1,0 +1,96 @@
+"""The thread policy (qinco_codec/threads.py): importing the package sets OMP_WAIT_POLICY=PASSIVE
+before torch loads its OpenMP runtime unless the user chose a policy, and the commands' default
+thread count honours OMP_NUM_THREADS. Each check runs in a fresh interpreter, since the OpenMP
+runtime reads its environment once per process."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qinco_codec import threads
+from qinco_codec.errors import InputError
+
+
+def _python(code, **env):
+    """Run `code` in a fresh interpreter with the environment changed by env (None: unset)."""
+    full = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    r = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+# OMP_DISPLAY_ENV makes the OpenMP runtime print the settings it read when torch loads it
+SHOW = ("import os, qinco_codec, torch; torch.ones(4) + 1; "
+        "print('env', os.environ['OMP_WAIT_POLICY'])")
+
+
+def test_import_sets_passive_when_unset_and_torch_sees_it():
+    r = _python(SHOW, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="TRUE")
+    assert "env PASSIVE" in r.stdout
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in r.stderr, r.stderr   # what libgomp read
+
+
+@pytest.mark.parametrize("value", ["ACTIVE", "passive"])
+def test_import_keeps_the_users_policy(value):
+    r = _python(SHOW, OMP_WAIT_POLICY=value, OMP_DISPLAY_ENV="TRUE")
+    assert f"env {value}" in r.stdout
+    assert f"OMP_WAIT_POLICY = '{value.upper()}'" in r.stderr, r.stderr
+
+
+def test_apply_wait_policy_on_a_mapping():
+    assert threads.apply_wait_policy(env := {}) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": " "}) == "PASSIVE"
+    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+def test_default_threads_honours_omp_num_threads():
+    cores = threads.available_cores()
+    assert threads.default_threads({}) == cores
+    assert threads.default_threads({"OMP_NUM_THREADS": ""}) == cores
+    assert threads.default_threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert threads.default_threads({"OMP_NUM_THREADS": "5,2"}) == 5      # per nesting level
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(InputError, match=f"OMP_NUM_THREADS: expected a positive integer, got '{bad}'"):
+            threads.default_threads({"OMP_NUM_THREADS": bad})
+
+
+# a command with the shared --threads option that prints the thread count torch then has
+CLI = """
+import click, torch
+from qinco_codec.cli.common import command, threads_option
+@command("probe", "probe")
+@threads_option
+def probe():
+    click.echo(f"threads {torch.get_num_threads()}")
+probe.main(args=ARGS, prog_name="probe")
+"""
+
+
+OTHER = threads.available_cores() + 1   # a count the affinity default would not give
+
+
+@pytest.mark.parametrize("env,args,expected", [
+    (str(OTHER), [], OTHER),                 # the default honours OMP_NUM_THREADS
+    (str(OTHER), ["--threads", "2"], 2),     # --threads wins over it
+    (None, [], threads.available_cores()),   # unset: the cores this process may run on
+])
+def test_cli_default_threads(env, args, expected):
+    r = _python(CLI.replace("ARGS", repr(args)), OMP_NUM_THREADS=env)
+    assert r.stdout.strip() == f"threads {expected}"
+
+
+def test_cli_bad_omp_num_threads_is_a_one_line_error():
+    full = dict(os.environ, OMP_NUM_THREADS="lots")
+    r = subprocess.run([sys.executable, "-c", CLI.replace("ARGS", "[]")], env=full, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1
+    # (libgomp, loaded with torch, prints its own warning first)
+    assert r.stderr.strip().splitlines()[-1] == ("probe: error: environment variable OMP_NUM_THREADS: expected a "
+                                "positive integer, got 'lots'")
