@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/examples/demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests

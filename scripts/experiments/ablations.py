@@ -5,18 +5,22 @@ the sum over prefixes, which also buys the multi-rate prefixes); network depth L
 independent half-dimension models). With --embed-sweep, QINCo-LR rows: QINCo2's projection of the
 data to a lower width de (our form of the low-rank first layer) for high-dimensional data.
 
-    python scripts/ablations.py --bytes 8 --minutes 5 --device cuda --only baseline shared
+    python scripts/experiments/ablations.py --bytes 8 --minutes 5 --device cuda --only baseline shared
 """
 import argparse
 import json
+import pathlib
+import sys
 import time
 
 import numpy as np
 
 import qinco_codec
 from qinco_codec.evaluation import mse
-from qinco_codec.pq_qinco import PQQinco
 from qinco_codec.serialize import model_to_bytes
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # pq_qinco.py lives beside this script
+from pq_qinco import PQQinco  # noqa: E402
 
 ROWS = {
     "baseline": {},
@@ -37,11 +41,11 @@ def run_row(name, settings, xt, xb, args):
     if nsub:
         model = PQQinco.train(xt, nsub, args.bytes, **kw, **settings)
         size = sum(len(model_to_bytes(m)) for m in model.models)
-        A = model.models[0].config.get("A", 0)
+        A = model.models[0].config.A
     else:
         model = qinco_codec.train(xt, bytes=args.bytes, **kw, **settings)
         size = len(model_to_bytes(model))
-        A = model.config.get("A", 0)
+        A = model.config.A
     row = {"row": name, "settings": settings | ({"pq": nsub} if nsub else {}),
            "train_s": round(time.time() - t0, 1), "params": model.num_parameters(decoding_only=True),
            "model_bytes": size}

@@ -1,12 +1,14 @@
 """PQ-QINCo: independent QINCo models on contiguous sub-vectors, codes concatenated.
 
-The paper's product variant (an ablation here, not a .qnc model type): nsub models, each seeing
-dim/nsub coordinates and spending bytes/nsub bytes per vector. Decoding concatenates the
-sub-reconstructions. No OPQ rotation is applied (the paper optionally rotates first).
+The paper's product variant, kept beside ablations.py for its "pq2" row: an experiment, not part
+of the package and not a .qnc model type. nsub models, each seeing dim/nsub coordinates and
+spending bytes/nsub bytes per vector. Decoding concatenates the sub-reconstructions. No OPQ
+rotation is applied (the paper optionally rotates first).
 """
 import numpy as np
 
-from .errors import InputError
+from qinco_codec.errors import InputError
+from qinco_codec.training import train
 
 
 class PQQinco:
@@ -19,7 +21,6 @@ class PQQinco:
     def train(cls, x, nsub, bytes, **train_kwargs):
         """Train one model per sub-vector; train_kwargs go to qinco_codec.train (a max_minutes
         budget is split evenly between the sub-models)."""
-        from .training import train
         dim = x.shape[1]
         if nsub < 1 or dim % nsub or bytes % nsub:
             raise InputError(f"nsub={nsub} must divide both dim={dim} and bytes={bytes}")

@@ -7,8 +7,8 @@ and weights), then decodes it three ways at full rate and at a prefix:
   2. the same with prefetch off (reading and decoding in turn),
   3. the `qinco-decompress` command (progress bar, output .npy written to disk).
 
-    python scripts/bench_stream_decode.py --device cpu --n 1000000
-    python scripts/bench_stream_decode.py --device cuda --n 1000000
+    python scripts/examples/bench_stream_decode.py --device cpu --n 1000000
+    python scripts/examples/bench_stream_decode.py --device cuda --n 1000000
 """
 import argparse
 import os
