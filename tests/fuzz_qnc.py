@@ -26,8 +26,9 @@ qinco_codec/formats/golden) by a catalogue of mutations:
   skippable frames, dictionary IDs, content checksums right and wrong, out-of-range codes);
   raw planes re-encoded as valid zstd and back; chunks swapped, duplicated, dropped.
 
-Structure-level mutations re-emit the whole file with consistent lengths, offsets and CRCs, so
-that only the mutated property is wrong; a mutation that produces another valid file says which
+Structure-level mutations re-emit the whole file with consistent lengths, offsets and CRCs (the
+spec-only emitter of tests/spec_reader.py, which imports nothing of the package), so that only
+the mutated property is wrong; a mutation that produces another valid file says which
 codes and model it should then decode to.
 
 Long run (also what RELIABILITY.md reports):
@@ -48,12 +49,10 @@ import os
 import random
 import re
 import signal
-import struct
 import sys
 import tempfile
 import time
 import tracemalloc
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -64,243 +63,15 @@ import zstandard
 from qinco_codec.errors import QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from spec_reader import (MAGIC, U32, Emitted, Plane, QncParts, Section,  # noqa: E402,F401
+                         emit, numeric_fields, repair_crcs, to_parts)
+
 GOLDEN = Path(__file__).resolve().parents[1] / "qinco_codec" / "formats" / "golden"
 
 MEMORY_FACTOR = 64
 MEMORY_SLACK = 1 << 20
 DEFAULT_TIMEOUT = 10.0
-
-# ---------------------------------------------------------------------------------------------
-# The byte layout, written from SPEC.md (independently of the package's qinco_codec/formats/layout.py)
-
-MAGIC = b"\x89QNC\r\n\x1a\n"
-TRAILER_MAGIC = b"\x89QNCEND\n"
-HEADER = struct.Struct("<8sHHIQQIIIIBBH32s")      # 84 bytes, then extension bytes, then CRC
-HEADER_KEYS = ("magic", "version_major", "version_minor", "header_size", "n", "sections_length",
-               "dim", "K", "M", "chunk_rows", "source_dtype", "bytes_per_code", "header_flags",
-               "model_sha256")
-SECTION = struct.Struct("<IIQI")                    # type, flags, length, payload_crc32
-CHUNK = struct.Struct("<4sIII")                     # tag, chunk_index, row_count, plane_count
-PLANE = struct.Struct("<IIIB3s")                    # stored_len, raw_len, crc32, encoding, reserved
-INDEX = struct.Struct("<4sIQ")                      # tag, reserved, chunk_count
-ENTRY = struct.Struct("<QQ")                        # chunk_offset, chunk_length
-TRAILER = struct.Struct("<QQ8s")                    # index_offset, index_length, magic
-U32 = struct.Struct("<I")
-TRAILER_SIZE = TRAILER.size + 4
-
-# numeric fields: key -> width in bytes (keys are (structure, position, name))
-HEADER_WIDTHS = {"version_major": 2, "version_minor": 2, "header_size": 4, "n": 8,
-                 "sections_length": 8, "dim": 4, "K": 4, "M": 4, "chunk_rows": 4,
-                 "source_dtype": 1, "bytes_per_code": 1, "header_flags": 2, "header_crc32": 4}
-SECTION_WIDTHS = {"type": 4, "flags": 4, "length": 8, "payload_crc32": 4, "header_crc32": 4}
-CHUNK_WIDTHS = {"chunk_index": 4, "row_count": 4, "plane_count": 4, "chunk_crc32": 4}
-PLANE_WIDTHS = {"stored_len": 4, "raw_len": 4, "crc32": 4, "encoding": 1}
-INDEX_WIDTHS = {"reserved": 4, "chunk_count": 8, "index_crc32": 4}
-ENTRY_WIDTHS = {"offset": 8, "length": 8}
-TRAILER_WIDTHS = {"index_offset": 8, "index_length": 8, "trailer_crc32": 4}
-
-
-def crc32(data):
-    return zlib.crc32(data) & 0xFFFFFFFF
-
-
-@dataclass
-class Plane:
-    encoding: int
-    reserved: bytes
-    raw_len: int
-    stored: bytes
-
-
-@dataclass
-class Chunk:
-    tag: bytes
-    index: int
-    rows: int
-    planes: list
-
-
-@dataclass
-class Section:
-    type: int
-    flags: int
-    payload: bytes
-
-
-@dataclass
-class QncParts:
-    """A .qnc file as its content; lengths, offsets and CRCs are derived when emitted."""
-    header: dict
-    extension: bytes
-    sections: list
-    chunks: list
-    index_tag: bytes = b"QIDX"
-    index_reserved: int = 0
-    trailer_magic: bytes = TRAILER_MAGIC
-
-    def copy(self):
-        return QncParts(dict(self.header), self.extension,
-                        [replace(s) for s in self.sections],
-                        [replace(c, planes=[replace(p) for p in c.planes]) for c in self.chunks],
-                        self.index_tag, self.index_reserved, self.trailer_magic)
-
-
-def parse(data):
-    """QncParts of a valid file (the base files only; never called on mutated bytes)."""
-    header = dict(zip(HEADER_KEYS, HEADER.unpack_from(data)))
-    hs = header["header_size"]
-    extension = bytes(data[HEADER.size:hs - 4])
-    sections, at, end = [], hs, hs + header["sections_length"]
-    while at < end:
-        kind, flags, length, _ = SECTION.unpack_from(data, at)
-        sections.append(Section(kind, flags, bytes(data[at + 24:at + 24 + length])))
-        at += 24 + length
-    index_offset, index_length, trailer_magic = TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)
-    tag, reserved, count = INDEX.unpack_from(data, index_offset)
-    chunks = []
-    for c in range(count):
-        offset, length = ENTRY.unpack_from(data, index_offset + INDEX.size + c * ENTRY.size)
-        ctag, cidx, rows, planes = CHUNK.unpack_from(data, offset)
-        pos = offset + CHUNK.size + planes * PLANE.size + 4
-        plist = []
-        for j in range(planes):
-            stored_len, raw_len, _, enc, res = PLANE.unpack_from(data, offset + CHUNK.size + j * PLANE.size)
-            plist.append(Plane(enc, res, raw_len, bytes(data[pos:pos + stored_len])))
-            pos += stored_len
-        chunks.append(Chunk(ctag, cidx, rows, plist))
-    return QncParts(header, extension, sections, chunks, tag, reserved, trailer_magic)
-
-
-class Emitted:
-    """Bytes of an emitted file plus, for CRC repair after byte-level damage, the CRC groups
-    (level, crc_offset, covered_start, covered_end) and the field table (offset, size, key)."""
-
-    def __init__(self):
-        self.buf = bytearray()
-        self.groups = []
-        self.fields = []
-
-    def put(self, key, fmt, value):
-        self.fields.append((len(self.buf), struct.calcsize(fmt), key))
-        self.buf += struct.pack(fmt, value)
-
-    def raw(self, key, data):
-        self.fields.append((len(self.buf), len(data), key))
-        self.buf += data
-
-
-def emit(parts, overrides=None):
-    """Serialize `parts`; every derived field (lengths, offsets, counts, CRCs) is computed unless
-    `overrides` maps its key to a value, which is then written as is (CRCs covering it are
-    computed over the overridden bytes). Returns an Emitted."""
-    ov = overrides or {}
-    val = lambda key, computed: ov.get(key, computed)  # noqa: E731
-    e = Emitted()
-
-    # sections first (their total length goes in the header)
-    sec = Emitted()
-    for i, s in enumerate(parts.sections):
-        start = len(sec.buf)
-        sec.put(("section", i, "type"), "<I", val(("section", i, "type"), s.type))
-        sec.put(("section", i, "flags"), "<I", val(("section", i, "flags"), s.flags))
-        sec.put(("section", i, "length"), "<Q", val(("section", i, "length"), len(s.payload)))
-        sec.put(("section", i, "payload_crc32"), "<I",
-                val(("section", i, "payload_crc32"), crc32(s.payload)))
-        sec.put(("section", i, "header_crc32"), "<I",
-                val(("section", i, "header_crc32"), crc32(bytes(sec.buf[start:start + 20]))))
-        sec.groups += [(0, start + 16, start + 24, start + 24 + len(s.payload)),
-                       (1, start + 20, start, start + 20)]
-        sec.raw(("section", i, "payload"), s.payload)
-
-    h = parts.header
-    for key in HEADER_KEYS:
-        computed = len(sec.buf) if key == "sections_length" else h[key]
-        if key in ("magic", "model_sha256"):
-            e.raw(("header", 0, key), ov.get(("header", 0, key), computed))
-        else:
-            fmt = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}[HEADER_WIDTHS[key]]
-            e.put(("header", 0, key), fmt, val(("header", 0, key), computed))
-    e.raw(("header", 0, "extension"), parts.extension)
-    e.put(("header", 0, "header_crc32"), "<I", val(("header", 0, "header_crc32"), crc32(bytes(e.buf))))
-    e.groups.append((1, len(e.buf) - 4, 0, len(e.buf) - 4))
-
-    base = len(e.buf)
-    e.buf += sec.buf
-    e.fields += [(off + base, size, key) for off, size, key in sec.fields]
-    e.groups += [(lv, crc + base, s + base, t + base) for lv, crc, s, t in sec.groups]
-
-    entries = []
-    for c, ch in enumerate(parts.chunks):
-        start = len(e.buf)
-        e.raw(("chunk", c, "tag"), val(("chunk", c, "tag"), ch.tag))
-        e.put(("chunk", c, "chunk_index"), "<I", val(("chunk", c, "chunk_index"), ch.index))
-        e.put(("chunk", c, "row_count"), "<I", val(("chunk", c, "row_count"), ch.rows))
-        e.put(("chunk", c, "plane_count"), "<I", val(("chunk", c, "plane_count"), len(ch.planes)))
-        data_at = start + CHUNK.size + PLANE.size * len(ch.planes) + 4
-        for j, p in enumerate(ch.planes):
-            key = lambda name: ("plane", (c, j), name)  # noqa: E731
-            e.put(key("stored_len"), "<I", val(key("stored_len"), len(p.stored)))
-            e.put(key("raw_len"), "<I", val(key("raw_len"), p.raw_len))
-            e.put(key("crc32"), "<I", val(key("crc32"), crc32(p.stored)))
-            e.put(key("encoding"), "<B", val(key("encoding"), p.encoding))
-            e.raw(key("reserved"), val(key("reserved"), p.reserved))
-            e.groups.append((0, len(e.buf) - 8, data_at, data_at + len(p.stored)))
-            data_at += len(p.stored)
-        e.put(("chunk", c, "chunk_crc32"), "<I",
-              val(("chunk", c, "chunk_crc32"), crc32(bytes(e.buf[start:]))))
-        e.groups.append((1, len(e.buf) - 4, start, len(e.buf) - 4))
-        for j, p in enumerate(ch.planes):
-            e.raw(("plane", (c, j), "data"), p.stored)
-        entries.append((start, len(e.buf) - start))
-
-    index_offset = len(e.buf)
-    e.raw(("index", 0, "tag"), parts.index_tag)
-    e.put(("index", 0, "reserved"), "<I", val(("index", 0, "reserved"), parts.index_reserved))
-    e.put(("index", 0, "chunk_count"), "<Q", val(("index", 0, "chunk_count"), len(entries)))
-    for c, (offset, length) in enumerate(entries):
-        e.put(("entry", c, "offset"), "<Q", val(("entry", c, "offset"), offset))
-        e.put(("entry", c, "length"), "<Q", val(("entry", c, "length"), length))
-    e.put(("index", 0, "index_crc32"), "<I",
-          val(("index", 0, "index_crc32"), crc32(bytes(e.buf[index_offset:]))))
-    e.groups.append((1, len(e.buf) - 4, index_offset, len(e.buf) - 4))
-    index_length = len(e.buf) - index_offset
-
-    start = len(e.buf)
-    e.put(("trailer", 0, "index_offset"), "<Q", val(("trailer", 0, "index_offset"), index_offset))
-    e.put(("trailer", 0, "index_length"), "<Q", val(("trailer", 0, "index_length"), index_length))
-    e.raw(("trailer", 0, "magic"), parts.trailer_magic)
-    e.put(("trailer", 0, "trailer_crc32"), "<I",
-          val(("trailer", 0, "trailer_crc32"), crc32(bytes(e.buf[start:]))))
-    e.groups.append((1, len(e.buf) - 4, start, len(e.buf) - 4))
-    return e
-
-
-def repair_crcs(buf, groups, dirty):
-    """Recompute, innermost first, every CRC whose covered bytes intersect a dirty range, and
-    cascade (a rewritten CRC field dirties the structures that cover it). In place."""
-    dirty = list(dirty)
-    for level in (0, 1):
-        for lv, at, start, end in groups:
-            if lv != level or end > len(buf) or at + 4 > len(buf):
-                continue
-            if any(a < end and start < b for a, b in dirty):
-                buf[at:at + 4] = U32.pack(crc32(bytes(buf[start:end])))
-                dirty.append((at, at + 4))
-    return buf
-
-
-def numeric_fields(emitted):
-    """(key, width) of every integer field of an emitted file."""
-    out = []
-    for _, size, key in emitted.fields:
-        kind, _, name = key
-        widths = {"header": HEADER_WIDTHS, "section": SECTION_WIDTHS, "chunk": CHUNK_WIDTHS,
-                  "plane": PLANE_WIDTHS, "index": INDEX_WIDTHS, "entry": ENTRY_WIDTHS,
-                  "trailer": TRAILER_WIDTHS}[kind]
-        if name in widths:
-            out.append((key, widths[name]))
-    return out
-
 
 def extreme_values(width, current, file_size):
     """The values a field of `width` bytes is set to by the field-level mutations."""
@@ -327,7 +98,7 @@ class Base:
     M: int = 0
 
     def __post_init__(self):
-        self.parts = parse(self.data)
+        self.parts = to_parts(self.data)
         self.emitted = emit(self.parts)
         assert bytes(self.emitted.buf) == self.data, f"{self.name}: re-emission differs"
         self.K, self.M = self.parts.header["K"], self.parts.header["M"]

@@ -1,29 +1,9 @@
-"""Independent, spec-only reader for the `.qnc` container, cross-checked against the package.
+"""The package's .qnc reader and writer cross-checked against the spec-only reader and emitter
+of tests/spec_reader.py (written from SPEC.md alone; the gaps it found, G1-G14, are listed
+there).
 
-Everything above the "Tests" banner was written from SPEC.md alone, without looking at the
-implementation (qinco_codec/formats/*.py, qinco_codec/*). The package is imported only inside tests, to
-compare results (`QncReader`) and to produce extra files (`QncWriter`).
-
-SPEC.md gaps / ambiguities found while writing the first version of this reader, and how the
-revised SPEC.md settles each (this reader follows the revised text):
-
-  G1 (section 5): what a reader does with a known section type carrying other flags. Now: the
-     flags of types 1-3 must equal the table's value exactly; readers reject anything else.
-  G2 (sections 5, 5.1): canonical JSON was not pinned down, duplicate names were not addressed.
-     Now: section 5.1 defines the canonical text byte for byte (Python's json.dumps with
-     sort_keys, separators (",", ":"), ensure_ascii=False, allow_nan=False); readers reject
-     duplicate names at any depth, and numbers that overflow binary64.
-  G3 (sections 6.2, 12): the zstd frame parameters behind reproducible bytes were unstated. Now:
-     one-shot compression, level 3 by default, Frame_Content_Size written (and required of
-     every frame), no checksum, no dictionary ID, single-threaded.
-  G4 (sections 4, 6): C = ceil(n / chunk_rows) must be < 2^32 (chunk_index is a u32).
-  G5 (sections 4, 10): any header_size in [88, 4096] is accepted whatever version_minor is.
-  G6 (section 11.3): a prefix read of b steps requires 1 <= b <= M.
-  G7 (sections 1, 5, 8): section `type`/`flags` were covered by no CRC. Now every section header
-     ends with section_header_crc32 (over type, flags, length, payload_crc32), verified for
-     every section; the trailer ends with trailer_crc32. Every byte is covered by a CRC-32.
-  G8 (section 5): a section of type 0 is a format error.
-  G9 (section 6.2): a zstd content checksum, when present, must be verified.
+The package is imported only inside tests, to compare results (`QncReader`) and to produce
+extra files (`QncWriter`).
 """
 
 from __future__ import annotations
@@ -33,431 +13,21 @@ import io
 import json
 import re
 import struct
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zstandard
 
+from spec_reader import (MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL,
+                         SEC_MODEL_CONFIG, SEC_USER_METADATA, SECTION_HEADER_SIZE,
+                         TRAILER_SIZE, SpecFormatError, canonical_json, crc32,
+                         crc32_reference, default_plane, emit, spec_build, spec_chunk_header,
+                         spec_codes, spec_open, spec_parts, spec_read_chunk, spec_zstd)
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "qinco_codec" / "formats" / "golden"
 SPEC = ROOT / "SPEC.md"
-
-# ---------------------------------------------------------------------------------------------
-# Spec-only reader
-# ---------------------------------------------------------------------------------------------
-
-MAGIC = b"\x89QNC\r\n\x1a\n"  # section 4
-TRAILER_MAGIC = b"\x89QNCEND\n"  # section 8
-CHUNK_TAG = b"QCHK"  # section 6.1
-INDEX_TAG = b"QIDX"  # section 7
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # section 6.2
-FIXED_HEADER_MIN = 88
-TRAILER_SIZE = 28  # section 8: index_offset, index_length, trailer_magic, trailer_crc32
-SECTION_HEADER_SIZE = 24  # section 5: type, flags, length, payload_crc32, section_header_crc32
-MAX_JSON = 1 << 24
-
-DTYPES = {  # section 4.1
-    1: "float32", 2: "float16", 3: "bfloat16", 4: "float64", 5: "int8", 6: "uint8",
-    7: "int16", 8: "uint16", 9: "int32", 10: "uint32", 11: "int64", 12: "uint64",
-}
-DTYPE_CODES = {v: k for k, v in DTYPES.items()}
-
-SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL = 1, 2, 3
-# section 5: occurrences allowed for the types version 1.0 knows (type 0: "never")
-MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1}
-REQUIRED = 1
-# section 5, "flags (exact value)" column
-EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0}
-
-
-class SpecFormatError(ValueError):
-    pass
-
-
-def _need(cond, msg):
-    if not cond:
-        raise SpecFormatError(msg)
-
-
-def _crc(b: bytes) -> int:
-    return zlib.crc32(b) & 0xFFFFFFFF
-
-
-def crc32_reference(data: bytes) -> int:
-    """Appendix A, bit by bit."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
-
-
-def _take(data: bytes, off: int, size: int, what: str) -> bytes:
-    # section 11.2: check declared sizes/offsets against the file size before reading
-    _need(0 <= off and 0 <= size and off + size <= len(data),
-          f"{what}: range [{off}, {off + size}) lies outside the file ({len(data)} bytes)")
-    return data[off:off + size]
-
-
-def _reject_constant(name):
-    raise SpecFormatError(f"non-standard JSON constant {name}")
-
-
-def _pairs_to_dict(pairs):
-    # section 5: two members with the same name (after unescaping), at any depth -> reject
-    names = [name for name, _ in pairs]
-    _need(len(set(names)) == len(names), f"JSON object has a repeated member name in {names}")
-    return dict(pairs)
-
-
-def _binary64(text):
-    # section 5: a number with fraction/exponent that overflows binary64 -> reject
-    value = float(text)
-    _need(value not in (float("inf"), float("-inf")), f"JSON number {text} overflows binary64")
-    return value
-
-
-def _json_object(payload: bytes, what: str) -> dict:
-    _need(len(payload) <= MAX_JSON, f"{what}: JSON payload longer than 2^24 bytes")
-    try:
-        text = payload.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as e:
-        raise SpecFormatError(f"{what}: invalid UTF-8 ({e})") from None
-    _need(not text.startswith("\ufeff"), f"{what}: byte order mark")
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_binary64,
-                         object_pairs_hook=_pairs_to_dict)
-    except json.JSONDecodeError as e:
-        raise SpecFormatError(f"{what}: invalid JSON ({e})") from None
-    _need(isinstance(obj, dict), f"{what}: JSON value is not an object")
-    return obj
-
-
-@dataclass
-class SpecSection:
-    type: int
-    flags: int
-    offset: int  # of the section header
-    length: int
-    payload_crc32: int
-
-
-@dataclass
-class SpecFile:
-    data: bytes
-    version_major: int
-    version_minor: int
-    header_size: int
-    n: int
-    sections_length: int
-    dim: int
-    K: int
-    M: int
-    chunk_rows: int
-    source_dtype_code: int
-    bytes_per_code: int
-    header_flags: int
-    model_sha256: bytes
-    sections: list = field(default_factory=list)
-    model_config: dict | None = None
-    user_metadata: dict | None = None
-    embedded_model: bytes | None = None
-    index_offset: int = 0
-    index_length: int = 0
-    chunks: list = field(default_factory=list)  # (chunk_offset, chunk_length)
-
-    @property
-    def data_start(self):
-        return self.header_size + self.sections_length
-
-    @property
-    def C(self):
-        return -(-self.n // self.chunk_rows)
-
-    @property
-    def source_dtype(self):
-        return DTYPES[self.source_dtype_code]
-
-    @property
-    def code_dtype(self):
-        return np.dtype("<u1") if self.bytes_per_code == 1 else np.dtype("<u2")
-
-    def rows_in_chunk(self, c):
-        return min(self.chunk_rows, self.n - c * self.chunk_rows)
-
-
-def _parse_fixed_header(data: bytes) -> SpecFile:
-    # section 11.1 step 1, in the order given there
-    _need(len(data) >= 8 and data[:8] == MAGIC, "header: bad magic")
-    _need(len(data) >= 16, "header: truncated")
-    major, minor, header_size = struct.unpack_from("<HHI", data, 8)
-    _need(major == 1, f"header: unsupported version_major {major}")  # before the CRC (section 10)
-    _need(FIXED_HEADER_MIN <= header_size <= 4096, f"header: header_size {header_size} not in [88, 4096]")
-    hdr = _take(data, 0, header_size, "header")
-    (stored_crc,) = struct.unpack_from("<I", hdr, header_size - 4)
-    _need(_crc(hdr[:header_size - 4]) == stored_crc, "header: checksum mismatch")
-    n, sections_length, dim, K, M, chunk_rows, dt, bpc, hflags = struct.unpack_from("<QQIIIIBBH", hdr, 16)
-    sha = hdr[52:84]
-    _need(dim >= 1, "header: dim must be >= 1")
-    _need(2 <= K <= 65536 and K & (K - 1) == 0, f"header: K={K} is not a power of two in [2, 65536]")
-    _need(1 <= M <= 65535, f"header: M={M} not in [1, 65535]")
-    _need(1 <= chunk_rows <= 1 << 24, f"header: chunk_rows={chunk_rows} not in [1, 2^24]")
-    _need(bpc == (1 if K <= 256 else 2), f"header: bytes_per_code={bpc} does not match K={K}")
-    _need(dt in DTYPES, f"header: unknown source_dtype {dt}")
-    # header_flags and bytes [84, header_size - 4): reserved, ignored (covered by the CRC)
-    f = SpecFile(data, major, minor, header_size, n, sections_length, dim, K, M, chunk_rows,
-                 dt, bpc, hflags, bytes(sha))
-    _need(f.C < 1 << 32, "header: ceil(n / chunk_rows) must be < 2^32")  # section 4 (G4)
-    return f
-
-
-def _parse_sections(f: SpecFile) -> None:
-    data = f.data
-    end = f.data_start
-    # the sections area, an index of >= 20 bytes and the trailer must fit in the file
-    _need(end + 20 + TRAILER_SIZE <= len(data),
-          f"sections: sections_length={f.sections_length} runs past the end of the file")
-    counts = {}
-    pos = f.header_size
-    while pos < end:
-        _need(end - pos >= SECTION_HEADER_SIZE, f"section at {pos}: header crosses the end of the sections area")
-        typ, sflags, length, pcrc, hcrc = struct.unpack_from("<IIQII", data, pos)
-        # section 5: the header CRC first, before type, flags or length are used
-        _need(_crc(data[pos:pos + 20]) == hcrc, f"section at {pos}: section header checksum mismatch")
-        _need(typ != 0, f"section at {pos}: type 0 is a format error")
-        if typ in EXACT_FLAGS:
-            _need(sflags == EXACT_FLAGS[typ],
-                  f"section at {pos}: type {typ} must have flags {EXACT_FLAGS[typ]}, has {sflags:#x}")
-        _need(length <= end - pos - SECTION_HEADER_SIZE,
-              f"section at {pos} (type {typ}): length {length} exceeds the sections area")
-        payload = data[pos + SECTION_HEADER_SIZE:pos + SECTION_HEADER_SIZE + length]
-        if typ in MAX_OCCURRENCES:
-            counts[typ] = counts.get(typ, 0) + 1
-            _need(counts[typ] <= MAX_OCCURRENCES[typ], f"section type {typ}: occurs more often than allowed")
-        else:  # unknown: bits 1-31 of flags ignored, REQUIRED -> reject
-            _need(not (sflags & REQUIRED), f"section type {typ:#x}: unknown and REQUIRED")
-        # we verify the CRC of every section, including skipped ones (allowed, section 11.1 step 2)
-        _need(_crc(payload) == pcrc, f"section type {typ}: payload checksum mismatch")
-        if typ == SEC_MODEL_CONFIG:
-            f.model_config = _json_object(payload, "model_config")
-        elif typ == SEC_USER_METADATA:
-            f.user_metadata = _json_object(payload, "user_metadata")
-        elif typ == SEC_EMBEDDED_MODEL:
-            _need(hashlib.sha256(payload).digest() == f.model_sha256,
-                  "embedded_model: SHA-256 does not match model_sha256")
-            f.embedded_model = bytes(payload)
-        f.sections.append(SpecSection(typ, sflags, pos, length, pcrc))
-        pos += SECTION_HEADER_SIZE + length
-    _need(pos == end, "sections: do not exactly fill the sections area")
-    _need(counts.get(SEC_MODEL_CONFIG, 0) == 1, "sections: model_config missing")
-
-
-def _parse_trailer_and_index(f: SpecFile) -> None:
-    data = f.data
-    size = len(data)
-    _need(size >= TRAILER_SIZE, "trailer: file too short")
-    index_offset, index_length, tmagic, tcrc = struct.unpack_from("<QQ8sI", data, size - TRAILER_SIZE)
-    _need(tmagic == TRAILER_MAGIC, "trailer: bad magic")
-    _need(_crc(data[size - TRAILER_SIZE:size - 4]) == tcrc, "trailer: checksum mismatch")
-    _need(index_offset >= f.data_start, "trailer: index_offset < data_start")
-    _need(index_length >= 20, "trailer: index_length < 20")
-    _need(index_offset + index_length == size - TRAILER_SIZE, "trailer: index does not end where the trailer starts")
-    C = f.C
-    _need(index_length == 20 + 16 * C, f"index: index_length {index_length} != 20 + 16*C (C={C})")
-    idx = _take(data, index_offset, index_length, "index")
-    _need(idx[:4] == INDEX_TAG, "index: bad tag")
-    (chunk_count,) = struct.unpack_from("<Q", idx, 8)
-    _need(chunk_count == C, f"index: chunk_count {chunk_count} != {C}")
-    (icrc,) = struct.unpack_from("<I", idx, 16 + 16 * C)
-    _need(_crc(idx[:16 + 16 * C]) == icrc, "index: checksum mismatch")
-    expect = f.data_start
-    chunks = []
-    for c in range(C):
-        off, length = struct.unpack_from("<QQ", idx, 16 + 16 * c)
-        _need(off == expect, f"index: chunk {c} offset {off} != {expect}")
-        _need(length >= 20 + 17 * f.M, f"index: chunk {c} length {length} < 20 + 17*M")
-        chunks.append((off, length))
-        expect = off + length
-    _need(expect == index_offset, "index: chunks do not end at index_offset")
-    f.index_offset, f.index_length, f.chunks = index_offset, index_length, chunks
-
-
-def spec_open(data: bytes) -> SpecFile:
-    """Seeking reader (section 11.3 steps 1-2): fixed header, sections, trailer, index."""
-    data = bytes(data)
-    f = _parse_fixed_header(data)
-    _parse_sections(f)
-    _parse_trailer_and_index(f)
-    return f
-
-
-def spec_chunk_header(f: SpecFile, c: int) -> list:
-    """Parse and verify chunk c's header (section 6.1, 11.1 step 4). Returns plane entries."""
-    off, length = f.chunks[c]
-    M = f.M
-    rows = f.rows_in_chunk(c)
-    hlen = 20 + 16 * M
-    ch = _take(f.data, off, hlen, f"chunk {c} header")
-    _need(ch[:4] == CHUNK_TAG, f"chunk {c}: bad tag")
-    (hcrc,) = struct.unpack_from("<I", ch, 16 + 16 * M)
-    _need(_crc(ch[:16 + 16 * M]) == hcrc, f"chunk {c}: header checksum mismatch")
-    chunk_index, row_count, plane_count = struct.unpack_from("<III", ch, 4)
-    _need(chunk_index == c, f"chunk {c}: chunk_index {chunk_index}")
-    _need(row_count == rows, f"chunk {c}: row_count {row_count} != {rows}")
-    _need(plane_count == M, f"chunk {c}: plane_count {plane_count} != M={M}")
-    entries = []
-    total = hlen
-    pos = off + hlen
-    for s in range(1, M + 1):
-        stored_len, raw_len, pcrc, enc = struct.unpack_from("<IIIB", ch, 16 + 16 * (s - 1))
-        _need(enc in (0, 1), f"chunk {c}, plane {s}: unknown encoding {enc}")
-        _need(raw_len == rows * f.bytes_per_code, f"chunk {c}, plane {s}: raw_len {raw_len} != rows*bytes_per_code")
-        if enc == 0:
-            _need(stored_len == raw_len, f"chunk {c}, plane {s}: raw plane with stored_len != raw_len")
-        else:
-            _need(1 <= stored_len < raw_len, f"chunk {c}, plane {s}: zstd stored_len not in [1, raw_len)")
-        entries.append(dict(offset=pos, stored_len=stored_len, raw_len=raw_len, crc32=pcrc, encoding=enc))
-        pos += stored_len
-        total += stored_len
-    _need(total == length, f"chunk {c}: header + stored lengths {total} != index chunk_length {length}")
-    return entries
-
-
-def _unzstd(stored: bytes, raw_len: int, where: str) -> bytes:
-    # section 6.2 and 11.2
-    _need(stored[:4] == ZSTD_MAGIC, f"{where}: not a zstd frame (bad or skippable-frame magic)")
-    try:
-        params = zstandard.get_frame_parameters(stored)
-    except zstandard.ZstdError as e:
-        raise SpecFormatError(f"{where}: bad zstd frame header ({e})") from None
-    _need(params.dict_id == 0, f"{where}: zstd frame uses a dictionary")
-    # section 6.2: Frame_Content_Size MUST be present and equal raw_len
-    _need(params.content_size != zstandard.CONTENTSIZE_UNKNOWN, f"{where}: no Frame_Content_Size")
-    _need(params.content_size == raw_len,
-          f"{where}: Frame_Content_Size {params.content_size} != raw_len {raw_len}")
-    # a content checksum, if present, is verified by libzstd during decompression (G9)
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            stored, max_output_size=raw_len, allow_extra_data=False, read_across_frames=False)
-    except zstandard.ZstdError as e:
-        raise SpecFormatError(f"{where}: zstd error ({e})") from None
-    _need(len(raw) == raw_len, f"{where}: zstd frame decompressed to {len(raw)} bytes, not {raw_len}")
-    return raw
-
-
-def spec_read_chunk(f: SpecFile, c: int, b: int, stats: dict | None = None) -> np.ndarray:
-    """Codes of steps 1..b of chunk c, shape (rows_c, b) (section 11.3 step 3)."""
-    entries = spec_chunk_header(f, c)
-    rows = f.rows_in_chunk(c)
-    out = np.empty((rows, b), dtype=f.code_dtype.newbyteorder("="))
-    for s in range(1, b + 1):
-        e = entries[s - 1]
-        where = f"chunk {c}, plane {s}"
-        stored = _take(f.data, e["offset"], e["stored_len"], where)
-        _need(_crc(stored) == e["crc32"], f"{where}: checksum mismatch")  # before decompressing
-        if e["encoding"] == 0:
-            raw = stored
-        else:
-            raw = _unzstd(stored, e["raw_len"], where)
-        codes = np.frombuffer(raw, dtype=f.code_dtype)
-        _need(int(codes.max()) < f.K, f"{where}: code >= K={f.K}")
-        out[:, s - 1] = codes
-        if stats is not None:
-            stats[e["encoding"]] = stats.get(e["encoding"], 0) + 1
-    return out
-
-
-def spec_codes(data: bytes, steps: int | None = None, stats: dict | None = None) -> np.ndarray:
-    """All rows, steps 1..b (default M); (n, b) uint8 or uint16."""
-    f = spec_open(data)
-    b = f.M if steps is None else steps
-    if not 1 <= b <= f.M:  # section 11.3: 1 <= b <= M, a usage error otherwise (G6)
-        raise ValueError(f"steps must be in [1, {f.M}]")
-    out = np.empty((f.n, b), dtype=np.uint8 if f.bytes_per_code == 1 else np.uint16)
-    for c in range(f.C):
-        r0 = c * f.chunk_rows
-        out[r0:r0 + f.rows_in_chunk(c)] = spec_read_chunk(f, c, b, stats)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Spec-only writer (used to build valid and invalid variants; section 12)
-# ---------------------------------------------------------------------------------------------
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
-def spec_zstd(level=3):
-    """Section 12: one-shot, content size written, no checksum, no dictionary ID, 1 thread."""
-    return zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False,
-                                    write_dict_id=False, threads=0)
-
-
-def default_plane(level=3):
-    cctx = spec_zstd(level) if level is not None else None
-
-    def enc(c, s, raw):
-        if level is not None:
-            z = cctx.compress(raw)
-            if len(z) < len(raw):
-                return 1, z, len(raw)
-        return 0, raw, len(raw)
-    return enc
-
-
-def spec_build(codes, *, K, chunk_rows, dim=4, source_dtype=1, model_sha256=bytes(32),
-               sections=None, plane=None, version=(1, 0), header_ext=b"", header_flags=0,
-               M=None, n=None, bytes_per_code=None, chunk_hook=None):
-    """Build a .qnc file from the spec. sections: list of (type, flags, payload)."""
-    codes = np.asarray(codes)
-    n = codes.shape[0] if n is None else n
-    M = codes.shape[1] if M is None else M
-    bpc = (1 if K <= 256 else 2) if bytes_per_code is None else bytes_per_code
-    if sections is None:
-        sections = [(1, 1, canonical_json({"arch": "test"}))]
-    plane = plane or default_plane()
-    sec = b""
-    for t, fl, p in sections:
-        fields = struct.pack("<IIQI", t, fl, len(p), _crc(p))
-        sec += fields + struct.pack("<I", _crc(fields)) + p
-    header_size = 88 + len(header_ext)
-    head = (MAGIC + struct.pack("<HHIQQIIIIBBH", version[0], version[1], header_size, n, len(sec),
-                                dim, K, M, chunk_rows, source_dtype, bpc, header_flags)
-            + model_sha256 + header_ext)
-    out = bytearray(head + struct.pack("<I", _crc(head)) + sec)
-    dt = "<u1" if bpc == 1 else "<u2"
-    index = []
-    C = -(-codes.shape[0] // chunk_rows)
-    for c in range(C):
-        block = codes[c * chunk_rows:(c + 1) * chunk_rows]
-        table, body = b"", b""
-        for s in range(1, block.shape[1] + 1):
-            enc, stored, raw_len = plane(c, s, np.ascontiguousarray(block[:, s - 1]).astype(dt).tobytes())
-            table += struct.pack("<IIIB3x", len(stored), raw_len, _crc(stored), enc)
-            body += stored
-        ch = CHUNK_TAG + struct.pack("<III", c, block.shape[0], block.shape[1]) + table
-        chunk = ch + struct.pack("<I", _crc(ch)) + body
-        if chunk_hook:
-            chunk = chunk_hook(c, chunk)
-        index.append((len(out), len(chunk)))
-        out += chunk
-    idx = INDEX_TAG + struct.pack("<IQ", 0, C) + b"".join(struct.pack("<QQ", o, l) for o, l in index)
-    idx += struct.pack("<I", _crc(idx))
-    index_offset = len(out)
-    trailer = struct.pack("<QQ", index_offset, len(idx)) + TRAILER_MAGIC
-    out += idx + trailer + struct.pack("<I", _crc(trailer))
-    return bytes(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tests
-# ---------------------------------------------------------------------------------------------
 
 GOLDEN_NAMES = sorted(p.stem for p in GOLDEN.glob("*.qnc"))
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
@@ -485,10 +55,10 @@ def test_golden_set_is_complete():
 
 
 def test_crc32_appendix_a():
-    assert crc32_reference(b"123456789") == 0xCBF43926 == _crc(b"123456789")
-    assert crc32_reference(b"") == 0 == _crc(b"")
+    assert crc32_reference(b"123456789") == 0xCBF43926 == crc32(b"123456789")
+    assert crc32_reference(b"") == 0 == crc32(b"")
     data = _golden("tiny_example")
-    assert crc32_reference(data) == _crc(data)
+    assert crc32_reference(data) == crc32(data)
 
 
 def test_worked_example_dump_matches_file_and_reader():
@@ -751,28 +321,33 @@ def _valid_variants():
         "unknown_type_reserved_flags": (dict(codes=_codes(), K=256, chunk_rows=10, sections=[
             (1, 1, cfg), (0x7FFFFFFF, 0xFFFFFFFE, b"x")]), _codes()),
         "reserved_bytes_set": (dict(codes=_codes(), K=256, chunk_rows=10,
-                                    chunk_hook=_set_reserved), _codes()),
+                                    hook=_set_reserved), _codes()),
         "k2_n1": (dict(codes=np.array([[1, 0, 1]], dtype=np.uint8), K=2, chunk_rows=1 << 24),
                   np.array([[1, 0, 1]], dtype=np.uint8)),
         "k65536": (dict(codes=_codes(K=65536), K=65536, chunk_rows=8), _codes(K=65536)),
     }
 
 
-def _set_reserved(c, chunk):
-    """Set the 3 reserved bytes of every plane entry and re-seal the chunk header CRC."""
-    ch = bytearray(chunk)
-    M = struct.unpack_from("<I", ch, 12)[0]
-    for s in range(M):
-        ch[16 + 16 * s + 13:16 + 16 * s + 16] = b"\x01\x02\x03"
-    struct.pack_into("<I", ch, 16 + 16 * M, _crc(bytes(ch[:16 + 16 * M])))
-    return bytes(ch)
+def _set_reserved(parts):
+    """Set the 3 reserved bytes of every plane entry (the emitter re-seals the chunk CRCs)."""
+    for chunk in parts.chunks:
+        for plane in chunk.planes:
+            plane.reserved = b"\x01\x02\x03"
+
+
+def _build(hook=None, **kwargs):
+    """spec_build, with `hook(parts)` applied to the parts before they are emitted."""
+    parts = spec_parts(**kwargs)
+    if hook:
+        hook(parts)
+    return bytes(emit(parts).buf)
 
 
 @pytest.mark.parametrize("variant", sorted(_valid_variants()))
 def test_spec_built_valid_variants_accepted(variant, tmp_path):
     QncReader, _ = _pkg()
     kwargs, expected = _valid_variants()[variant]
-    data = spec_build(**kwargs)
+    data = _build(**kwargs)
     np.testing.assert_array_equal(spec_codes(data), expected)
     p = tmp_path / "v.qnc"
     p.write_bytes(data)
@@ -781,7 +356,7 @@ def test_spec_built_valid_variants_accepted(variant, tmp_path):
 
 def _reseal_header(h: bytearray):
     hs = struct.unpack_from("<I", h, 12)[0]
-    struct.pack_into("<I", h, hs - 4, _crc(bytes(h[:hs - 4])))
+    struct.pack_into("<I", h, hs - 4, crc32(bytes(h[:hs - 4])))
 
 
 def _patch_header(data, fmt, off, value):
@@ -862,12 +437,9 @@ def _invalid_variants():
         b[0] = 4
         return 0, bytes(b), len(raw)
 
-    def wrong_chunk_index(c, chunk):
-        ch = bytearray(chunk)
-        struct.pack_into("<I", ch, 4, c + 1)
-        M = struct.unpack_from("<I", ch, 12)[0]
-        struct.pack_into("<I", ch, 16 + 16 * M, _crc(bytes(ch[:16 + 16 * M])))
-        return bytes(ch)
+    def wrong_chunk_index(parts):
+        for c, chunk in enumerate(parts.chunks):
+            chunk.index = c + 1
 
     def flip(data, at):
         bad = bytearray(data)
@@ -937,7 +509,7 @@ def _invalid_variants():
         "unknown_encoding": spec_build(codes=small, K=4, chunk_rows=5, plane=bad_encoding),
         "raw_len_mismatch": spec_build(codes=small, K=4, chunk_rows=5, plane=wrong_raw_len),
         "code_ge_K": spec_build(codes=small, K=4, chunk_rows=5, plane=code_ge_k),
-        "wrong_chunk_index": spec_build(**base | dict(chunk_hook=wrong_chunk_index)),
+        "wrong_chunk_index": _build(wrong_chunk_index, **base),
     }
 
 
