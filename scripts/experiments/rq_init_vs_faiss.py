@@ -4,7 +4,8 @@ Both are greedy with plain k-means per step (qinco_codec.rq_init against faiss w
 and beam 1); the MSE after every step is printed on the training vectors and on vectors neither saw.
 
 A diagnostic for the RQ start of every model: it printed the per-step MSE that showed our start
-falling behind faiss's after about 6 steps at d=384 (BENCHMARKS.md, 384-d section).
+falling behind faiss's after about 6 steps at d=384
+(docs/experiments/2026-11-25-minilm384-probes-and-rq-start.md).
 
     python scripts/experiments/rq_init_vs_faiss.py --train out/minilm384/train.npy --base out/minilm384/base.npy --M 16
 """
