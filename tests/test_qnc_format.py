@@ -736,19 +736,19 @@ def test_known_section_with_other_flags_is_rejected(kind, flags):
 
 def test_canonical_json_is_exactly_pinned_down():
     obj = {"\U0001F600": 1, "\uff5e": 2, "b": [1.0, -0.0, 0.0001, 1e-05, 1.5e-07, 1e16, 1e15,
-                                             123.25, 1.2345678901234568e+17, -2, 10 ** 20],
+                                             123.25, 1.2345678901234568e+17, -2, 10 ** 19],
            "a": "\x01\x1f\x7f\u2028/\"\\\b\f\n\r\té", "A": {"z": True, "y": False, "x": None},
            "B": (1, 2)}
     expected = ('{"A":{"x":null,"y":false,"z":true},"B":[1,2],'
                 '"a":"\\u0001\\u001f\x7f\u2028/\\"\\\\\\b\\f\\n\\r\\té",'
                 '"b":[1.0,-0.0,0.0001,1e-05,1.5e-07,1e+16,1000000000000000.0,123.25,'
-                '1.2345678901234568e+17,-2,100000000000000000000],'
+                '1.2345678901234568e+17,-2,10000000000000000000],'
                 '"\uff5e":2,"\U0001F600":1}').encode("utf-8")
     assert encode_json(obj, "x") == expected
     assert decode_json(expected, "x") == {**obj, "B": [1, 2]}
     # the SPEC.md example
-    assert encode_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True}, "x") == \
-        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,100000000000000000000]}'.encode("utf-8")
+    assert encode_json({"b": [1.0, 1e-5, 10 ** 19], "a": "é\n/", "A": True}, "x") == \
+        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,10000000000000000000]}'.encode("utf-8")
 
 
 @pytest.mark.parametrize("obj", [{1: "a"}, {"a": {2: 1}}, {"a": [{None: 1}]}, {"s": "\ud800"},
@@ -771,13 +771,27 @@ def test_writer_refuses_json_without_canonical_form(tmp_path, obj):
     (b'{"a":1e400}', "does not fit a finite binary64"),
     (b'{"a":[-1.5e999]}', "does not fit a finite binary64"),
     (b'{"a":NaN}', "non-standard JSON constant NaN"),
-    (b'\xef\xbb\xbf{}', "not valid UTF-8 JSON"),
-    (b'{"a":"\xff"}', "not valid UTF-8 JSON"),
+    (b'\xef\xbb\xbf{}', "not valid JSON: Unexpected UTF-8 BOM"),
+    (b'{"a":"\xff"}', "not valid UTF-8"),
+    (b'{"a":}', "not valid JSON: Expecting value"),
     (b'[]', "must hold a JSON object"),
+    # SPEC.md 5: integers in [-2^63, 2^64), nesting at most 64 levels
+    (b'{"K":' + b"9" * 4300 + b'}', r"integer 999999999999\.\.\.\(4300 digits\) is outside the "
+                                      r"JSON integer range \[-2\*\*63, 2\*\*64\)"),
+    (b'{"K":' + b"9" * 5000 + b'}', r"\(5000 digits\) is outside the JSON integer range"),
+    (b'{"K":-' + b"9" * 5000 + b'}', r"\(5000 digits\) is outside the JSON integer range"),
+    (b'{"K":18446744073709551616}', r"integer 18446744073709551616 is outside"),
+    (b'{"K":[-9223372036854775809]}', r"integer -9223372036854775809 is outside"),
+    (b'{"K":' + b"0" * 30 + b'}', "not valid JSON"),  # leading zeros are not JSON
+    (b'{"a":' + b"[" * 64 + b"]" * 64 + b'}', "nested 65 levels deep, more than 64"),
+    (b'{"a":' + b'{"b":' * 64 + b"1" + b"}" * 65, "nested 65 levels deep, more than 64"),
+    (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b'}', "nested more than 64 levels deep"),
 ])
 def test_reader_rejects_invalid_json_sections(payload, fragment):
     """G2: duplicate names (at any depth, compared after unescaping) and numbers overflowing
-    binary64 are rejected, besides NaN/Infinity, bad UTF-8 and non-objects."""
+    binary64 are rejected, besides NaN/Infinity, bad UTF-8 and non-objects; G12: so are
+    integers outside [-2^63, 2^64) and nesting deeper than 64 levels, each with a message
+    naming the rule (a 4300-digit integer is not "invalid UTF-8")."""
     for kind in (SECTION_MODEL_CONFIG, SECTION_USER_METADATA):
         sections = [(SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}"),
                     (SECTION_USER_METADATA, 0, b"{}")]
@@ -787,11 +801,28 @@ def test_reader_rejects_invalid_json_sections(payload, fragment):
 
 
 def test_reader_accepts_non_canonical_json():
-    payload = b' { "b" : 1 ,\n "a" : [ 1E2 , 9' + b"9" * 300 + b' ] } '
+    payload = b' { "b" : 1 ,\n "a" : [ 1E2 , 9' + b"9" * 300 + b'.5, -0 ] } '
     data = single_chunk_file([(ENCODING_RAW, bytes(4), 4)], rows=4, sections=[
         (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, payload)])
     with QncReader(io.BytesIO(data)) as r:
-        assert r.header.model_config == {"a": [100.0, int("9" * 301)], "b": 1}
+        assert r.header.model_config == {"a": [100.0, float("9" * 301 + ".5"), 0], "b": 1}
+
+
+def test_json_limits_are_inclusive():
+    """SPEC.md 5 (G12): -2^63, 2^64 - 1 and 64 levels of nesting are within the limits, for the
+    writer and the reader alike; one past each is refused by both."""
+    edge = {"lo": -(1 << 63), "hi": (1 << 64) - 1, "deep": {"a": [[]]}}
+    for _ in range(60):
+        edge = {"d": edge}  # the innermost [] is now at depth 64
+    text = encode_json(edge, "metadata")
+    assert decode_json(text, "metadata") == edge
+    for bad, fragment in (({"x": 1 << 64}, "integer 18446744073709551616 is outside"),
+                          ({"x": [-(1 << 63) - 1]}, "integer -9223372036854775809 is outside"),
+                          ({"x": 10 ** 5000}, "integer with about 5001 digits is outside"),
+                          ({"d": edge}, "nested more than 64 levels deep")):
+        with pytest.raises(InputError, match=fragment):
+            encode_json(bad, "metadata")
+    assert encode_json({"t": True, "f": 1.5e300}, "m") == b'{"f":1.5e+300,"t":true}'
 
 
 # -- limits: chunk count, header_size, prefix length, allocation (gaps G4, G5, G6) ---------------

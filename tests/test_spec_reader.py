@@ -325,6 +325,10 @@ def _valid_variants():
         "k2_n1": (dict(codes=np.array([[1, 0, 1]], dtype=np.uint8), K=2, chunk_rows=1 << 24),
                   np.array([[1, 0, 1]], dtype=np.uint8)),
         "k65536": (dict(codes=_codes(K=65536), K=65536, chunk_rows=8), _codes(K=65536)),
+        # section 5 (G12): the JSON limits are inclusive
+        "json_at_the_limits": (dict(codes=_codes(), K=256, chunk_rows=10, sections=[
+            (1, 1, b'{"lo":-9223372036854775808,"hi":18446744073709551615}'),
+            (2, 0, b'{"a":' + b"[" * 63 + b"]" * 63 + b"}")]), _codes()),
     }
 
 
@@ -467,6 +471,12 @@ def _invalid_variants():
         "json_duplicate_escaped_name": spec_build(**base | dict(sections=[(1, 1, cfg), (2, 0, b'{"a":1,"\\u0061":2}')])),
         "json_duplicate_nested_name": spec_build(**base | dict(sections=[(1, 1, b'{"x":[{"k":1,"k":2}]}')])),
         "json_number_overflow": spec_build(**base | dict(sections=[(1, 1, b'{"x":1e400}')])),
+        # section 5 JSON limits (G12)
+        "json_int_4300_digits": spec_build(**base | dict(sections=[(1, 1, b'{"d":' + b"9" * 4300 + b"}")])),
+        "json_int_2_64": spec_build(**base | dict(sections=[(1, 1, cfg), (2, 0, b'{"x":[18446744073709551616]}')])),
+        "json_int_below_minus_2_63": spec_build(**base | dict(sections=[(1, 1, b'{"x":-9223372036854775809}')])),
+        "json_depth_65": spec_build(**base | dict(sections=[(1, 1, cfg), (2, 0, b'{"a":' + b"[" * 64 + b"]" * 64 + b"}")])),
+        "json_depth_100000": spec_build(**base | dict(sections=[(1, 1, b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")])),
         # section 8
         "trailer_crc_mismatch": flip(good, len(good) - 1),
         "trailer_index_length_flipped": flip(good, len(good) - TRAILER_SIZE + 8),
@@ -538,22 +548,26 @@ def test_spec_built_invalid_variants_rejected(variant, tmp_path):
     ("user_metadata_required", "type 2 must have flags 0"),
     ("json_duplicate_escaped_name", "repeated member name"),
     ("json_number_overflow", "overflows binary64"),
+    ("json_int_4300_digits", r"\(4300 digits\) lies outside \[-2\^63, 2\^64\)"),
+    ("json_int_2_64", r"18446744073709551616 \(20 digits\) lies outside"),
+    ("json_depth_65", "nested 65 levels deep, more than 64 levels"),
+    ("json_depth_100000", "nested deeper than 64 levels"),
     ("trailer_crc_mismatch", "trailer: checksum mismatch"),
     ("chunk_count_2_32", "ceil\\(n / chunk_rows\\) must be < 2\\^32"),
     ("zstd_no_content_size", "no Frame_Content_Size"),
     ("zstd_bad_content_checksum", "checksum"),
 ])
 def test_spec_reader_rejects_for_the_stated_reason(variant, message):
-    """The revised rules (G1-G4, G7-G9) are what rejects these variants, not some other check."""
+    """The revised rules (G1-G4, G7-G9, G12) are what rejects these variants, not some other check."""
     with pytest.raises(SpecFormatError, match=message):
         spec_codes(INVALID[variant])
 
 
 def test_canonical_json_example_of_section_5_1():
     """Section 5.1's worked example, and the number forms it lists."""
-    assert canonical_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True}) == \
-        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,100000000000000000000]}'.encode("utf-8")
-    assert len(canonical_json({"b": [1.0, 1e-5, 10 ** 20], "a": "é\n/", "A": True})) == 60
+    assert canonical_json({"b": [1.0, 1e-5, 10 ** 19], "a": "é\n/", "A": True}) == \
+        '{"A":true,"a":"é\\n/","b":[1.0,1e-05,10000000000000000000]}'.encode("utf-8")
+    assert len(canonical_json({"b": [1.0, 1e-5, 10 ** 19], "a": "é\n/", "A": True})) == 59
     forms = [1.0, 0.0001, -0.0, 123.25, 1e15, 1e-5, 1.5e-7, 1e16, 1.2345678901234568e17]
     assert canonical_json({"f": forms}) == (b'{"f":[1.0,0.0001,-0.0,123.25,1000000000000000.0,'
                                              b'1e-05,1.5e-07,1e+16,1.2345678901234568e+17]}')

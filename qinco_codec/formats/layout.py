@@ -48,6 +48,8 @@ SECTION_FLAGS = {
     SECTION_EMBEDDED_MODEL: 0,
 }
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
+MAX_JSON_DEPTH = 64  # nesting levels of arrays and objects; the top-level object is level 1
+JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # JSON integers lie in [JSON_INT_MIN, JSON_INT_END)
 
 # Chunk header: tag, chunk_index, row_count, plane_count, then plane_count plane entries
 # (stored_len, raw_len, crc32 of the stored bytes, encoding, 3 reserved bytes), then a CRC-32 of

@@ -10,8 +10,8 @@ import math
 from typing import NamedTuple
 
 from .errors import InputError, QncFormatError
-from .layout import (SECTION_CRC, SECTION_FIELDS, SECTION_FLAG_REQUIRED, SECTION_FLAGS,
-                     SECTION_NAMES, SECTION_RESERVED, crc32)
+from .layout import (JSON_INT_END, JSON_INT_MIN, MAX_JSON_DEPTH, SECTION_CRC, SECTION_FIELDS,
+                     SECTION_FLAG_REQUIRED, SECTION_FLAGS, SECTION_NAMES, SECTION_RESERVED, crc32)
 
 
 class SectionHeader(NamedTuple):
@@ -70,17 +70,31 @@ def check_section_payload(header, payload):
                              f"0x{header.crc32:08x}, computed 0x{computed:08x})")
 
 
-def _check_keys(obj, what):
-    """Object keys must be strings: json.dumps would turn other keys into strings after sorting
-    them, giving unsorted or duplicate names."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise InputError(f"{what}: object key {key!r} is not a string")
-            _check_keys(value, what)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            _check_keys(value, what)
+def _check_value(obj, what, depth=1):
+    """What json.dumps would accept but SPEC.md 5 forbids: object keys that are not strings
+    (json.dumps would turn them into strings after sorting, giving unsorted or duplicate names),
+    integers outside [-2^63, 2^64), and nesting deeper than MAX_JSON_DEPTH levels."""
+    if isinstance(obj, (dict, list, tuple)):
+        if depth > MAX_JSON_DEPTH:
+            raise InputError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(obj, dict):
+            for key in obj:
+                if not isinstance(key, str):
+                    raise InputError(f"{what}: object key {key!r} is not a string")
+        for value in obj.values() if isinstance(obj, dict) else obj:
+            _check_value(value, what, depth + 1)
+    elif isinstance(obj, int) and not isinstance(obj, bool) and \
+            not JSON_INT_MIN <= obj < JSON_INT_END:
+        raise InputError(f"{what}: integer {_int_summary(obj)} is outside the JSON integer "
+                         f"range [-2**63, 2**64)")
+
+
+def _int_summary(value):
+    """An integer for a message: itself when short, else its sign and number of digits (str()
+    of an integer of over 4300 digits raises)."""
+    if -10 ** 24 < value < 10 ** 24:
+        return str(value)
+    return f"with about {int(abs(value).bit_length() * 0.30103) + 1} digits"
 
 
 def encode_json(obj, what):
@@ -90,7 +104,7 @@ def encode_json(obj, what):
     if not isinstance(obj, dict):
         raise InputError(f"{what} must be a dict, got {type(obj).__name__}")
     try:
-        _check_keys(obj, what)
+        _check_value(obj, what)
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
         return text.encode("utf-8")
@@ -111,6 +125,16 @@ def _finite_float(text):
     return value
 
 
+def _bounded_int(text):
+    """An integer (no fraction, no exponent) in [-2^63, 2^64), judged on its digits before any
+    conversion: Python refuses to convert more than 4300 digits, and at most 20 can be in range."""
+    digits = len(text) - text.startswith("-")
+    if digits > 20 or not JSON_INT_MIN <= int(text) < JSON_INT_END:
+        shown = text if len(text) <= 24 else f"{text[:12]}...({digits} digits)"
+        raise ValueError(f"integer {shown} is outside the JSON integer range [-2**63, 2**64)")
+    return int(text)
+
+
 def _object_without_duplicates(pairs):
     obj = {}
     for key, value in pairs:
@@ -120,16 +144,41 @@ def _object_without_duplicates(pairs):
     return obj
 
 
+def _depth(value):
+    """Nesting depth of a decoded JSON value: the top-level array or object is at depth 1, an
+    array or object inside one at depth k is at depth k + 1; scalars add nothing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def decode_json(payload, what):
-    """Parse a JSON-object section payload; QncFormatError for invalid UTF-8 or JSON, the
-    constants NaN/Infinity, numbers that overflow binary64, duplicate keys (at any depth), or a
-    value that is not an object."""
+    """Parse a JSON-object section payload (SPEC.md 5); QncFormatError for invalid UTF-8, text
+    that is not JSON, the constants NaN/Infinity, numbers that overflow binary64, integers
+    outside [-2^63, 2^64), nesting deeper than MAX_JSON_DEPTH, duplicate keys (at any depth),
+    or a value that is not an object. Each message says which rule failed."""
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant,
-                         parse_float=_finite_float,
-                         object_pairs_hook=_object_without_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise QncFormatError(f"{what} section is not valid UTF-8 JSON: {exc}") from None
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise QncFormatError(f"{what} section is not valid UTF-8: {exc}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                         parse_int=_bounded_int, object_pairs_hook=_object_without_duplicates)
+    except RecursionError:
+        # Python's parser recurses once per level and gives up hundreds of levels deep
+        raise QncFormatError(f"{what} section is JSON nested more than {MAX_JSON_DEPTH} levels "
+                             f"deep") from None
+    except ValueError as exc:  # json.JSONDecodeError and the hooks' errors
+        raise QncFormatError(f"{what} section is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise QncFormatError(f"{what} section must hold a JSON object, got {type(obj).__name__}")
+    depth = _depth(obj)
+    if depth > MAX_JSON_DEPTH:
+        raise QncFormatError(f"{what} section is JSON nested {depth} levels deep, more than "
+                             f"{MAX_JSON_DEPTH}")
     return obj
