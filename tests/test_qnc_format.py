@@ -239,6 +239,34 @@ def test_codes_row_and_step_selection(tmp_path):
             r.codes(**bad)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_row_selection_reads_no_chunk(tmp_path, mode):
+    """SPEC.md 11.3 (G13): an empty row range reads no chunk, so it returns a (0, steps) array
+    even where the chunk it would have started in is corrupt; on a pipe the code stream stays
+    unread for a later request."""
+    n, M = 103, 4
+    codes = random_codes(n, M, 256, seed=5)
+    data = bytearray(write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=10))
+    with QncReader(io.BytesIO(bytes(data))) as r:
+        entries = r._chunks
+    for c in (0, len(entries) - 1):  # the chunks holding row 5 and row n (= the last chunk)
+        offset, length = entries[c]
+        data[offset + length - 1] ^= 0xFF  # the last plane's last byte: its CRC fails
+    data = bytes(data)
+    for steps in (1, M):
+        with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+            before = r.bytes_read
+            for rows in (slice(5, 5), slice(n, n + 10), slice(50, 40), slice(-3, -3),
+                         np.array([], np.int64), []):
+                got = r.codes(steps=steps, rows=rows)
+                assert got.shape == (0, steps) and got.dtype == np.uint8
+            assert r.bytes_read == before
+            np.testing.assert_array_equal(r.codes(steps=steps, rows=slice(10, 20)),
+                                          codes[10:20, :steps])
+    with pytest.raises(QncFormatError, match="chunk 0, plane 4: checksum mismatch"):
+        QncReader(io.BytesIO(data)).codes(rows=slice(5, 6))
+
+
 def test_plane_sizes_account_for_every_byte(tmp_path):
     codes = random_codes(300, 8, 256)
     data = write_file(tmp_path / "a.qnc", codes, K=256, chunk_rows=64)

@@ -586,6 +586,42 @@ def test_prefix_length_must_be_in_1_to_M():
             QncReader(io.BytesIO(data)).codes(steps=b)
 
 
+def test_empty_row_range_reads_no_chunk():
+    """Section 11.3 (G13): an empty row range reads no chunk; both readers return (0, b) codes
+    from a file whose chunks are all corrupt, and still refuse a non-empty range of it."""
+    QncReader, _ = _pkg()
+    data = bytearray(_golden("k256_raw"))  # 40 rows in chunks of 16, 16, 8
+    for c, s, off, _enc in _plane_positions(bytes(data)):
+        data[off] ^= 0xFF
+    data = bytes(data)
+    for rows in (slice(5, 5), slice(40, 50), slice(30, 20), slice(-1, -1)):
+        for b in (1, 8):
+            assert spec_codes(data, steps=b, rows=rows).shape == (0, b)
+            r = QncReader(io.BytesIO(data))
+            before = r.bytes_read
+            got = r.codes(steps=b, rows=rows)
+            assert got.shape == (0, b) and got.dtype == np.uint8 and r.bytes_read == before
+    with pytest.raises(SpecFormatError, match="chunk 2, plane 1: checksum mismatch"):
+        spec_codes(data, rows=slice(39, 45))
+    with pytest.raises(Exception, match="chunk 2, plane 1: checksum mismatch"):
+        QncReader(io.BytesIO(data)).codes(rows=slice(39, 45))
+
+
+def test_row_ranges_agree_with_the_package():
+    """Every row range of a multi-chunk file, read by both readers at every prefix."""
+    QncReader, _ = _pkg()
+    data = _golden("k4096_u16")
+    full = spec_codes(data)
+    r = QncReader(io.BytesIO(data))
+    n = len(full)
+    for start in range(-2, n + 3, 7):
+        for stop in (start - 1, start, start + 1, start + 33, n, n + 5, None):
+            for b in (1, full.shape[1]):
+                mine = spec_codes(data, steps=b, rows=slice(start, stop))
+                np.testing.assert_array_equal(mine, full[start:stop, :b])
+                np.testing.assert_array_equal(r.codes(steps=b, rows=slice(start, stop)), mine)
+
+
 # --- golden files rebuilt by the spec-only writer ------------------------------------------
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)

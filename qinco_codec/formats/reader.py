@@ -102,7 +102,9 @@ class QncReader:
         step 1, or a 1-D integer index array. Returns (len(rows), steps) uint8/uint16.
 
         Only the chunks holding the requested rows are decoded, and in each only the first
-        `steps` planes are read.
+        `steps` planes are read. An empty selection (`slice(5, 5)`, `slice(n, n + 10)`, an empty
+        array) reads no chunk at all (SPEC.md 11.3), so it succeeds whatever the chunks hold,
+        and on a pipe it leaves the code stream unread.
         """
         steps = self._check_steps(steps)
         if rows is None or isinstance(rows, slice):
@@ -225,7 +227,8 @@ class QncReader:
             if rows.step not in (None, 1):
                 raise InputError(f"rows slice must have step 1, got {rows.step}")
             start, stop, _ = rows.indices(n)
-            stop = max(start, stop)
+            if stop <= start:
+                return np.empty((0, steps), dtype)
             wanted = range(start // chunk_rows, -(-stop // chunk_rows))
         # (position in the output of the chunk's first row, the chunk's rows inside the range)
         pieces = ((c * chunk_rows - start, block[max(start - c * chunk_rows, 0):
@@ -255,6 +258,8 @@ class QncReader:
                              f"[{idx.min()}, {idx.max()}]")
         idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
         out = np.empty((idx.size, steps), self.header.code_dtype)
+        if idx.size == 0:
+            return out
         chunk_of = idx // chunk_rows
         order = np.argsort(chunk_of, kind="stable")
         wanted = np.unique(chunk_of)
