@@ -37,12 +37,17 @@ def _tensor_digest(tensors):
     return h.hexdigest()
 
 
+# Config keys that do not identify a run (provenance written by some releases and not others).
+INFORMATIONAL_KEYS = ("trained", "version")
+
+
 class Checkpoint:
     """The checkpoint file of one training run (identified by config, data and seed)."""
 
     def __init__(self, path, config, xtrain, seed):
         self.path = os.fspath(path)
-        self.config = {k: v for k, v in config.items() if k != "trained"}
+        config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        self.config = {k: v for k, v in config.items() if k not in INFORMATIONAL_KEYS}
         self.fingerprint = data_fingerprint(xtrain, seed)
 
     def save(self, model, optimizer, best_state, run):
@@ -74,6 +79,8 @@ class Checkpoint:
         if meta.get("format") != FORMAT_NAME or meta.get("digest") != _tensor_digest(tensors):
             raise ModelFormatError(f"{self.path}: corrupt checkpoint (tensor checksum mismatch); "
                                    "delete it to start over")
+        config = {k: v for k, v in config.items() if k not in INFORMATIONAL_KEYS} \
+            if isinstance(config, dict) else config
         if config != json.loads(json.dumps(self.config, sort_keys=True)):
             raise ModelFormatError(f"{self.path}: checkpoint is for another model configuration "
                                    f"({config}), not {self.config}")

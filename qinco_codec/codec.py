@@ -13,7 +13,8 @@ never changes a vector's result: every row is computed independently of the othe
 import numpy as np
 import torch
 
-from .steps import Workspace, aligned_floats
+from .architecture import CandidateLayout
+from .steps import Workspace
 
 # Floats of the candidate buffer [z | p | c − r] per chunk on the CPU (3 MiB): 2048 GEMM rows of a
 # d = 128 QINCo1 step (width de + h = 384), about 3,200 of qinco2-XS's (242), the sizes where
@@ -23,15 +24,9 @@ CPU_CHUNK_FLOATS = 3 << 18
 CPU_DECODE_ROWS = 2048
 
 
-def _candidate_width(step):
-    """Floats per candidate in `QincoStep.candidate_residuals`' buffer (see candidate_tables)."""
-    parts = aligned_floats(step.embed) + (aligned_floats(step.hidden) if step.L else 0)
-    return aligned_floats(parts + (step.dim if step.out_proj is not None else 0))
-
-
 def encode_chunk_rows(model):
     """GEMM rows (vectors x hypotheses x candidates) of one encoding chunk on the CPU."""
-    width = max((_candidate_width(s) for s in model.steps), default=model.dim)
+    width = CandidateLayout.of(model.config.step).width if model.steps else model.dim
     return max(1, CPU_CHUNK_FLOATS // width)
 
 

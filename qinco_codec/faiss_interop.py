@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .architecture import faiss_representable
 from .errors import InputError
 
 __all__ = ["to_faiss", "codes_to_faiss", "codes_from_faiss"]
@@ -55,45 +56,19 @@ def _nbits(K):
 
 
 def _check_representable(model):
-    """(dim, M, K, nbits, L, h) of a model faiss's IndexQINCo can hold, else InputError."""
-    cfg = model.config
-    arch = cfg.get("arch")
-    if arch != "qinco1":
+    """(dim, M, K, nbits, L, h) of a model faiss's IndexQINCo can hold, else InputError: faiss
+    implements the QINCo1 step (no projections, de = D) and folds the normalisation into it."""
+    cfg, s = model.config, model.config.step
+    if not faiss_representable(cfg):
         raise InputError(f"faiss IndexQINCo implements the QINCo1 architecture only; this model is "
-                         f"{arch!r} (preset {cfg.get('preset')!r}): it cannot be exported to faiss")
-    D, M, K = int(model.dim), int(model.M), model.K
-    nbits = _nbits(K)
-    L, h = int(cfg["L"]), int(cfg["hidden"])
+                         f"{cfg.arch!r} (preset {cfg.preset!r}): it cannot be exported to faiss")
+    nbits = _nbits(s.K)
     std = float(model.std)
     if not (math.isfinite(std) and std > 0):
         raise InputError(f"model std must be finite and > 0 to fold the normalisation, got {std}")
     if not np.all(np.isfinite(model.mean.detach().cpu().numpy())):
         raise InputError("model mean has non-finite values")
-    if len(model.steps) != M - 1:
-        raise InputError(f"model has {len(model.steps)} steps, expected M-1 = {M - 1}")
-    for m, step in enumerate(model.steps, start=1):
-        problems = []
-        if step.arch != "qinco1":
-            problems.append(f"arch {step.arch!r}")
-        if step.in_proj is not None or step.out_proj is not None:
-            problems.append("in/out projections")
-        if step.embed != D:
-            problems.append(f"embedding dim {step.embed} != {D}")
-        if tuple(step.codebook.shape) != (K, D):
-            problems.append(f"codebook shape {tuple(step.codebook.shape)}")
-        if step.concat.bias is None or tuple(step.concat.weight.shape) != (D, 2 * D):
-            problems.append("concat layer is not Linear(2d -> d, bias)")
-        if len(step.blocks) != L:
-            problems.append(f"{len(step.blocks)} blocks, config L={L}")
-        for blk in step.blocks:
-            l1, act, l2 = blk[0], blk[1], blk[2]
-            if (l1.bias is not None or l2.bias is not None or type(act).__name__ != "ReLU"
-                    or tuple(l1.weight.shape) != (h, D) or tuple(l2.weight.shape) != (D, h)):
-                problems.append("a block is not Linear(d->h, no bias), ReLU, Linear(h->d, no bias)")
-                break
-        if problems:
-            raise InputError(f"step {m} cannot be represented by faiss QINCoStep: {'; '.join(problems)}")
-    return D, M, K, nbits, L, h
+    return s.D, cfg.M, s.K, nbits, s.L, s.h
 
 
 def _f32(a):

@@ -3,21 +3,22 @@
 Users pass raw vectors and get raw vectors back; the per-dimension mean and single scalar std
 that the networks work under are buffers of the model and travel with its file.
 """
-import math
+import contextlib
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import codec
-from ._version import __version__
+from .architecture import bytes_per_code, parameter_count
+from .config import ModelConfig
 from .devices import resolve_device
 from .errors import InputError
+from .formats.layout import code_dtype
 from .presets import get_preset
 from .steps import QincoStep
 from .validation import as_code_matrix, as_float_matrix
 
-MAX_K = 65536
 NETWORK_PARTS = ("in_proj", "out_proj", "concat", "blocks")  # what share_steps shares
 # Bound on the largest intermediate tensor of a batch (elements): keeps memory bounded and the
 # working set moderate whatever n is. A GPU wants whole chunks per step: far larger batches.
@@ -47,9 +48,18 @@ def _download(t, out):
     out[...] = t.numpy()
 
 
-def _check_K(K):
-    if not isinstance(K, int) or K < 2 or K > MAX_K or K & (K - 1):
-        raise InputError(f"K must be a power of two between 2 and {MAX_K}, got {K!r}")
+@contextlib.contextmanager
+def _on_device(model, dev):
+    """The model on device `dev` for the duration, back where the caller had it afterwards."""
+    home = model.codebook0.device
+    if home == dev:
+        yield model
+        return
+    model.to(dev)
+    try:
+        yield model
+    finally:
+        model.to(home)
 
 
 def _precision(name):
@@ -61,26 +71,21 @@ def _precision(name):
 class QincoModel(nn.Module):
     """Step-1 codebook, M-1 QINCo steps, and the normalisation of the data they were fitted to."""
 
-    def __init__(self, config):
+    def __init__(self, config, preselect=True):
+        """config: a `ModelConfig` (or a dict of its fields, validated into one).
+        preselect=False builds a decode-only model: no pre-selection codebooks."""
         super().__init__()
-        config = dict(config)
-        _check_K(config["K"])
-        if config["M"] < 1:
-            raise InputError(f"M must be at least 1, got {config['M']}")
-        if config["dim"] < 1:
-            raise InputError(f"dim must be at least 1, got {config['dim']}")
+        if not isinstance(config, ModelConfig):
+            config = ModelConfig.from_dict(dict(config))
         self.config = config
-        D, K = config["dim"], config["K"]
+        D, K = config.dim, config.K
         self.register_buffer("mean", torch.zeros(D))
         self.register_buffer("std", torch.ones(()))
         self.codebook0 = nn.Parameter(torch.zeros(K, D))
-        preselect = config["arch"] == "qinco2"
         with torch.random.fork_rng(devices=[]):  # the same config always starts from the same weights
-            torch.manual_seed(int(config.get("init_seed", 0)))
-            self.steps = nn.ModuleList(
-                QincoStep(config["arch"], D, K, config["L"], config["hidden"], config.get("embed", 0), preselect)
-                for _ in range(config["M"] - 1))
-        if config.get("share_steps"):
+            torch.manual_seed(0)
+            self.steps = nn.ModuleList(QincoStep(config.step, preselect) for _ in range(config.M - 1))
+        if config.share_steps:
             first = self.steps[0] if len(self.steps) else None
             for step in self.steps[1:]:
                 for part in NETWORK_PARTS:
@@ -89,7 +94,7 @@ class QincoModel(nn.Module):
     # ---- shared networks: stored once ----
     def _is_alias(self, name):
         """Whether state-dict entry `name` is a later step's view of step 2's shared network."""
-        if not self.config.get("share_steps") or not name.startswith("steps."):
+        if not self.config.share_steps or not name.startswith("steps."):
             return False
         index, _, rest = name[len("steps."):].partition(".")
         return index != "0" and rest.split(".", 1)[0] in NETWORK_PARTS
@@ -102,7 +107,7 @@ class QincoModel(nn.Module):
         return sd
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
-        if not self.config.get("share_steps"):
+        if not self.config.share_steps:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not self._is_alias(k)]
@@ -116,27 +121,27 @@ class QincoModel(nn.Module):
     def from_preset(cls, name, dim, M, K=256, **overrides):
         """An untrained model of preset `name` for `dim`-dimensional vectors and M codes of K values."""
         p = get_preset(name, **overrides)
-        return cls({"preset": p.name, "arch": p.arch, "dim": int(dim), "M": int(M), "K": int(K),
-                    "L": p.L, "hidden": p.hidden, "embed": p.embed, "A": p.A, "B": p.B,
-                    "train_A": p.train_A, "version": __version__}
-                   | ({"share_steps": True} if p.share_steps else {}))
+        return cls(ModelConfig(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
+                               embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
+                               preset=p.name))
 
-    # ---- shape facts ----
-    dim = property(lambda self: self.config["dim"])
-    M = property(lambda self: self.config["M"])
-    K = property(lambda self: self.config["K"])
+    # ---- shape facts
+    dim = property(lambda self: self.config.dim)
+    M = property(lambda self: self.config.M)
+    K = property(lambda self: self.config.K)
 
     @property
-    def bits_per_code(self):
-        return int(math.log2(self.K))
+    def decode_only(self):
+        """Whether the model lacks the pre-selection codebooks its variant has (decode-only file)."""
+        return self.config.step.preselect and any(s.preselect is None for s in self.steps)
 
     @property
     def bytes_per_code(self):
-        return 1 if self.K <= 256 else 2
+        return bytes_per_code(self.K)
 
     @property
     def code_dtype(self):
-        return np.uint8 if self.K <= 256 else np.uint16
+        return np.dtype(code_dtype(self.bytes_per_code))
 
     @property
     def bytes_per_vector(self):
@@ -144,8 +149,7 @@ class QincoModel(nn.Module):
 
     def num_parameters(self, decoding_only=False):
         """Parameter count; `decoding_only` leaves out the pre-selection codebooks."""
-        return sum(p.numel() for n, p in self.named_parameters()
-                   if not (decoding_only and n.endswith("preselect")))
+        return parameter_count(self.config, decoding_only=decoding_only or self.decode_only)
 
     def set_normalization(self, mean, std):
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -159,8 +163,8 @@ class QincoModel(nn.Module):
 
     # ---- numpy-facing encode / decode ----
     def _width(self):
-        return max(self.dim, max((s.embed for s in self.steps), default=0),
-                   max((s.hidden for s in self.steps), default=0))
+        s = self.config.step
+        return max(s.D, s.de, s.h) if self.steps else s.D
 
     def _batch_rows(self, candidates_per_vector, batch_size, dev):
         if batch_size:
@@ -178,16 +182,19 @@ class QincoModel(nn.Module):
         """
         dtype = _precision(precision)
         x = as_float_matrix(x, dim=self.dim)
-        A = self.config.get("A", 0) if A is None else int(A)
-        B = self.config.get("B", 1) if B is None else int(B)
+        A = self.config.A if A is None else int(A)
+        B = self.config.B if B is None else int(B)
         if A < 0 or B < 1:
             raise InputError(f"A must be >= 0 and B >= 1, got A={A}, B={B}")
+        if self.decode_only and 0 < A < self.K:
+            raise InputError(f"this is a decode-only model (no pre-selection codebooks), so it cannot "
+                             f"pre-select A={A} candidates: encode with A=0 (every codeword evaluated) "
+                             f"or with the full model")
         dev = resolve_device(device)
-        model = self.to(dev)
         cands = (A if 0 < A < self.K else self.K) * min(B, self.K)
         rows = self._batch_rows(cands, batch_size, dev)
         out = np.empty((len(x), self.M), dtype=self.code_dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), _on_device(self, dev) as model:
             for start in range(0, len(x), rows):
                 xb = model.normalize(_upload(x[start:start + rows], dev))
                 codes = codec.encode_normalized(model, xb, A, B, dtype)
@@ -203,10 +210,9 @@ class QincoModel(nn.Module):
         if not 1 <= m <= codes.shape[1]:
             raise InputError(f"steps must be between 1 and {codes.shape[1]} (the codes' columns), got {m}")
         dev = resolve_device(device)
-        model = self.to(dev)
         rows = batch_size or max(1024, _work_elements(dev) // self._width() // 4)
         out = np.empty((len(codes), self.dim), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), _on_device(self, dev) as model:
             for start in range(0, len(codes), rows):
                 cb = _upload(codes[start:start + rows, :m], dev).long()
                 _download(model.denormalize(codec.decode_normalized(model, cb, dtype)), out[start:start + rows])
@@ -220,4 +226,4 @@ class QincoModel(nn.Module):
 
     def extra_repr(self):
         c = self.config
-        return f"preset={c['preset']}, dim={c['dim']}, M={c['M']}, K={c['K']}"
+        return f"preset={c.preset}, dim={c.dim}, M={c.M}, K={c.K}"

@@ -5,7 +5,7 @@ exhaustive greedy encoding). QINCo2 presets follow Vallaeys et al. 2025 (in/out 
 width de, hidden dh, a pre-selection codebook per step, A candidates and beam B at encode time).
 `qinco2-XS` is ours: a small network for low-dimensional data where the model's bytes count.
 """
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
 
@@ -27,7 +27,6 @@ class Preset:
     clip_value: float = 0.0   # element-wise gradient clipping (0 = off)
     clip_norm: float = 1.0    # gradient-norm clipping (0 = off)
     share_steps: bool = False  # one network for all steps (each step keeps its own codebooks)
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self):
         return asdict(self)

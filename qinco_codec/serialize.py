@@ -10,44 +10,52 @@ import os
 import struct
 
 import torch
-from safetensors.torch import load as st_load_bytes
 
 from . import safetensors_io
+from .architecture import inventory_size, tensor_inventory
+from .config import ModelConfig
+from .errors import InputError, ModelFormatError
 from .formats.atomic import write_bytes_atomic
-from .errors import ModelFormatError
-from .presets import PRESETS
 
 FORMAT_NAME = "qinco-codec-model"
+# MODEL-SPEC.md's version: a reader refuses another major; a file without the key is 1.0.
+FORMAT_VERSION = (1, 1)
 MAX_HEADER_BYTES = 16 << 20
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-REQUIRED_CONFIG = {"preset": str, "arch": str, "dim": int, "M": int, "K": int, "L": int, "hidden": int,
-                   "embed": int, "A": int, "B": int}
-LIMITS = {"dim": 1 << 16, "M": 1024, "K": 65536, "L": 256, "hidden": 1 << 16, "embed": 1 << 16,
-          "A": 65536, "B": 65536}
+WEIGHT_DTYPES = ("F32", "F16", "BF16")   # what weight tensors may be stored as
+NORMALISATION_DTYPE = "F32"              # what mean and std must be stored as
+# Features a file may list in `requires` (each changes decoding; none is defined in 1.1).
+KNOWN_FEATURES = frozenset()
+# Tensors whose first name component is this are auxiliary: never needed to decode, ignored by a
+# reader that does not know them (MODEL-SPEC.md section 3.2).
+AUX_PREFIX = "aux."
 
 
 def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def model_to_bytes(model, weight_dtype="float32"):
-    """The safetensors bytes of a model (weights optionally stored as float16 / bfloat16)."""
+def model_to_bytes(model, weight_dtype="float32", decode_only=False):
+    """The safetensors bytes of a model (weights optionally stored as float16 / bfloat16;
+    decode_only leaves out the encoder-only pre-selection codebooks)."""
     if weight_dtype not in DTYPES:
         raise ValueError(f"weight_dtype must be one of {sorted(DTYPES)}, got {weight_dtype!r}")
     tensors = {}
     for name, t in model.state_dict().items():
+        if decode_only and name.endswith(".preselect"):
+            continue
         t = t.detach().cpu().contiguous()
         if t.is_floating_point() and name not in ("mean", "std"):
             t = t.to(DTYPES[weight_dtype])
         tensors[name] = t
-    meta = {"format": FORMAT_NAME, "config": json.dumps(model.config, sort_keys=True),
-            "weight_dtype": weight_dtype}
+    meta = {"format": FORMAT_NAME, "format_version": "%d.%d" % FORMAT_VERSION,
+            "config": model.config.to_json(), "weight_dtype": weight_dtype}
     return safetensors_io.encode(tensors, meta)
 
 
-def save_model(model, path, weight_dtype="float32"):
+def save_model(model, path, weight_dtype="float32", decode_only=False):
     """Write the model atomically; return the SHA-256 hex of the file (the model id)."""
-    data = model_to_bytes(model, weight_dtype)
+    data = model_to_bytes(model, weight_dtype, decode_only)
     write_bytes_atomic(path, data)
     return sha256_hex(data)
 
@@ -70,89 +78,152 @@ def _parse_header(data, source):
     return header, 8 + hlen
 
 
-def _parse_config(header, source):
+def _parse_metadata(header, source):
+    """(ModelConfig, format version) from the header's __metadata__, every rule checked."""
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise ModelFormatError(f"{source}: safetensors __metadata__ is not a JSON object")
     if meta.get("format") != FORMAT_NAME:
         raise ModelFormatError(f"{source}: not a qinco-codec model (metadata format is "
                                f"{meta.get('format')!r}, expected {FORMAT_NAME!r})")
+    version = _format_version(meta.get("format_version", "1.0"), source)
+    requires = _requires(meta.get("requires", "[]"), source)
+    unknown = sorted(set(requires) - KNOWN_FEATURES)
+    if unknown:
+        raise ModelFormatError(f"{source}: the model requires features this reader does not implement: "
+                               f"{', '.join(map(str, unknown))} (format {version[0]}.{version[1]}; upgrade qinco-codec)")
     if not isinstance(meta.get("config"), str):
         raise ModelFormatError(f"{source}: model config metadata is missing or not a string")
     try:
-        config = json.loads(meta["config"])
+        obj = json.loads(meta["config"])
     except (ValueError, RecursionError):
         raise ModelFormatError(f"{source}: model config metadata is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise ModelFormatError(f"{source}: model config is not a JSON object")
-    for key, typ in REQUIRED_CONFIG.items():
-        if not isinstance(config.get(key), typ) or isinstance(config.get(key), bool):
-            raise ModelFormatError(f"{source}: config field {key!r} must be {typ.__name__}, "
-                                   f"got {config.get(key)!r}")
-    for key, hi in LIMITS.items():
-        lo = 0 if key in ("embed", "A", "L") else 1
-        if not lo <= config[key] <= hi:
-            raise ModelFormatError(f"{source}: config field {key!r}={config[key]} outside [{lo}, {hi}]")
-    if config["preset"] not in PRESETS:
-        raise ModelFormatError(f"{source}: config names unknown preset {config['preset']!r}; "
-                               f"known: {', '.join(PRESETS)}")
-    if config["arch"] not in ("qinco1", "qinco2"):
-        raise ModelFormatError(f"{source}: config names unknown architecture {config['arch']!r}")
-    if not isinstance(config.get("share_steps", False), bool):
-        raise ModelFormatError(f"{source}: config field 'share_steps' must be true or false, "
-                               f"got {config['share_steps']!r}")
-    K = config["K"]
-    if K < 2 or K & (K - 1):
-        raise ModelFormatError(f"{source}: config K={K} is not a power of two >= 2")
-    return config
+    try:
+        return ModelConfig.from_dict(obj, source), version
+    except InputError as exc:
+        raise ModelFormatError(str(exc)) from None
 
 
-def expected_tensor_count(config):
-    """How many tensors a model of this config has (checked before any module is built, so a tiny
-    file cannot make the loader build millions of modules)."""
-    per_step = 3 + 2 * config["L"]                      # codebook, concat weight and bias, blocks
-    if config["arch"] == "qinco2":
-        embed = config["embed"] or config["dim"]
-        per_step += 2 + (embed != config["dim"])       # preselect, out_proj, in_proj
-    if config.get("share_steps") and config["M"] > 1:  # the network is stored once
-        codebooks = 1 + (config["arch"] == "qinco2")
-        return 3 + (config["M"] - 1) * codebooks + (per_step - codebooks)
-    return 3 + (config["M"] - 1) * per_step             # mean, std, codebook0
+def _format_version(text, source):
+    parts = text.split(".") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 4 for p in parts):
+        raise ModelFormatError(f"{source}: metadata format_version must be 'MAJOR.MINOR', got {text!r:.40}")
+    version = (int(parts[0]), int(parts[1]))
+    if version[0] != FORMAT_VERSION[0]:
+        raise ModelFormatError(f"{source}: model format version {text} is not supported (this reader "
+                               f"implements {FORMAT_VERSION[0]}.x)")
+    return version
+
+
+def _requires(text, source):
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ModelFormatError(f"{source}: metadata 'requires' must be a JSON list of strings, got {text!r:.60}")
+    return value
+
+
+def _declared_tensors(header, body_len, source):
+    """{name: (dtype, shape, begin, end)} of the header's tensors, after the layout rule
+    (MODEL-SPEC.md 1): valid entries, sizes that match dtype x shape, data packed without gaps,
+    overlaps or trailing bytes."""
+    sizes = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+             "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise ModelFormatError(f"{source}: tensor {name!r} has a header entry that is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise ModelFormatError(f"{source}: tensor {name!r} has an invalid shape {shape!r:.80}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and
+                all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= body_len):
+            raise ModelFormatError(f"{source}: tensor {name!r} has data_offsets {offsets!r:.80} outside "
+                                   f"the {body_len}-byte data")
+        if not isinstance(dtype, str) or dtype not in sizes:
+            raise ModelFormatError(f"{source}: tensor {name!r} has dtype {dtype!r:.40}, which a model "
+                                   f"file may not use (allowed: {', '.join(WEIGHT_DTYPES)})")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if offsets[1] - offsets[0] != numel * sizes[dtype]:
+            raise ModelFormatError(f"{source}: tensor {name!r} holds {offsets[1] - offsets[0]} bytes, "
+                                   f"its {dtype} shape {shape} needs {numel * sizes[dtype]}")
+        out[name] = (dtype, tuple(shape), offsets[0], offsets[1])
+    end = 0
+    for name, (_, _, begin, stop) in sorted(out.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != end:
+            raise ModelFormatError(f"{source}: tensor {name!r} starts at data byte {begin}, expected {end} "
+                                   f"(tensor data must be packed without gaps or overlaps)")
+        end = stop
+    if end != body_len:
+        raise ModelFormatError(f"{source}: {body_len - end} bytes after the last tensor's data")
+    return out
+
+
+def _check_tensors(config, declared, data_len, source):
+    """The declared tensors against the config's inventory, by arithmetic first (so a hostile
+    config cannot make the reader list millions of expected tensors for a small file); returns
+    whether the pre-selection codebooks are present."""
+    full, bare = inventory_size(config), inventory_size(config, preselect=False)
+    smallest = 4 * bare.normalisation + 2 * bare.weights   # every weight as F16 / BF16
+    if smallest > data_len:
+        raise ModelFormatError(f"{source}: the config describes a model of at least {smallest:,} bytes "
+                               f"of tensor data; the file holds {data_len:,} bytes")
+    names = [n for n in declared if not n.startswith(AUX_PREFIX)]
+    if len(names) not in (full.tensors, bare.tensors):
+        raise ModelFormatError(f"{source}: tensors do not match the config: {len(names)} tensors, it "
+                               f"implies {full.tensors}" + (f" (or {bare.tensors} without pre-selection "
+                                                           f"codebooks)" if bare.tensors != full.tensors else ""))
+    preselect = len(names) == full.tensors
+    expected = {t.name: t for t in tensor_inventory(config, preselect)}
+    missing, unexpected = set(expected) - set(names), set(names) - set(expected)
+    if missing or unexpected:
+        raise ModelFormatError(f"{source}: tensors do not match the config: missing "
+                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    for name, spec in expected.items():
+        dtype, shape, _, _ = declared[name]
+        if shape != spec.shape:
+            raise ModelFormatError(f"{source}: tensor {name!r} has shape {list(shape)}, expected {list(spec.shape)}")
+        allowed = (NORMALISATION_DTYPE,) if spec.role == "normalisation" else WEIGHT_DTYPES
+        if dtype not in allowed:
+            raise ModelFormatError(f"{source}: tensor {name!r} is stored as {dtype}; expected "
+                                   f"{' or '.join(allowed)}")
+    return preselect
 
 
 def model_from_bytes(data, source="<bytes>"):
     """A QincoModel from safetensors bytes, after checking everything against its config."""
     from .model import QincoModel
 
-    header, _ = _parse_header(data, source)
-    config = _parse_config(header, source)
-    declared = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
-    if len(declared) != expected_tensor_count(config):
-        raise ModelFormatError(f"{source}: tensors do not match the config: {len(declared)} tensors, it implies "
-                               f"{expected_tensor_count(config)}")
-    for k, shape in declared.items():
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                for d in shape)):
-            raise ModelFormatError(f"{source}: tensor {k!r} has an invalid shape {shape!r}")
-    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
-        expected = {k: tuple(v.shape) for k, v in QincoModel(config).state_dict().items()}
-    missing, unexpected = set(expected) - set(declared), set(declared) - set(expected)
-    if missing or unexpected:
-        raise ModelFormatError(f"{source}: tensors do not match the config: missing "
-                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    for k, shape in expected.items():
-        if tuple(declared[k] or ()) != shape:
-            raise ModelFormatError(f"{source}: tensor {k!r} has shape {declared[k]}, expected {list(shape)}")
-    try:
-        tensors = st_load_bytes(data)
-    except Exception as exc:  # safetensors raises its own error types on malformed offsets
-        raise ModelFormatError(f"{source}: malformed safetensors data ({exc})") from None
-    for k, t in tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ModelFormatError(f"{source}: tensor {k!r} contains NaN or inf")
-    model = QincoModel(config)
+    header, body_start = _parse_header(data, source)
+    config, _ = _parse_metadata(header, source)
+    declared = _declared_tensors(header, len(data) - body_start, source)
+    preselect = _check_tensors(config, declared, len(data) - body_start, source)
+    wanted = {n: v for n, v in declared.items() if not n.startswith(AUX_PREFIX)}
+    tensors = {}
+    body = memoryview(data)[body_start:]
+    for name, (dtype, shape, begin, end) in wanted.items():
+        t = torch.frombuffer(bytearray(body[begin:end]), dtype=_TORCH_DTYPES[dtype]) if end > begin \
+            else torch.empty(0, dtype=_TORCH_DTYPES[dtype])
+        t = t.reshape(shape)
+        if not torch.isfinite(t).all():
+            raise ModelFormatError(f"{source}: tensor {name!r} contains NaN or inf")
+        tensors[name] = t
+    if not float(tensors["std"]) > 0:
+        raise ModelFormatError(f"{source}: tensor 'std' is {float(tensors['std'])}; it must be > 0")
+    model = QincoModel(config, preselect=preselect)
     model.load_state_dict({k: t.float() for k, t in tensors.items()})
     return model
+
+
+_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def read_model_file(path):

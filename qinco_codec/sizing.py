@@ -10,11 +10,17 @@ gets a clear error (share one model across files instead: --no-embed-model and t
 from dataclasses import dataclass
 
 from .errors import InputError
+from .formats.layout import bytes_per_code
 
 # Narrower and shallower rungs tried after the preset itself: (embed, hidden, L).
 SMALLER_SHAPES = ((32, 64, 2), (16, 32, 1))
 # Bytes kept free for the container's header, sections and index.
 CONTAINER_SLACK = 4096
+# Upper bounds on a model file's safetensors header: per tensor entry (name, dtype, shape and
+# offsets as JSON; the longest, "steps.1023.blocks.255.2.weight" with 6-digit shapes and 12-digit
+# offsets, takes under 120) and for the length field and metadata.
+HEADER_BYTES_PER_TENSOR = 128
+HEADER_BYTES_FIXED = 1024
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,17 @@ def float16_bytes(n, dim):
 
 
 def _model_bytes(preset, dim, M, K, overrides, weight_dtype):
-    from .model import QincoModel
-    from .serialize import model_to_bytes
-    return len(model_to_bytes(QincoModel.from_preset(preset, dim, M, K, **overrides), weight_dtype))
+    """Bytes of the tensor data of such a model plus a bound on its safetensors header, by
+    arithmetic (nothing is built)."""
+    from .architecture import data_bytes, inventory_size
+    from .config import ModelConfig
+    from .presets import get_preset
+    p = get_preset(preset, **overrides)
+    config = ModelConfig(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
+                         embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
+                         preset=p.name)
+    return data_bytes(config, weight_dtype) + HEADER_BYTES_PER_TENSOR * inventory_size(config).tensors \
+        + HEADER_BYTES_FIXED
 
 
 def candidates(preset, weight_dtype):
@@ -50,7 +64,7 @@ def candidates(preset, weight_dtype):
 def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32"):
     """The first candidate whose embedded model keeps the file below float16 size (a ModelChoice),
     or an InputError saying how far off the smallest one is."""
-    code_bytes = n * M * (1 if K <= 256 else 2)
+    code_bytes = n * M * bytes_per_code(K)
     budget = float16_bytes(n, dim) - code_bytes - CONTAINER_SLACK
     smallest = None
     for overrides, dtype in candidates(preset, weight_dtype):

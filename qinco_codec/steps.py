@@ -1,5 +1,6 @@
 """One QINCo step: the network f_m(c, x̂) that turns codeword c into a correction of the
-partial reconstruction x̂, for both architectures.
+partial reconstruction x̂, for both architectures (their tensors, shapes, costs and the candidate
+buffer's layout are defined in `architecture.py`; this module evaluates them).
 
 QINCo1 (Huijben et al. 2024):   z = c + W_cat·[c; x̂] + b;   z += W2·ReLU(W1·z) (L times);   f = z
 QINCo2 (Vallaeys et al. 2025):  u = W_in·c;  u += W_cat·[u; x̂] + b;  u += W2·ReLU(W1·u);  f = c + W_out·u
@@ -20,6 +21,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from .architecture import CandidateLayout, StepShape
+
 
 class StepTables(NamedTuple):
     """Per-call constants of one step for evaluating many candidates (see QincoStep.corrections)."""
@@ -32,15 +35,7 @@ class StepTables(NamedTuple):
     codebook: torch.Tensor
     dtype: torch.dtype
     combined: Optional[torch.Tensor] = None   # float32: [t0 | t1 | codebook (QINCo2)], (K, width)
-    layout: Optional[tuple] = None             # (offset of t1, offset of the codebook) in combined
-
-
-ALIGN = 16  # floats (64 bytes): every part of the candidate buffer starts on a cache line
-
-
-def aligned_floats(n):
-    """n rounded up to a whole number of 64-byte cache lines of floats."""
-    return -(-n // ALIGN) * ALIGN
+    layout: Optional[CandidateLayout] = None   # where t1 and the codebook start in combined
 
 
 class Workspace:
@@ -65,21 +60,22 @@ class Workspace:
 class QincoStep(nn.Module):
     """Codebook, optional pre-selection codebook, and the step network of one QINCo step."""
 
-    def __init__(self, arch, dim, K, L, hidden, embed=0, preselect=False):
+    def __init__(self, shape: StepShape, preselect=True):
+        """shape: the step's dimensions (`architecture.StepShape`); preselect=False leaves out the
+        pre-selection codebook of a variant that has one (a decode-only model)."""
         super().__init__()
-        if arch not in ("qinco1", "qinco2"):
-            raise ValueError(f"unknown architecture {arch!r}")
-        self.arch, self.dim, self.K, self.L, self.hidden = arch, dim, K, L, hidden
-        self.embed = dim if arch == "qinco1" or not embed else embed
-        de = self.embed
-        self.codebook = nn.Parameter(torch.zeros(K, dim))
-        self.preselect = nn.Parameter(torch.zeros(K, dim)) if preselect else None
-        self.in_proj = nn.Linear(dim, de, bias=False) if arch == "qinco2" and de != dim else None
-        self.out_proj = nn.Linear(de, dim, bias=False) if arch == "qinco2" else None
-        self.concat = nn.Linear(de + dim, de, bias=True)
+        self.shape = shape
+        self.arch, self.dim, self.K, self.L, self.hidden, self.embed = (
+            shape.arch, shape.D, shape.K, shape.L, shape.h, shape.de)
+        D, de = shape.D, shape.de
+        self.codebook = nn.Parameter(torch.zeros(shape.K, D))
+        self.preselect = nn.Parameter(torch.zeros(shape.K, D)) if shape.preselect and preselect else None
+        self.in_proj = nn.Linear(D, de, bias=False) if shape.in_proj else None
+        self.out_proj = nn.Linear(de, D, bias=False) if shape.out_proj else None
+        self.concat = nn.Linear(de + D, de, bias=True)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(de, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, de, bias=False))
-            for _ in range(L))
+            nn.Sequential(nn.Linear(de, shape.h, bias=False), nn.ReLU(), nn.Linear(shape.h, de, bias=False))
+            for _ in range(shape.L))
         self.dropout = 0.0  # training-only regularisation of the hidden units; not part of the model file
         self._zero_init()
 
@@ -105,34 +101,41 @@ class QincoStep(nn.Module):
         return z if self.out_proj is None else c + self.out_proj(z)
 
     # ---- split-layer evaluation of many candidates (encoding and fast decoding) ----
+    def first_layer_table(self):
+        """The per-codeword part of the first layer, (K, de): u + W_cat[:, :de]·u + b with u the
+        (projected) codeword. Every evaluation of many candidates starts from it."""
+        c = self.codebook
+        u = self.in_proj(c) if self.in_proj is not None else c
+        return u + u @ self.concat.weight[:, :self.embed].T + self.concat.bias
+
+    def _weights(self, cast):
+        """The StepTables fields every evaluation needs (weights transposed for right-multiplying)."""
+        return dict(
+            x_weight=self.concat.weight[:, self.embed:].T,
+            block_in=[cast(b[0].weight.T) for b in self.blocks], block_out=[cast(b[2].weight.T) for b in self.blocks],
+            out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
+            codebook=self.codebook)
+
     def candidate_tables(self, dtype=torch.float32):
         """Everything candidate evaluation needs, in `dtype`: the per-codeword parts of the first
         two matmuls ((K, de) and (K, hidden) tables, computed in float32) and the weights."""
-        de = self.embed
-        c = self.codebook
-        u = self.in_proj(c) if self.in_proj is not None else c
-        t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
+        t0 = self.first_layer_table()
         t1 = t0 @ self.blocks[0][0].weight.T if self.L else None
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
         combined = layout = None
         if dtype == torch.float32:
             # [t0 | t1 | c] with each part starting on a 64-byte boundary (zero padding between):
             # matmuls on row slices of the candidate buffer then run on aligned rows
-            p_off = aligned_floats(de)
-            e_off = p_off + (aligned_floats(self.hidden) if self.L else 0)
-            width = aligned_floats(e_off + (self.dim if self.out_proj is not None else 0))
-            combined = torch.zeros(self.K, width, dtype=torch.float32, device=c.device)
+            layout = CandidateLayout.of(self.shape)
+            de, h = self.embed, self.hidden
+            combined = torch.zeros(self.K, layout.width, dtype=torch.float32, device=t0.device)
             combined[:, :de] = t0
             if t1 is not None:
-                combined[:, p_off:p_off + self.hidden] = t1
+                combined[:, layout.p_off:layout.p_off + h] = t1
             if self.out_proj is not None:
-                combined[:, e_off:e_off + self.dim] = c
-            layout = (p_off, e_off)
-        return StepTables(
-            t0=cast(t0), t1=cast(t1), x_weight=self.concat.weight[:, de:].T,
-            block_in=[cast(b[0].weight.T) for b in self.blocks], block_out=[cast(b[2].weight.T) for b in self.blocks],
-            out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
-            codebook=c, dtype=dtype, combined=combined, layout=layout)
+                combined[:, layout.e_off:layout.e_off + self.dim] = self.codebook
+        return StepTables(t0=cast(t0), t1=cast(t1), dtype=dtype, combined=combined, layout=layout,
+                          **self._weights(cast))
 
     def corrections(self, tables, xhat, idx=None):
         """f for candidate codewords of each hypothesis, as float32.
@@ -177,14 +180,13 @@ class QincoStep(nn.Module):
         R, D = xhat.shape
         C = self.K if idx is None else idx.shape[-1]
         de, h, L = self.embed, self.hidden, len(tb.block_in)
-        qinco2 = tb.out_weight is not None
-        W = tb.combined.shape[1]
-        p_off, e_off = tb.layout
+        projected = tb.out_weight is not None   # QINCo2: e accumulates in its own slice
+        W, p_off, e_off = tb.layout.width, tb.layout.p_off, tb.layout.e_off
         hv = ws.get("hv", (R, W), xhat)            # per-hypothesis terms (padding left unset)
         x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
         if L:
             torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
-        if qinco2:
+        if projected:
             torch.neg(r, out=hv[:, e_off:e_off + D])
         G = ws.get("G", (R, C, W), xhat)
         if idx is None:
@@ -200,10 +202,10 @@ class QincoStep(nn.Module):
             if i:
                 torch.mm(z2, w_in, out=p2)
             p2.relu_()
-            if not qinco2 and i == L - 1:
+            if not projected and i == L - 1:
                 z.sub_(r.unsqueeze(1))                                   # z − r: e accumulates in z
             z2.addmm_(p2, w_out)
-        if not qinco2:
+        if not projected:
             if L == 0:
                 z.sub_(r.unsqueeze(1))
             return z
@@ -215,15 +217,7 @@ class QincoStep(nn.Module):
         with one candidate per vector the first block's matmul costs the same either way)."""
         if dtype != torch.float32:
             return self.candidate_tables(dtype)
-        de = self.embed
-        c = self.codebook
-        u = self.in_proj(c) if self.in_proj is not None else c
-        t0 = u + u @ self.concat.weight[:, :de].T + self.concat.bias
-        return StepTables(
-            t0=t0, t1=None, x_weight=self.concat.weight[:, de:].T,
-            block_in=[b[0].weight.T for b in self.blocks], block_out=[b[2].weight.T for b in self.blocks],
-            out_weight=self.out_proj.weight.T if self.out_proj is not None else None,
-            codebook=c, dtype=dtype)
+        return StepTables(t0=self.first_layer_table(), t1=None, dtype=dtype, **self._weights(lambda t: t))
 
     def decode_step(self, tables, xhat, codes):
         """x̂ + f(C[codes], x̂) for one code per row: xhat (R, dim), codes (R,) -> (R, dim).
@@ -237,9 +231,3 @@ class QincoStep(nn.Module):
         if tb.out_weight is None:
             return xhat.add_(z)
         return xhat.add_(tb.codebook[codes]).addmm_(z, tb.out_weight)
-
-    def flops_per_candidate(self):
-        """Multiply-adds for one candidate with split tables (for benchmarks)."""
-        de, h = self.embed, self.hidden
-        macs = h * de + max(self.L - 1, 0) * 2 * de * h + (de * self.dim if self.out_proj is not None else 0)
-        return macs

@@ -164,7 +164,9 @@ def test_bad_codes_are_refused_clearly(rq_model, codes, steps, msg):
     (dict(name="qinco3", dim=8, M=2), "unknown preset"),
     (dict(name="qinco2-S", dim=8, M=2, K=100), "power of two"),
     (dict(name="qinco2-S", dim=8, M=2, K=131072), "power of two"),
-    (dict(name="qinco2-S", dim=8, M=0), "M must be"),
+    (dict(name="qinco2-S", dim=8, M=0), "'M' must be in"),
+    (dict(name="qinco2-S", dim=8, M=1025), r"'M' must be in \[1, 1024\], got 1025"),
+    (dict(name="qinco2-S", dim=65537, M=2), r"'dim' must be in \[1, 65536\]"),
 ])
 def test_bad_model_arguments(kwargs, msg):
     with pytest.raises(InputError, match=msg):

@@ -120,10 +120,10 @@ def test_header_length_one_past_the_end_is_refused(small):
 # -- configs that claim huge sizes --------------------------------------------------------------
 
 def test_config_with_huge_dims_is_refused_quickly_with_small_memory(small):
-    """dim, K, hidden, embed, A, B at their limits (65536): the expected shapes are worked out on
-    torch's meta device, nothing of that size is allocated, the tensors do not match."""
+    """dim, K, hidden, embed, A, B at their limits (65536): the bytes such a model needs are worked
+    out by arithmetic and compared with the file's size before anything is listed or built."""
     data = with_config(small, dim=65536, K=65536, hidden=65536, embed=65536, A=65536, B=65536)
-    refused_quickly(data, "tensors do not match|shape")
+    refused_quickly(data, "describes a model of at least [0-9,]+ bytes of tensor data; the file holds")
 
 
 def test_config_with_huge_dims_process_memory(small, tmp_path):
@@ -145,11 +145,26 @@ def test_config_with_huge_step_count_is_refused_quickly(small):
 
 
 def test_moderate_step_count_is_refused_quickly(small):
-    """M=64, L=16 (about 1000 blocks): still refused within seconds, but the meta-device model
-    built to learn the expected shapes costs about 12 MB of Python objects for a 1 KB file
-    (the tensor count implied by the config is checked before anything is built)."""
-    refused_quickly(with_config(small, M=64, L=16), "tensors do not match", seconds=5,
-                    max_peak=64 << 20)
+    """M=64, L=16 (about 1000 blocks): refused by the size arithmetic, with nothing listed or built."""
+    refused_quickly(with_config(small, M=64, L=16), "describes a model of at least", seconds=2,
+                    max_peak=4 << 20)
+
+
+def test_hostile_placeholder_entries_are_refused_quickly(small):
+    """The red-team file (issue 17, bug 6): a config of M=1024, L=256 and 529,917 placeholder
+    tensor entries ({"shape": []}) in a 12 MB header cost 860 s and 3.5 GB before it was refused.
+    The config alone is over the tensor limit, so it is refused before the entries are looked at;
+    at M=256 the size arithmetic refuses it."""
+    _, _, header, body = small
+    for M in (1024, 256):
+        h = json.loads(json.dumps(header))
+        config = json.loads(h["__metadata__"]["config"])
+        config.update(M=M, L=256)
+        h["__metadata__"]["config"] = json.dumps(config)
+        for i in range(529_917 if M == 1024 else 100_000):
+            h[f"p{i}"] = {"shape": []}
+        refused_quickly(build(h, body), "over the 131,072 limit|describes a model of at least|tensor",
+                        seconds=10, max_peak=1 << 30)
 
 
 # -- header JSON of the wrong types -------------------------------------------------------------

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..architecture import (decode_flops, effective_search, encode_flops, faiss_qinco_decode_flops,
+                            faiss_qinco_encode_flops, faiss_representable, matmul_shapes)
 from ..errors import InputError
 from ..progress import note
 from .common import best_of, format_table, require_faiss, write_json, write_text
@@ -41,79 +43,8 @@ MIN_PROBE_SECONDS = 0.25
 
 
 # ---------------------------------------------------------------- FLOP counts
-def _shape(cfg):
-    """(arch, D, M, K, L, h, de) of a model config."""
-    arch, D = cfg["arch"], int(cfg["dim"])
-    de = D if arch == "qinco1" or not cfg.get("embed") else int(cfg["embed"])
-    return arch, D, int(cfg["M"]), int(cfg["K"]), int(cfg["L"]), int(cfg["hidden"]), de
-
-
-def effective_search(cfg, A, B):
-    """(A, B) as the encoder applies them: A = 0 when every codeword is evaluated (A >= K, or a
-    QINCo1 model, which has no pre-selection codebooks), B clipped to 1..K."""
-    arch, _, _, K, _, _, _ = _shape(cfg)
-    A = int(A) if 0 < int(A) < K and arch == "qinco2" else 0
-    return A, max(1, min(int(B), K))
-
-
-def encode_flops(cfg, A=0, B=1):
-    """FLOPs (2 per multiply-add) per vector of our encoder (`codec.encode_normalized`).
-
-    Step 1: distances to the K plain codewords (K·D). Each later step, for each of the B
-    hypotheses: the per-hypothesis terms W_x x̂ (D·de) and W1 W_x x̂ (de·h, when L > 0), the
-    pre-selection distances (K·D, when 0 < A < K), and for each of its C candidates (C = A, or K
-    for exhaustive search): the first block's second layer (h·de; its first layer comes from the
-    per-codeword table), the L−1 further blocks (2·de·h each), the output projection (de·D,
-    QINCo2) and the squared error (D). The per-call codeword tables (shared by all vectors of a
-    call) and element-wise additions are not counted."""
-    arch, D, M, K, L, h, de = _shape(cfg)
-    A, B = effective_search(cfg, A, B)
-    C = A or K
-    macs = K * D
-    per_hyp = D * de + (de * h if L else 0) + (K * D if A else 0)
-    per_cand = (h * de if L else 0) + max(L - 1, 0) * 2 * de * h + (de * D if arch == "qinco2" else 0) + D
-    macs += (M - 1) * B * (per_hyp + C * per_cand)
-    return 2.0 * macs
-
-
-def decode_flops(cfg):
-    """FLOPs per vector of our decoder (`codec.decode_normalized`): per step after the first (a
-    table lookup), W_x x̂ (D·de), L blocks (2·de·h each) and the output projection (de·D, QINCo2);
-    the codeword half of the first layer is a per-call table."""
-    arch, D, M, K, L, h, de = _shape(cfg)
-    return 2.0 * (M - 1) * (D * de + L * 2 * de * h + (de * D if arch == "qinco2" else 0))
-
-
-def faiss_qinco_encode_flops(cfg):
-    """FLOPs per vector of faiss's IndexQINCo encoder (greedy, exhaustive): every step evaluates
-    the whole network for each of the K codewords: concat layer 2D·D, L blocks 2·D·h, and the
-    squared error D; step 1: K·D."""
-    _, D, M, K, L, h, _ = _shape(cfg)
-    return 2.0 * (K * D + (M - 1) * K * (2 * D * D + L * 2 * D * h + D))
-
-
-def faiss_qinco_decode_flops(cfg):
-    _, D, M, K, L, h, _ = _shape(cfg)
-    return 2.0 * (M - 1) * (2 * D * D + L * 2 * D * h)
-
-
-# ---------------------------------------------------------------- matmul rate
-def matmul_shapes(cfg, rows, direction="encode"):
-    """The (rows, k, n, count) matmuls one batch of `rows` network rows runs per step: for
-    encoding the per-candidate layers, for decoding also the x̂ projection."""
-    arch, D, _, _, L, h, de = _shape(cfg)
-    shapes = []
-    if direction == "decode":
-        shapes.append((rows, D, de, 1))
-        if L:
-            shapes.append((rows, de, h, 1))
-    if L:
-        shapes.append((rows, h, de, 1))
-    if L > 1:
-        shapes += [(rows, de, h, L - 1), (rows, h, de, L - 1)]
-    if arch == "qinco2":
-        shapes.append((rows, de, D, 1))
-    return shapes or [(rows, de, de, 1)]
+# FLOPs per vector and the matmul shapes whose rate bounds them come from the architecture, where
+# the networks are defined (qinco_codec/architecture.py).
 
 
 def matmul_rate(shapes, dtype, device, min_seconds=0.05, repeats=5):
@@ -191,7 +122,7 @@ def build_model(preset, dim, M, K, train, train_seconds, seed=0, quiet=False):
         model = train_model(train, preset=preset, M=M, K=K, max_minutes=train_seconds / 60.0,
                             samples_per_epoch=4096, batch_size=512, val=min(0.05, 2000 / len(train)),
                             patience=10 ** 6, seed=seed, device="cpu", quiet=quiet)
-        info = model.config.get("trained", {})
+        info = model.config.trained or {}
         history = getattr(model, "history", None) or [{}]
         start = history[0].get("val_mse", float("nan"))
         return model, (f"RQ init + {time.perf_counter() - t0:.0f} s of training "
@@ -238,17 +169,16 @@ def parse_settings(text):
 
 
 def _setting_label(cfg, A, B):
-    K = cfg["K"]
+    K = cfg.K
     a = f"A={K} (exhaustive)" if A == 0 else f"A={A}"
     return f"{a}, B={B}"
 
 
 def make_modes(cfg, settings=None, bf16=True, faiss_rows=True):
     """The modes measured for a model of config cfg (see the module docstring)."""
-    arch = cfg["arch"]
-    preset = (effective_search(cfg, cfg.get("A", 0), cfg.get("B", 1)))
+    preset = effective_search(cfg, cfg.A, cfg.B)
     if settings is None:
-        settings = QINCO2_SETTINGS + (preset, (0, preset[1])) if arch == "qinco2" else (preset,)
+        settings = QINCO2_SETTINGS + (preset, (0, preset[1])) if cfg.step.preselect else (preset,)
     eff = list(dict.fromkeys(effective_search(cfg, a, b) for a, b in settings))
     modes = []
     for A, B in eff:
@@ -262,7 +192,7 @@ def make_modes(cfg, settings=None, bf16=True, faiss_rows=True):
         modes.append(Mode(f"bf16 A{A} B{B}", f"ours bf16 {_setting_label(cfg, A, B)}", "ours", A=A, B=B,
                           precision="bfloat16", ref=f"fp32 A{A} B{B}"))
     if faiss_rows:
-        if arch == "qinco1":
+        if faiss_representable(cfg):
             modes.append(Mode("faiss IndexQINCo", "faiss IndexQINCo (same weights)", "faiss-qinco",
                               ref="fp32 A0 B1" if (0, 1) in eff else None))
         else:
@@ -419,10 +349,9 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     notes = []
     if model is not None:
         cfg = model.config
-        preset, dim, K = cfg["preset"], int(cfg["dim"]), int(cfg["K"])
-        M = int(cfg["M"])
+        preset, dim, K, M = cfg.preset, cfg.dim, cfg.K, cfg.M
         inputs = prepare_vectors(dim, n, train_size, seed)
-        model_desc = "loaded model" + (" (trained)" if cfg.get("trained") else "")
+        model_desc = "loaded model" + (" (trained)" if cfg.trained else "")
     else:
         get_preset(preset)
         if dim < 1:
@@ -439,7 +368,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     model.eval()
     cfg = model.config
     models = {"main": model}
-    if cfg["arch"] == "qinco2":
+    if cfg.step.out_proj:
         ref = QincoModel.from_preset("qinco1-L2", dim, M, K=K)
         init_from_rq(ref, inputs.train, seed=seed)
         models["ref"] = ref
@@ -563,7 +492,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
             notes.append(f"the float32 matmul rate at {t} threads is below the one at {threads[0]}: "
                          "other processes were using the cores (OpenMP threads wait for descheduled "
                          "ones at every barrier), so the scaling figures measure that contention")
-    if cfg["arch"] == "qinco2":
+    if cfg.step.out_proj:
         notes.append("faiss IndexQINCo implements QINCo1 only: its rows carry the weights of an "
                      "RQ-initialised qinco1-L2 model of the same d, M, K ('ref' rows), and every "
                      "'x faiss' ratio is against that faiss row")
@@ -586,9 +515,9 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     return {
         "benchmark": "speed",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": {"preset": cfg["preset"], "arch": cfg["arch"], "dim": dim, "M": M, "K": K,
-                   "bytes_per_vector": model.bytes_per_vector, "L": cfg["L"], "hidden": cfg["hidden"],
-                   "embed": cfg.get("embed") or dim, "model_A": cfg.get("A", 0), "model_B": cfg.get("B", 1),
+        "config": {"preset": cfg.preset, "arch": cfg.arch, "dim": dim, "M": M, "K": K,
+                   "bytes_per_vector": model.bytes_per_vector, "L": cfg.L, "hidden": cfg.hidden,
+                   "embed": cfg.step.de, "model_A": cfg.A, "model_B": cfg.B,
                    "model": model_desc, "n": n, "time_limit_s": time_limit, "device": str(dev),
                    "threads": list(threads), "vectors": inputs.source},
         "machine": _machine(cores, faiss, load_at_start),

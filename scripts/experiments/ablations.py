@@ -41,11 +41,11 @@ def run_row(name, settings, xt, xb, args):
     if nsub:
         model = PQQinco.train(xt, nsub, args.bytes, **kw, **settings)
         size = sum(len(model_to_bytes(m)) for m in model.models)
-        A = model.models[0].config.get("A", 0)
+        A = model.models[0].config.A
     else:
         model = qinco_codec.train(xt, bytes=args.bytes, **kw, **settings)
         size = len(model_to_bytes(model))
-        A = model.config.get("A", 0)
+        A = model.config.A
     row = {"row": name, "settings": settings | ({"pq": nsub} if nsub else {}),
            "train_s": round(time.time() - t0, 1), "params": model.num_parameters(decoding_only=True),
            "model_bytes": size}

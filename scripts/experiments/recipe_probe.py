@@ -48,7 +48,7 @@ def main():
            "train_seconds": round(secs, 1), "epochs": len(history),
            "params": model.num_parameters(decoding_only=True)}
     for B in args.beam:
-        A = model.config.get("A", 0)
+        A = model.config.A
         got = mse(xb, model.decode(model.encode(xb, A=A, B=B, device=args.device), device=args.device))
         ref = mse(xb, rq.decode(rq.encode(xb, A=0, B=B, device=args.device), device=args.device))
         out[f"mse_B{B}"], out[f"rq_mse_B{B}"], out[f"ratio_B{B}"] = round(got, 4), round(ref, 4), round(got / ref, 4)
