@@ -8,7 +8,7 @@ threads take the cores away from the threads that have work, and every barrier w
 thread the OS has descheduled. Measured on 2 cores with two other busy processes: encoding 3,000
 vectors with the default 2 threads took 7.7x as long as with 1 thread (decoding 6.4x), and
 40-70x under heavier load; with OMP_WAIT_POLICY=PASSIVE the same encode with 2 threads took
-1.1 s.
+1.1 s. `qinco-bench speed --busy N` measures it on any machine.
 
 So:
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from qinco_codec.config import ModelConfig
+
 from qinco_codec import codec
 from qinco_codec.bench import speed
 from qinco_codec.model import QincoModel
@@ -127,7 +129,7 @@ def test_parse_settings():
 
 # ---------------------------------------------------------------- FLOP counts
 def test_flop_counts_match_a_hand_count():
-    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    cfg = ModelConfig(arch="qinco2", dim=4, embed=3, hidden=5, L=2, K=8, M=3)
     # step 1: K·D = 32 MACs. Steps 2 and 3, B = 2 hypotheses each:
     #   per hypothesis  D·de (W_x x̂) 12 + de·h (W1 W_x x̂) 15 + K·D (pre-selection) 32 = 59
     #   per candidate   h·de 15 + (L−1)·2·de·h 30 + de·D (out) 12 + D (error) 4 = 61, A = 2 of them
@@ -138,7 +140,7 @@ def test_flop_counts_match_a_hand_count():
     assert speed.encode_flops(cfg, A=8, B=1) == speed.encode_flops(cfg, A=0, B=1)   # A >= K: all K
     # decode per step: D·de 12 + L·2·de·h 60 + de·D 12 = 84, two steps
     assert speed.decode_flops(cfg) == 2 * 2 * 84
-    q1 = {"arch": "qinco1", "dim": 4, "embed": 0, "hidden": 5, "L": 1, "K": 8, "M": 2}
+    q1 = ModelConfig(arch="qinco1", dim=4, embed=0, hidden=5, L=1, K=8, M=2)
     # QINCo1 (de = D = 4), L = 1: per hypothesis 16 + 20; per candidate h·D 20 + D 4 = 24
     assert speed.encode_flops(q1, A=4, B=1) == 2 * (32 + (16 + 20 + 8 * 24))   # no pre-selection
     # faiss: per candidate 2D·D 32 + L·2·D·h 40 + D 4; decode per step 32 + 40
@@ -147,7 +149,7 @@ def test_flop_counts_match_a_hand_count():
 
 
 def test_matmul_shapes_follow_the_architecture():
-    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    cfg = ModelConfig(arch="qinco2", dim=4, embed=3, hidden=5, L=2, K=8, M=3)
     assert speed.matmul_shapes(cfg, 10) == [(10, 5, 3, 1), (10, 3, 5, 1), (10, 5, 3, 1), (10, 3, 4, 1)]
     rate = speed.matmul_rate([(64, 8, 8, 1)], torch.float32, torch.device("cpu"), min_seconds=0.001, repeats=1)
     assert rate > 0
@@ -227,3 +229,55 @@ def test_smallest_is_topks_set_with_ties_and_nans():
     d[7, 2] = float("nan")
     got = codec._smallest(d, 8)
     assert torch.equal(got, torch.topk(d, 8, dim=1, largest=False).indices)
+
+
+# ---------------------------------------------------------------- under load (--busy)
+def test_busy_compares_thread_counts_and_wait_policies():
+    """--busy 1: every (wait policy, thread count) pair measured in its own process, which runs
+    with the policy asked for and produces the same codes; ratios to 1 thread."""
+    result = invoke("--busy", "1", "--wait-policy", "passive,active", "--threads", "2,1",
+                    *TINY[:6], "--n", "40", *TINY[8:], "--json", "-")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    data = json.loads(result.output)
+    assert data["benchmark"] == "speed-load" and data["config"]["busy"] == 1
+    runs = data["runs"]
+    assert [(r["wait_policy"], r["threads"]) for r in runs] == [
+        ("PASSIVE", 2), ("PASSIVE", 1), ("ACTIVE", 2), ("ACTIVE", 1)]
+    for r in runs:
+        assert r["wait_policy_in_process"] == r["wait_policy"] and r["torch_threads"] == r["threads"]
+        assert r["encode_vps"] > 0 and r["decode_vps"] > 0 and 1 <= r["n"] <= 40
+        assert r["encode_x_one_thread"] > 0 and r["decode_x_one_thread"] > 0
+    assert len({r["codes_sha256"] for r in runs}) == 1
+    assert not any("differ" in n or "still running" in n for n in data["notes"]), data["notes"]
+
+
+def test_busy_default_threads_text_and_files(tmp_path, monkeypatch):
+    """Without --threads: the default count (OMP_NUM_THREADS here) against 1; text and files."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    result = invoke("--busy", "0", *TINY[:6], "--n", "20", *TINY[8:], "--out", tmp_path)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    data = json.loads((tmp_path / "load.json").read_text())
+    assert [r["threads"] for r in data["runs"]] == [2, 1] and data["config"]["default_threads"] == 2
+    assert [r["wait_policy"] for r in data["runs"]] == ["PASSIVE", "PASSIVE"]   # the one in force
+    assert "OMP_WAIT_POLICY" in result.output and "enc x 1 thread" in result.output
+    assert "| OMP_WAIT_POLICY |" in (tmp_path / "load.md").read_text()
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["--wait-policy", "active"], 2, "--wait-policy goes with --busy"),
+    (["--busy", "0", "--wait-policy", "lazy"], 1, "--wait-policy: expected PASSIVE or ACTIVE"),
+    (["--busy", "-1"], 2, "--busy"),
+])
+def test_busy_usage_errors(args, code, match):
+    result = invoke(*args, "--n", "10", "--train-seconds", "0", "--quiet")
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert match in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_busy_load_starts_and_stops_its_processes():
+    from qinco_codec.bench.load import BusyLoad
+
+    with BusyLoad(2) as load:
+        assert load.alive() == 2
+        procs = list(load.procs)
+    assert all(p.poll() is not None for p in procs)

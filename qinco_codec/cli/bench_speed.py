@@ -8,6 +8,7 @@ EXAMPLE = """
 qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --settings 0/1,16/1,16/4 --out speed-xs
 qinco-bench speed --model model.safetensors --threads 1 --json speed.json
+qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait-policy passive,active
 """
 
 
@@ -87,6 +88,16 @@ def parse_threads(values, cores, default=None):
               help="Training vectors for faiss LSQ (slow to train).")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Seconds of encoding per mode and thread count; slower modes encode a prefix.")
+@click.option("--busy", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Measure speed under load instead: start N busy-spinning background processes "
+                   "(numpy matmul loops; 0: an idle machine) and time our encoder and decoder "
+                   "(the model's own search setting, float32, CPU) at each --threads count "
+                   "(default: the default count, then 1), each in a fresh process per "
+                   "--wait-policy. The faiss table is not measured then.")
+@click.option("--wait-policy", "wait_policies", multiple=True, metavar="POLICY...",
+              help="With --busy: the OMP_WAIT_POLICY values to measure, e.g. 'passive,active' "
+                   "(ACTIVE: spinning threads, OpenMP's behaviour before this package set "
+                   "PASSIVE). Default: the policy in force.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the results as JSON to PATH ('-': to stdout, instead of the table).")
@@ -94,7 +105,8 @@ def parse_threads(values, cores, default=None):
               help="Write speed.json and speed.md (Markdown tables) to DIR.")
 @quiet_option()
 def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_bf16, train_seconds,
-          train_size, lsq_train_size, time_limit, seed, json_path, out_dir, quiet):
+          train_size, lsq_train_size, time_limit, busy, wait_policies, seed, json_path, out_dir,
+          quiet):
     """Encode and decode throughput (vectors/s) of our modes (exact float32, bfloat16, QINCo2
     pre-selection / beam settings) and of faiss IndexQINCo on the same weights, plus faiss RQ
     (beam 5) and LSQ encoders, in one process on the same vectors.
@@ -103,6 +115,10 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
     mode's exhaustive search, FLOPs per vector, the fraction of this machine's matmul rate (torch,
     float32 and bf16, measured in the same run for the network's shapes) that makes, and MSE (with
     its ratio to the reference mode's). Progress goes to stderr.
+
+    With --busy N: vectors/s of our encoder and decoder while N other processes keep the cores
+    busy, per OMP_WAIT_POLICY and thread count, and the ratio to 1 thread (load.json / load.md
+    with --out).
     """
     import json
     import os
@@ -112,9 +128,15 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
     from ..errors import InputError
     from ..threads import available_cores, default_threads
 
-    require_faiss()
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir} exists and is not a directory")
+    if busy is not None:
+        return _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds,
+                           train_size, time_limit, busy, wait_policies, seed, json_path, out_dir,
+                           quiet)
+    if wait_policies:
+        raise click.UsageError("--wait-policy goes with --busy N")
+    require_faiss()
     thread_counts = parse_threads(threads, available_cores(), default_threads())
     parsed = bench.parse_settings(settings) if settings is not None else None
     model = None
@@ -130,5 +152,36 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(bench.text_report(result))
+    if not quiet and paths:
+        click.echo("wrote " + ", ".join(paths.values()), err=True)
+
+
+def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds, train_size,
+                time_limit, busy, wait_policies, seed, json_path, out_dir, quiet):
+    """qinco-bench speed --busy N (see bench/load.py)."""
+    import json
+
+    from ..bench import load, speed as bench
+    from ..errors import InputError
+    from ..threads import available_cores
+
+    if device == "cuda":
+        raise InputError("--busy measures CPU threads: use --device cpu or auto")
+    policies = load.parse_policies(wait_policies)
+    counts = parse_threads(threads, available_cores()) if threads else None
+    model = None
+    if model_path:
+        from ..serialize import load_model
+        model, desc = load_model(model_path), f"loaded from {model_path}"
+    inputs = bench.prepare_vectors(model.dim if model else dim, n, train_size, seed)
+    if model is None:
+        model, desc = bench.build_model(preset, dim, nbytes, K, inputs.train, train_seconds, seed, quiet)
+    result = load.measure(model, inputs.x, busy, counts, policies, time_limit, desc, inputs.source,
+                          quiet)
+    paths = load.write_outputs(result, out_dir, json_path)
+    if json_path == "-":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(load.text_report(result))
     if not quiet and paths:
         click.echo("wrote " + ", ".join(paths.values()), err=True)
