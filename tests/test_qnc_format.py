@@ -549,7 +549,8 @@ def test_embedded_model_hash_mismatch(sample):
 
 
 @pytest.mark.parametrize("changes,fragment", [
-    (dict(n=260), "inconsistent header: the index lists 4 chunks.*imply 5"
+    (dict(n=260), "the index is 84 bytes, but the header's n and chunk_rows imply 5 chunks, "
+                  "whose index is 100 bytes"
                   "|chunk 3: chunk header says chunk 3 with 8 rows.*64 rows"),
     (dict(n=198), "chunk 3: chunk header says chunk 3 with 8 rows.*6 rows"),
     (dict(bytes_per_code=2), "inconsistent header: bytes_per_code=2 does not match K=256"),
@@ -707,7 +708,8 @@ def test_bad_plane_table(planes, fragment):
 def test_trailer_and_index_inconsistencies(sample):
     index_offset, index_length, _ = TRAILER_FIELDS.unpack_from(sample, len(sample) - TRAILER_SIZE)
     moved = sample[:-TRAILER_SIZE] + encode_trailer(index_offset - 1, index_length + 1)
-    expect_error(moved, "bad index tag", ["seek"])
+    expect_error(moved, "the index is 85 bytes, but the header's n and chunk_rows imply 4 "
+                        "chunks, whose index is 84 bytes", ["seek"])
     expect_error(moved, "trailer points at an index at", ["pipe"])
     with QncReader(io.BytesIO(sample)) as r:
         entries = r._chunks
@@ -717,6 +719,36 @@ def test_trailer_and_index_inconsistencies(sample):
     forged = sample[:index_offset] + shifted + encode_trailer(index_offset, len(shifted))
     expect_error(forged, "chunk 0: header and planes take .* the index says", ["seek"])
     expect_error(forged, "the index does not match the chunks", ["pipe"])
+
+
+def test_index_checksum_is_verified_before_its_fields_are_used(sample):
+    """SPEC.md 11.1 (G14): the index length follows from the header, and index_crc32 is checked
+    before the tag, chunk_count or any entry is used: a corrupted chunk_count, tag or entry
+    reads as a checksum mismatch, in both modes; the same values with a resealed CRC reach the
+    field checks."""
+    index_offset, index_length, _ = TRAILER_FIELDS.unpack_from(sample, len(sample) - TRAILER_SIZE)
+
+    def patched(at, value, reseal):
+        data = bytearray(sample)
+        data[index_offset + at:index_offset + at + len(value)] = value
+        if reseal:
+            body = bytes(data[index_offset:index_offset + index_length - 4])
+            data[index_offset + index_length - 4:index_offset + index_length] = \
+                CHUNK_CRC.pack(crc32(body))
+        return bytes(data)
+
+    crc = "^index checksum mismatch"
+    for at, value, unsealed, resealed in (
+            (8, (5).to_bytes(8, "little"), crc, "the index lists 5 chunks"),
+            (16, (7).to_bytes(8, "little"), crc, "index entry for chunk 0"),
+            (0, b"QIDY", "found b'QIDY', expected tag b'QIDX', and a checksum mismatch",
+             "^bad index tag b'QIDY'")):
+        expect_error(patched(at, value, False), unsealed)
+        expect_error(patched(at, value, True), resealed)
+    # a pipe holding more chunks than its header declares meets chunk bytes where the index
+    # should start: reported as such, from the checksum
+    expect_error(patch_header(sample, n=192), "no index where the header's 3 chunks end .*more "
+                                              "chunks than its header declares", ["pipe"])
 
 
 # -- section headers: checksum, type 0, flags of known types (gaps G7, G8, G1) -----------------
@@ -868,7 +900,8 @@ def test_chunk_count_must_be_below_2_to_the_32(tmp_path, sample):
                  "4294967296 chunks; ceil\\(n / chunk_rows\\) must be below 2\\*\\*32")
     # one chunk fewer passes the header check and fails on the index instead
     expect_error(patch_header(sample, n=((1 << 32) - 1) * 64),
-                 "the index lists 4 chunks|chunk 3: chunk header says chunk 3 with 8 rows")
+                 "imply 4294967295 chunks, whose index is|chunk 3: chunk header says chunk 3 "
+                 "with 8 rows")
 
 
 def test_header_size_outside_88_4096_is_rejected(sample):

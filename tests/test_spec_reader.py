@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import zstandard
 
-from spec_reader import (MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL,
-                         SEC_MODEL_CONFIG, SEC_USER_METADATA, SECTION_HEADER_SIZE,
-                         TRAILER_SIZE, SpecFormatError, canonical_json, crc32,
-                         crc32_reference, default_plane, emit, spec_build, spec_chunk_header,
-                         spec_codes, spec_open, spec_parts, spec_read_chunk, spec_zstd)
+from spec_reader import (MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL, SEC_MODEL_CONFIG,
+                         SEC_USER_METADATA, SECTION_HEADER_SIZE, TRAILER_SIZE, SpecFormatError,
+                         canonical_json, chunks_for_rows, crc32, crc32_reference, default_plane,
+                         emit, random_access_bytes, spec_build, spec_chunk_header, spec_codes,
+                         spec_open, spec_parts, spec_read_chunk, spec_zstd)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "qinco_codec" / "formats" / "golden"
@@ -620,6 +620,64 @@ def test_row_ranges_agree_with_the_package():
                 mine = spec_codes(data, steps=b, rows=slice(start, stop))
                 np.testing.assert_array_equal(mine, full[start:stop, :b])
                 np.testing.assert_array_equal(r.codes(steps=b, rows=slice(start, stop)), mine)
+
+
+@pytest.mark.parametrize("name", ["embedded_model", "minor_1_1_unknown_section", "k256_zstd",
+                                  "k4096_u16", "empty"])
+def test_random_access_reads_exactly_what_section_11_3_lists(name):
+    """Section 11.3 (G14): opening reads the fixed header, every section header (those of the
+    skipped embedded model and unknown sections included), the JSON payloads, the trailer and
+    the index; a prefix read of some rows then adds, per chunk holding one, its header and
+    first b planes. The package reads exactly that many bytes."""
+    QncReader, _ = _pkg()
+    data = _golden(name)
+    f = spec_open(data)
+    r = QncReader(io.BytesIO(data))
+    assert r.bytes_read == random_access_bytes(f, 1, [])
+    skipped = [s for s in f.sections if s.type not in (SEC_MODEL_CONFIG, SEC_USER_METADATA)]
+    if name in ("embedded_model", "minor_1_1_unknown_section"):
+        assert skipped and all(s.length for s in skipped)  # their payloads are not read
+    for b in sorted({1, f.M}):
+        for start, stop in ((0, 1), (f.n // 2, f.n), (0, f.n)):
+            before = r.bytes_read
+            r.codes(steps=b, rows=slice(start, stop))
+            chunks = chunks_for_rows(f, *slice(start, stop).indices(f.n)[:2])
+            assert r.bytes_read - before == random_access_bytes(f, b, chunks) - \
+                random_access_bytes(f, b, [])
+
+
+def _index_variant(sealed, at, value):
+    """k256_raw with bytes of its index replaced, index_crc32 recomputed or left stale."""
+    data = bytearray(_golden("k256_raw"))
+    f = spec_open(bytes(data))
+    start = f.index_offset
+    data[start + at:start + at + len(value)] = value
+    if sealed:
+        end = start + f.index_length - 4
+        data[end:end + 4] = struct.pack("<I", crc32(bytes(data[start:end])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("at,value,field_error", [
+    (8, struct.pack("<Q", 4), "index: chunk_count 4 != 3"),
+    (0, b"QIDY", "index: bad tag"),
+    (16, struct.pack("<Q", 7), "index: chunk 0 offset 7"),
+])
+def test_index_checksum_comes_before_its_fields(at, value, field_error, tmp_path):
+    """Sections 7 and 11.1 step 3 (G14): the index length follows from the header's C and the
+    trailer, and index_crc32 is verified before the tag, chunk_count or entries are used."""
+    QncReader, _ = _pkg()
+    stale = _index_variant(False, at, value)
+    with pytest.raises(SpecFormatError, match="^index: checksum mismatch$"):
+        spec_open(stale)
+    with pytest.raises(Exception, match="checksum mismatch"):
+        QncReader(io.BytesIO(stale))
+    sealed = _index_variant(True, at, value)
+    with pytest.raises(SpecFormatError, match=re.escape(field_error)):
+        spec_open(sealed)
+    with pytest.raises(Exception) as package_error:
+        QncReader(io.BytesIO(sealed))
+    assert "checksum" not in str(package_error.value)
 
 
 # --- golden files rebuilt by the spec-only writer ------------------------------------------

@@ -43,32 +43,36 @@ def decode_trailer(data, *, file_size, data_start):
     return index_offset, index_length
 
 
-def index_chunk_count(prefix, expected_chunks):
-    """chunk_count from the first 16 bytes of the index, checked against the header."""
-    tag, _, count = INDEX_PREFIX.unpack(prefix)
-    if tag != INDEX_TAG:
-        raise QncFormatError(f"bad index tag {tag!r} (expected {INDEX_TAG!r}); the file is "
-                             f"corrupted or has more chunks than its header declares")
-    if count != expected_chunks:
-        raise QncFormatError(f"inconsistent header: the index lists {count} chunks, the header's "
-                             f"n and chunk_rows imply {expected_chunks}")
-    return count
-
-
 def decode_index(data, *, expected_chunks, data_start, index_offset, min_chunk_length):
     """Decode the index and check that its chunks tile [data_start, index_offset) in order.
 
+    The index's length follows from the header alone (20 + 16 * C, C = ceil(n / chunk_rows)),
+    so `data` is checked against it first and `index_crc32` is verified before any other index
+    field is used (SPEC.md 11.1): then the tag, chunk_count and the entries.
     Returns a list of (chunk_offset, chunk_length).
     """
-    count = index_chunk_count(data[:INDEX_PREFIX.size], expected_chunks)
-    if len(data) != index_size(count):
-        raise QncFormatError(f"index is {len(data)} bytes, {count} chunks need {index_size(count)}")
+    expected_size = index_size(expected_chunks)
+    if len(data) != expected_size:
+        raise QncFormatError(f"the index is {len(data)} bytes, but the header's n and chunk_rows "
+                             f"imply {expected_chunks} chunks, whose index is {expected_size} "
+                             f"bytes")
     body = data[:-INDEX_CRC.size]
     (stored_crc,) = INDEX_CRC.unpack_from(data, len(body))
     computed = crc32(body)
+    tag, _, count = INDEX_PREFIX.unpack_from(data)
     if stored_crc != computed:
+        if tag != INDEX_TAG:  # only to word the message: nothing of the index is used
+            raise QncFormatError(f"no index where the header's {expected_chunks} chunks end (found "
+                                 f"{tag!r}, expected tag {INDEX_TAG!r}, and a checksum mismatch): "
+                                 f"the file is corrupted or has more chunks than its header "
+                                 f"declares")
         raise QncFormatError(f"index checksum mismatch (stored 0x{stored_crc:08x}, computed "
                              f"0x{computed:08x})")
+    if tag != INDEX_TAG:
+        raise QncFormatError(f"bad index tag {tag!r} (expected {INDEX_TAG!r})")
+    if count != expected_chunks:
+        raise QncFormatError(f"inconsistent header: the index lists {count} chunks, the header's "
+                             f"n and chunk_rows imply {expected_chunks}")
     entries = [INDEX_ENTRY.unpack_from(data, offset)
                for offset in range(INDEX_PREFIX.size, len(body), INDEX_ENTRY.size)]
     position = data_start

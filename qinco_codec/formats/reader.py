@@ -16,8 +16,8 @@ import numpy as np
 from .errors import InputError, QncFormatError
 from .chunks import decode_chunk_header, decode_plane
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
-from .index import decode_index, decode_trailer, index_chunk_count
-from .layout import (ENCODING_ZSTD, HEADER_PREFIX, INDEX_PREFIX, MAX_JSON_SECTION,
+from .index import decode_index, decode_trailer
+from .layout import (ENCODING_ZSTD, HEADER_PREFIX, MAX_JSON_SECTION,
                      SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_MODEL_CONFIG,
                      SECTION_NAMES, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
                      chunk_row_count, index_size)
@@ -351,9 +351,8 @@ class QncReader:
         trailer must point at it, then the file must end."""
         src = self._src
         index_offset = src.position
-        prefix = src.read(INDEX_PREFIX.size, "index")
-        count = index_chunk_count(prefix, self.header.num_chunks)
-        data = prefix + src.read(index_size(count) - len(prefix), "index")
+        # its length follows from the header, so no index field is used before its CRC
+        data = src.read(index_size(self.header.num_chunks), "index")
         entries = decode_index(data, expected_chunks=self.header.num_chunks,
                                data_start=self._data_start, index_offset=index_offset,
                                min_chunk_length=self._min_chunk_length())
