@@ -407,7 +407,8 @@ def test_writer_wrong_row_total_leaves_no_file(tmp_path, rows):
 @pytest.mark.parametrize("bad", [
     dict(K=3), dict(K=1 << 17), dict(M=0), dict(chunk_rows=0), dict(chunk_rows=(1 << 24) + 1),
     dict(n=-1), dict(dim=0), dict(source_dtype="complex64"), dict(model_sha256=b"short"),
-    dict(model_config=[1]), dict(metadata={"x": float("nan")}), dict(zstd_level=0),
+    dict(model_config=[1]), dict(metadata={"x": float("nan")}), dict(zstd_level=-1),
+    dict(zstd_level=23), dict(zstd_level=2.0), dict(zstd_level=True), dict(zstd_level="3"),
     dict(model_bytes=b"not the model")])
 def test_writer_rejects_bad_arguments(tmp_path, bad):
     kwargs = dict(n=1, dim=2, source_dtype="float32", K=16, M=2, model_sha256=SHA,
@@ -416,6 +417,17 @@ def test_writer_rejects_bad_arguments(tmp_path, bad):
     with pytest.raises(InputError):
         QncWriter(tmp_path / "a.qnc", **kwargs)
     assert _leftovers(tmp_path) == []
+
+
+def test_zstd_level_0_stores_raw_planes(tmp_path):
+    """zstd_level=0 means what `--zstd-level 0` means: every plane raw, the same bytes as
+    zstd_level=None (level 1 on the same codes does use zstd)."""
+    codes = np.zeros((300, 4), np.uint8)
+    raw = write_file(tmp_path / "none.qnc", codes, K=256, chunk_rows=100, zstd_level=None)
+    assert write_file(tmp_path / "zero.qnc", codes, K=256, chunk_rows=100, zstd_level=0) == raw
+    assert not any(z for chunk in QncReader(io.BytesIO(raw)).plane_sizes() for *_, z in chunk)
+    packed = write_file(tmp_path / "one.qnc", codes, K=256, chunk_rows=100, zstd_level=1)
+    assert all(z for chunk in QncReader(io.BytesIO(packed)).plane_sizes() for *_, z in chunk)
 
 
 @pytest.mark.parametrize("codes", [np.zeros((2, 3)), np.full((2, 2), 16), np.full((2, 2), -1),

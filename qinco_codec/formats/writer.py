@@ -44,6 +44,9 @@ class QncWriter:
     """Context manager writing n code rows of M steps to a new .qnc file at `path`.
 
     Call `write_codes` with (rows, M) integer arrays, any number of rows per call, totalling n.
+    `zstd_level` 1-22 tries zstd on every plane at that level (SPEC.md 12); 0 or None stores
+    every plane raw, as `qinco-compress --zstd-level 0` does (unlike libzstd, where level 0
+    means its default level).
     """
 
     def __init__(self, path, *, n, dim, source_dtype, K, M, model_sha256, model_config,
@@ -55,9 +58,10 @@ class QncWriter:
                                     bpc=bytes_per_code(K))
         if problem:
             raise InputError(problem)
-        if zstd_level is not None and not (isinstance(zstd_level, int) and 1 <= zstd_level <= 22):
-            raise InputError(f"zstd_level={zstd_level!r} must be None (no compression) or an "
-                             f"integer in [1, 22]")
+        if zstd_level is not None and (isinstance(zstd_level, bool) or not isinstance(
+                zstd_level, int) or not 0 <= zstd_level <= 22):
+            raise InputError(f"zstd_level={zstd_level!r} must be an integer in [1, 22], or 0 or "
+                             f"None to store every plane raw")
         sha = bytes(model_sha256)
         if len(sha) != 32:
             raise InputError(f"model_sha256 must be 32 bytes (a SHA-256 digest), got {len(sha)}")
@@ -80,7 +84,7 @@ class QncWriter:
             source_dtype=_dtype_name(source_dtype), model_sha256=sha) + body
         self._path = path
         self._n, self._K, self._M, self._chunk_rows = n, K, M, chunk_rows
-        self._encoder = PlaneEncoder(bytes_per_code(K), zstd_level)
+        self._encoder = PlaneEncoder(bytes_per_code(K), zstd_level or None)
         self._buffer = np.empty((min(chunk_rows, n), M), np.uint8 if K <= 256 else np.uint16)
         self._filled = 0       # rows waiting in self._buffer
         self._written = 0      # rows accepted by write_codes
