@@ -83,3 +83,27 @@ def test_spec_decoder_matches_the_package(preset, dim, overrides, weights):
         spec = spec_decode(data, codes[:, :m])
         err = np.linalg.norm(ours - spec, axis=1) / np.linalg.norm(spec, axis=1)
         assert err.max() < 1e-5, (m, err.max())
+
+
+def test_spec_decoder_matches_a_decode_only_model_with_an_aux_tensor():
+    """MODEL-SPEC.md 0 and 3: without the pre-selection codebooks, and with an auxiliary tensor the
+    spec decoder skips, the file decodes to the same vectors."""
+    from qinco_codec.serialize import model_from_bytes
+    model = _model("qinco2-XS", 12, 4, seed=9, embed=5, hidden=7)
+    data = model_to_bytes(model, decode_only=True)
+    (hlen,) = struct.unpack("<Q", data[:8])
+    header, body = json.loads(data[8:8 + hlen]), data[8 + hlen:]
+    header["aux.note"] = {"dtype": "U8", "shape": [3], "data_offsets": [len(body), len(body) + 3]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    data = struct.pack("<Q", len(text)) + text + body + b"abc"
+    stored = model_from_bytes(data)
+    assert stored.decode_only
+    spec_header = {k: v for k, v in header.items() if not k.startswith("aux.")}
+    text = json.dumps(spec_header).encode()
+    text += b" " * (-len(text) % 8)
+    codes = np.random.default_rng(4).integers(0, 16, (30, 4))
+    spec = spec_decode(struct.pack("<Q", len(text)) + text + body, codes)
+    ours = stored.decode(codes, device="cpu")
+    err = np.linalg.norm(ours - spec, axis=1) / np.linalg.norm(spec, axis=1)
+    assert err.max() < 1e-5
