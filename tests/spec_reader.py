@@ -515,6 +515,21 @@ def model_problem(f: SpecFile, *, dim: int, K: int, M: int) -> str | None:
     return None
 
 
+def to_source_dtype(values, name: str) -> np.ndarray:
+    """Section 4.1: decoded binary32 values converted to the source dtype `name`: floats by
+    round-to-nearest-even, integers rounded to nearest (ties to even) then clamped."""
+    values = np.asarray(values, dtype=np.float32)
+    if name == "bfloat16":  # the upper 16 bits of the binary32, rounded to nearest even
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype(np.uint16)  # the bfloat16 bit patterns
+    dtype = np.dtype(name)
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values.astype(np.float64)), info.min, info.max).astype(dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing: a file as its content, emitted with every derived field computed (section 12)
 

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import zstandard
 
-from spec_reader import (MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL, SEC_MODEL_CONFIG,
+from spec_reader import (DTYPES, MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL, SEC_MODEL_CONFIG,
                          SEC_USER_METADATA, SECTION_HEADER_SIZE, TRAILER_SIZE, SpecFormatError,
                          canonical_json, chunks_for_rows, crc32, crc32_reference, default_plane,
                          emit, random_access_bytes, spec_build, spec_chunk_header, spec_codes,
-                         spec_open, spec_parts, spec_read_chunk, spec_zstd)
+                         model_problem, spec_open, spec_parts, spec_read_chunk, spec_zstd,
+                         to_source_dtype)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "qinco_codec" / "formats" / "golden"
@@ -678,6 +679,72 @@ def test_index_checksum_comes_before_its_fields(at, value, field_error, tmp_path
     with pytest.raises(Exception) as package_error:
         QncReader(io.BytesIO(sealed))
     assert "checksum" not in str(package_error.value)
+
+
+def test_a_file_storing_a_prefix_matches_its_larger_model(tmp_path):
+    """Section 13 (G10): a file holding the first 3 steps of an 8-step model has M = 3 in its
+    header while model_config says 8; the model matches it (dim and K equal, 3 <= 8). A model
+    with fewer steps than the header, or another dim or K, does not."""
+    QncReader, QncWriter = _pkg()
+    codes = np.random.default_rng(3).integers(0, 16, (20, 3)).astype(np.uint8)
+    path = tmp_path / "prefix.qnc"
+    with QncWriter(path, n=20, dim=6, source_dtype="float32", K=16, M=3, model_sha256=bytes(32),
+                   model_config={"arch": "qinco2", "dim": 6, "K": 16, "M": 8}) as w:
+        w.write_codes(codes)
+    f = spec_open(path.read_bytes())
+    assert (f.M, f.model_config["M"]) == (3, 8)
+    assert QncReader(path).header.M == 3
+    np.testing.assert_array_equal(spec_codes(f.data), codes)
+    for dim, K, M in ((6, 16, 8), (6, 16, 3)):
+        assert model_problem(f, dim=dim, K=K, M=M) is None
+    for dim, K, M in ((6, 16, 2), (7, 16, 8), (6, 32, 8), (6, 8, 8)):
+        assert "cannot decode" in model_problem(f, dim=dim, K=K, M=M)
+
+
+@pytest.mark.parametrize("config", [b"{}", b'{"d":4}', b'{"dim":4,"M":99,"K":2}',
+                                    b'{"arch":["not","a","name"],"x":{"y":null}}'])
+def test_model_config_keys_are_not_needed_to_read(config):
+    """Section 5 (G11): model_config is informative; whatever keys it has (the golden files'
+    `d`, the package's `dim`, none, values that contradict the header), both readers read the
+    codes from the header alone."""
+    QncReader, _ = _pkg()
+    codes = _codes()
+    data = spec_build(codes=codes, K=256, chunk_rows=10, sections=[(1, 1, config)])
+    np.testing.assert_array_equal(spec_codes(data), codes)
+    r = QncReader(io.BytesIO(data))
+    assert r.header.model_config == json.loads(config)
+    np.testing.assert_array_equal(r.codes(), codes)
+
+
+def test_every_source_dtype_is_recorded(tmp_path):
+    """Section 4.1: each of the 12 source dtypes is written and reported the same by both
+    readers (so a writer of decoded vectors can convert back), also given as a numpy dtype."""
+    QncReader, QncWriter = _pkg()
+    for code, name in DTYPES.items():
+        for given in (name, np.dtype(name) if name != "bfloat16" else name):
+            path = tmp_path / f"{name}.qnc"
+            with QncWriter(path, n=1, dim=2, source_dtype=given, K=4, M=1,
+                           model_sha256=bytes(32), model_config={}) as w:
+                w.write_codes(np.array([[3]]))
+            f = spec_open(path.read_bytes())
+            assert (f.source_dtype_code, f.source_dtype) == (code, name)
+            assert QncReader(path).header.source_dtype == name
+
+
+def test_conversion_to_the_source_dtype_rounds_as_section_4_1_says():
+    """Section 4.1's rule, exercised on its edge cases: ties to even, clamping, bfloat16 as
+    the rounded upper half of the binary32."""
+    x = np.array([2.5, 3.5, -2.5, 0.49999997, 126.5, 127.5, 300.0, -300.0, -0.0], np.float32)
+    assert to_source_dtype(x, "int8").tolist() == [2, 4, -2, 0, 126, 127, 127, -128, 0]
+    assert to_source_dtype(x, "uint8").tolist() == [2, 4, 0, 0, 126, 128, 255, 0, 0]
+    assert to_source_dtype([1e10, -1e10], "int32").tolist() == [2 ** 31 - 1, -2 ** 31]
+    half = np.float32(1 + 2 ** -11)  # exactly between two float16 values: rounds to even (1.0)
+    assert to_source_dtype([half], "float16")[0] == np.float16(1.0)
+    assert to_source_dtype([1 + 3 * 2 ** -11], "float16")[0] == np.float16(1 + 2 ** -9)
+    # bfloat16: 1 + 2^-8 is a tie between 1.0 (0x3F80) and 1 + 2^-7 (0x3F81): even is 0x3F80
+    assert to_source_dtype([1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.0], "bfloat16").tolist() == \
+        [0x3F80, 0x3F82, 0xC000]
+    assert to_source_dtype([0.1], "float64")[0] == np.float64(np.float32(0.1))
 
 
 # --- golden files rebuilt by the spec-only writer ------------------------------------------
