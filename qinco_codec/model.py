@@ -48,6 +48,10 @@ def _download(t, out):
     out[...] = t.numpy()
 
 
+# Torch dtype that holds codes of 1 or 2 bytes on their way to numpy (torch has no uint16 CPU ops).
+_TORCH_CODE_DTYPES = {1: torch.uint8, 2: torch.int32}
+
+
 @contextlib.contextmanager
 def _on_device(model, dev):
     """The model on device `dev` for the duration, back where the caller had it afterwards."""
@@ -198,7 +202,7 @@ class QincoModel(nn.Module):
             for start in range(0, len(x), rows):
                 xb = model.normalize(_upload(x[start:start + rows], dev))
                 codes = codec.encode_normalized(model, xb, A, B, dtype)
-                _download(codes.to(torch.int32 if self.K > 256 else torch.uint8), out[start:start + rows])
+                _download(codes.to(_TORCH_CODE_DTYPES[self.bytes_per_code]), out[start:start + rows])
         return out
 
     def decode(self, codes, steps=None, batch_size=None, device="auto", precision="float32"):

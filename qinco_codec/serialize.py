@@ -7,6 +7,7 @@ check (header size, config fields, tensor names, shapes, finiteness) runs before
 import hashlib
 import json
 import os
+import stat
 import struct
 
 import torch
@@ -231,7 +232,13 @@ def read_model_file(path):
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ModelFormatError(f"model path is not a regular file (a device, pipe or socket): {path}")
+            data = f.read(info.st_size + 1)   # a file that grows while read is caught below
+        if len(data) != info.st_size:
+            raise ModelFormatError(f"model file {path} changed size while it was read "
+                                   f"({info.st_size} bytes, then {len(data)})")
     except FileNotFoundError:
         raise ModelFormatError(f"no such model file: {path}") from None
     except IsADirectoryError:

@@ -129,3 +129,12 @@ def test_decompress_cli_on_cuda(tmp_path, model):
     with qinco_codec.open(qnc) as f:
         ref = f.decode(bytes=2, device="cpu")
     assert _rel_err(np.load(out), ref) < REL_TOL
+
+
+def test_encode_and_decode_on_cuda_leave_the_model_on_the_cpu(model):
+    """device='cuda' runs the work on the GPU; the caller's model stays where it was."""
+    x = np.random.default_rng(5).standard_normal((64, model.dim)).astype(np.float32)
+    codes = model.encode(x, device="cuda")
+    assert model.codebook0.device.type == "cpu"
+    model.decode(codes, device="cuda")
+    assert all(p.device.type == "cpu" for p in model.parameters())

@@ -225,3 +225,10 @@ def test_gaps_and_overlaps_are_refused(model):
     with pytest.raises(ModelFormatError, match="packed without gaps or overlaps|bytes after"):
         model_from_bytes(join(overlapping, body))
     assert first
+
+
+def test_a_device_as_model_path_is_refused_without_reading_it():
+    """--model /dev/zero read until memory ran out (issue 17, bug 8): only regular files are read."""
+    with pytest.raises(ModelFormatError, match="not a regular file .*: /dev/zero"):
+        qinco_codec.load_model("/dev/zero")
+
