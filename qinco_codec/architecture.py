@@ -66,6 +66,11 @@ class TensorSpec(NamedTuple):
     role: str   # "normalisation", "codebook", "preselect" (encoder only) or "network"
 
 
+# The step modules that hold a step's network (shared by every step under share_steps); the
+# codebooks are the rest.
+NETWORK_MODULES = ("in_proj", "concat", "blocks", "out_proj")
+
+
 def network_tensors(s, prefix):
     """The network tensors of one step (MODEL-SPEC.md section 3), names under `prefix`."""
     out = []

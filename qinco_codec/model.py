@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import codec
-from .architecture import bytes_per_code, parameter_count
+from .architecture import NETWORK_MODULES, bytes_per_code, parameter_count
 from .config import ModelConfig
 from .devices import resolve_device
 from .errors import InputError
@@ -19,7 +19,6 @@ from .presets import get_preset
 from .steps import QincoStep
 from .validation import as_code_matrix, as_float_matrix
 
-NETWORK_PARTS = ("in_proj", "out_proj", "concat", "blocks")  # what share_steps shares
 # Bound on the largest intermediate tensor of a batch (elements): keeps memory bounded and the
 # working set moderate whatever n is. A GPU wants whole chunks per step: far larger batches.
 WORK_ELEMENTS = 1 << 22
@@ -92,7 +91,7 @@ class QincoModel(nn.Module):
         if config.share_steps:
             first = self.steps[0] if len(self.steps) else None
             for step in self.steps[1:]:
-                for part in NETWORK_PARTS:
+                for part in NETWORK_MODULES:
                     setattr(step, part, getattr(first, part))
 
     # ---- shared networks: stored once ----
@@ -101,7 +100,7 @@ class QincoModel(nn.Module):
         if not self.config.share_steps or not name.startswith("steps."):
             return False
         index, _, rest = name[len("steps."):].partition(".")
-        return index != "0" and rest.split(".", 1)[0] in NETWORK_PARTS
+        return index != "0" and rest.split(".", 1)[0] in NETWORK_MODULES
 
     def state_dict(self, *args, **kwargs):
         """As nn.Module's, with a shared network listed once (under the first step)."""

@@ -103,6 +103,12 @@ def test_model_spec_table_lists_exactly_the_inventory():
     assert used == {pat for pat, _ in rows}, "a MODEL-SPEC.md row no model has"
 
 
+def test_network_modules_name_every_network_tensor():
+    for config in CONFIGS:
+        for t in arch.network_tensors(config.step, "steps.0."):
+            assert t.name.split(".")[2] in arch.NETWORK_MODULES
+
+
 def test_faiss_can_represent_qinco1_only():
     assert arch.faiss_representable(CONFIGS[0])
     assert not arch.faiss_representable(CONFIGS[2]) and not arch.faiss_representable(CONFIGS[3])
