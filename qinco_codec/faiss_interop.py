@@ -30,20 +30,9 @@ import numpy as np
 
 from .architecture import faiss_representable
 from .errors import InputError
+from .optional import require_faiss
 
 __all__ = ["to_faiss", "codes_to_faiss", "codes_from_faiss"]
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as e:
-        raise InputError("faiss is not installed: pip install qinco-codec[bench] "
-                         f"(needs faiss-cpu >= 1.9) ({e})") from None
-    if not hasattr(faiss, "IndexQINCo"):
-        raise InputError(f"faiss {getattr(faiss, '__version__', '?')} has no IndexQINCo: "
-                         "faiss >= 1.9 is needed (pip install -U 'qinco-codec[bench]')")
-    return faiss
 
 
 def _nbits(K):
@@ -84,7 +73,7 @@ def to_faiss(model):
     materialises n·K·2d floats per call: encode large sets in batches. Raises InputError for
     models faiss cannot represent (QINCo2, non power-of-two K, ...) or when faiss is missing.
     """
-    faiss = _faiss()
+    faiss = require_faiss("IndexQINCo")
     D, M, K, nbits, L, h = _check_representable(model)
 
     def np64(t):
@@ -114,7 +103,7 @@ def to_faiss(model):
 
 def codes_to_faiss(model, codes):
     """Our (n, M) code matrix -> faiss's packed (n, code_size) uint8 bitstrings."""
-    faiss = _faiss()
+    faiss = require_faiss("IndexQINCo")
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != model.M:
         raise InputError(f"codes must have shape (n, {model.M}), got {codes.shape}")
@@ -123,7 +112,7 @@ def codes_to_faiss(model, codes):
 
 def codes_from_faiss(model, packed):
     """faiss's packed (n, code_size) uint8 bitstrings -> our (n, M) code matrix (model's dtype)."""
-    faiss = _faiss()
+    faiss = require_faiss("IndexQINCo")
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     nbits = _nbits(model.K)
     size = (model.M * nbits + 7) // 8

@@ -279,3 +279,20 @@ def test_busy_load_starts_and_stops_its_processes():
         assert load.alive() == 2
         procs = list(load.procs)
     assert all(p.poll() is not None for p in procs)
+
+
+def test_require_faiss_says_how_to_install(monkeypatch):
+    """One importer for faiss (qinco_codec/optional.py): the benchmarks and to_faiss share it."""
+    import sys
+
+    from qinco_codec.errors import InputError
+    from qinco_codec.optional import require_faiss
+
+    assert require_faiss("IndexQINCo") is faiss
+    with pytest.raises(InputError, match=r"has no IndexNothing: faiss >= 1.9 is needed"):
+        require_faiss("IndexNothing")
+    monkeypatch.setitem(sys.modules, "faiss", None)       # import faiss now raises ImportError
+    with pytest.raises(InputError, match=r"faiss is not installed: pip install qinco-codec\[bench\]"):
+        require_faiss()
+    result = invoke("--n", "10", "--train-seconds", "0", "--quiet")
+    assert result.exit_code == 1 and "faiss is not installed" in result.stderr

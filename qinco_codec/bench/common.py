@@ -1,20 +1,32 @@
-"""What the benchmarks share: the optional faiss import, wall-clock timing, and tables written
-as aligned text, Markdown and JSON."""
+"""What the benchmarks share: the vectors they measure (`Inputs`), the optional faiss import
+(`require_faiss`, defined in qinco_codec/optional.py), wall-clock timing, and tables written as
+aligned text, Markdown and JSON."""
 import json
 import time
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..formats.atomic import write_bytes_atomic
-from ..errors import InputError
+from ..optional import require_faiss  # noqa: F401 (the benchmarks' import of it)
 
 
-def require_faiss():
-    """The faiss module, or an InputError that says how to install it."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise InputError("this benchmark needs faiss: pip install 'qinco-codec[bench]' "
-                         f"(faiss-cpu) ({exc})") from None
-    return faiss
+@dataclass
+class Inputs:
+    """The vectors a benchmark measures: `base` (encoded, decoded and evaluated) and `train`
+    (for training), optional `queries` with their ground truth `gt` (per query, row numbers of
+    base, nearest first); `name` (short: the data set or file), `protocol` ('heldout' or 'self'
+    for `qinco-bench rd`), `description` (one line for reports) and `notes` on how they were
+    drawn."""
+
+    name: str
+    train: np.ndarray
+    base: np.ndarray
+    queries: np.ndarray = None
+    gt: np.ndarray = None
+    protocol: str = None
+    description: str = ""
+    notes: list = field(default_factory=list)
 
 
 class Timer:

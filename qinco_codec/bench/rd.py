@@ -18,14 +18,13 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InputError
 from ..progress import note
 from . import baselines
-from .common import Timer, format_table, require_faiss, write_json, write_text
+from .common import Inputs, Timer, format_table, require_faiss, write_json, write_text
 
 METHODS = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
 MIN_TRAIN = 256  # K = 256 codewords per step: k-means needs at least that many points
@@ -45,19 +44,6 @@ COLUMNS = [
     ("eff_bytes_n", "eff B/vec @n", ".2f"),
     ("eff_bytes_1M", "eff B/vec @1M", ".2f"),
 ]
-
-
-@dataclass
-class Inputs:
-    """Training and evaluation vectors, optional queries and ground truth, and what they are."""
-
-    name: str
-    protocol: str
-    train: np.ndarray
-    base: np.ndarray
-    queries: np.ndarray = None
-    gt: np.ndarray = None
-    notes: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- inputs
@@ -117,8 +103,8 @@ def prepare(name, protocol, base, train=None, queries=None, gt=None, train_size=
     if len(train) < MIN_TRAIN:
         raise InputError(f"need at least {MIN_TRAIN} training vectors (256 codewords per step), "
                          f"got {len(train)}")
-    return Inputs(name, protocol, np.ascontiguousarray(train), np.ascontiguousarray(base),
-                  queries, None if gt is None else np.asarray(gt), notes)
+    return Inputs(name, np.ascontiguousarray(train), np.ascontiguousarray(base), queries,
+                  None if gt is None else np.asarray(gt), protocol=protocol, notes=notes)
 
 
 def glove50_inputs(protocol, train_size=None, eval_size=None, seed=0):

@@ -31,7 +31,7 @@ from ..architecture import (decode_flops, effective_search, encode_flops, faiss_
                             faiss_qinco_encode_flops, faiss_representable, matmul_shapes)
 from ..errors import InputError
 from ..progress import note
-from .common import best_of, format_table, require_faiss, write_json, write_text
+from .common import Inputs, best_of, format_table, require_faiss, write_json, write_text
 
 DEFAULT_N = 20000
 DEFAULT_TIME_LIMIT = 20.0        # seconds of encoding per mode and thread count
@@ -83,13 +83,6 @@ def matmul_rate(shapes, dtype, device, min_seconds=0.05, repeats=5):
 
 
 # ---------------------------------------------------------------- inputs and models
-@dataclass
-class Inputs:
-    x: np.ndarray
-    train: np.ndarray
-    source: str
-
-
 def prepare_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0):
     """GloVe-50 (base split measured, train split for training) when dim is 50 and the data is
     installed, else standard Gaussian vectors (a separate draw for training)."""
@@ -100,13 +93,15 @@ def prepare_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0):
         if n > len(base):
             raise InputError(f"--n {n}: GloVe-50 base has {len(base):,} vectors")
         train = datasets.glove50("train")
-        return Inputs(np.ascontiguousarray(base[:n]), np.ascontiguousarray(train[:train_size]),
-                      f"GloVe-50 base[:{n}] (train split[:{min(train_size, len(train))}] for training)")
+        return Inputs("glove50", np.ascontiguousarray(train[:train_size]), np.ascontiguousarray(base[:n]),
+                      description=f"GloVe-50 base[:{n}] (train split[:{min(train_size, len(train))}] "
+                                  "for training)")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32)
     train = rng.standard_normal((train_size, dim), dtype=np.float32)
     why = "" if dim != 50 else " (GloVe-50 data not installed)"
-    return Inputs(x, train, f"standard Gaussian, d={dim}, n={n}{why} (separate draw of {train_size} for training)")
+    return Inputs("gaussian", train, x, description=f"standard Gaussian, d={dim}, n={n}{why} "
+                                                   f"(separate draw of {train_size} for training)")
 
 
 def build_model(preset, dim, M, K, train, train_seconds, seed=0, quiet=False):
@@ -235,9 +230,10 @@ def _time_n(fn, k, min_seconds=1.0):
 
 
 def _mse(x, recon):
-    if len(x) == 0:
-        return None
-    return float(((np.asarray(x, np.float64) - recon) ** 2).sum(1).mean())
+    """`evaluation.mse`, or None for a mode that encoded no vectors."""
+    from ..evaluation import mse
+
+    return mse(x, recon) if len(x) else None
 
 
 class _Bench:
@@ -249,7 +245,7 @@ class _Bench:
 
     # -- per-mode encode / decode functions
     def functions(self, mode):
-        x = self.inputs.x
+        x = self.inputs.base
         if mode.kind == "ours":
             model = self.models[mode.model]
 
@@ -288,7 +284,7 @@ class _Bench:
         from . import baselines
 
         faiss = require_faiss()
-        d = self.inputs.x.shape[1]
+        d = self.inputs.base.shape[1]
         for mode in modes:
             if mode.kind not in ("faiss-rq", "faiss-lsq"):
                 continue
@@ -442,12 +438,12 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
         codes = codes_by_mode[m.key]
         recon[m.key] = dec(codes) if len(codes) else np.empty((0, dim), np.float32)
         m.info["n"] = n_by_mode[m.key]
-        m.info["mse"] = _mse(inputs.x[:len(codes)], recon[m.key])
+        m.info["mse"] = _mse(inputs.base[:len(codes)], recon[m.key])
     for m in modes:
         if m.ref and m.ref in by_key:
             k = min(n_by_mode[m.key], n_by_mode[m.ref])
-            a = _mse(inputs.x[:k], recon[m.key][:k])
-            b = _mse(inputs.x[:k], recon[m.ref][:k])
+            a = _mse(inputs.base[:k], recon[m.key][:k])
+            b = _mse(inputs.base[:k], recon[m.ref][:k])
             m.info["mse_ratio"] = a / b if a is not None and b else None
             m.info["mse_ratio_n"] = k
             same = (codes_by_mode[m.key][:k] == codes_by_mode[m.ref][:k]).all(1)
@@ -519,7 +515,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
                    "bytes_per_vector": model.bytes_per_vector, "L": cfg.L, "hidden": cfg.hidden,
                    "embed": cfg.step.de, "model_A": cfg.A, "model_B": cfg.B,
                    "model": model_desc, "n": n, "time_limit_s": time_limit, "device": str(dev),
-                   "threads": list(threads), "vectors": inputs.source},
+                   "threads": list(threads), "vectors": inputs.description},
         "machine": _machine(cores, faiss, load_at_start),
         "matmul_gflops": {str(t): v for t, v in matmul.items()},
         "modes": [{"key": m.key, "label": m.label, "kind": m.kind, "model": m.model, "A": m.A, "B": m.B,

@@ -176,7 +176,7 @@ def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_se
     inputs = bench.prepare_vectors(model.dim if model else dim, n, train_size, seed)
     if model is None:
         model, desc = bench.build_model(preset, dim, nbytes, K, inputs.train, train_seconds, seed, quiet)
-    result = load.measure(model, inputs.x, busy, counts, policies, time_limit, desc, inputs.source,
+    result = load.measure(model, inputs.base, busy, counts, policies, time_limit, desc, inputs.description,
                           quiet)
     paths = load.write_outputs(result, out_dir, json_path)
     if json_path == "-":
