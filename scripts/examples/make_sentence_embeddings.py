@@ -20,7 +20,7 @@ Splits: a fixed permutation of all texts (the stable argsort of the raw output o
 numpy.random.PCG64(--seed), as in qinco_codec.datasets) gives query = its first --n-query texts,
 base = the next --n-base, train = the next --n-train. gt.npy holds, for each query, the ids (rows
 of base.npy) of its --k exact L2 nearest base vectors, nearest first, ties by smaller id
-(qinco_codec.datasets.exact_knn).
+(qinco_codec.evaluation.knn).
 
 Output (--out): train.npy, base.npy, query.npy (float32), gt.npy (int64), train.txt, base.txt,
 query.txt (the texts, one a line, row for row) and meta.json. Only the texts needed for the
@@ -331,7 +331,7 @@ def main():
 
     query, base, train = emb[:n_q], emb[n_q:n_q + n_b], emb[n_q + n_b:]
     t2 = time.time()
-    from qinco_codec.datasets import exact_knn
+    from qinco_codec.evaluation import knn as exact_knn
 
     gt = exact_knn(base, query, args.k)
     print(f"gt: {args.k} exact L2 neighbours of {n_q:,} queries in {time.time() - t2:.1f} s")
