@@ -15,6 +15,7 @@ bounded by `epochs` rather than by wall-clock time).
 """
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from .errors import InputError
 from .model import QincoModel
 from .presets import DEFAULT_PRESET, get_preset
 from .progress import bar
+from .rates import check_steps, steps_for_bytes
 from .rq_init import init_from_rq
 from .validation import as_float_matrix
 
@@ -116,58 +118,139 @@ def reset_dead_codewords(model, usage, residuals, generator):
     return n_reset
 
 
-def train(*args, **kwargs):
-    """Train a model; see `_train` for the arguments. Runs with torch's deterministic algorithms so
-    that the same data, settings and seed give the same model, and a resumed run the same result."""
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check(name, value, ok, expected):
+    """InputError naming the option, what it must be and what it is, when `ok` is false."""
+    if not ok:
+        raise InputError(f"{name} must be {expected}, got {value!r}")
+
+
+def _resolve_steps(steps, M, nbytes, K):
+    """The number of steps from `steps`, or once from a deprecated alias (M, or bytes per vector,
+    converted by rates.steps_for_bytes). Its warnings point at train()'s caller."""
+    given = [name for name, v in (("steps", steps), ("M", M), ("bytes", nbytes)) if v is not None]
+    if len(given) > 1:
+        raise InputError(f"give the rate once, as steps=...; got {' and '.join(given)}")
+    if M is not None:
+        warnings.warn("train(M=...) is deprecated; use steps=... (the same number: codes per vector)",
+                      DeprecationWarning, stacklevel=3)
+        steps = M
+    elif nbytes is not None:
+        warnings.warn("train(bytes=...) is deprecated; use steps=... (codes per vector: bytes divided "
+                      "by the bytes per code, 1 for K <= 256, else 2)", DeprecationWarning, stacklevel=3)
+        steps = steps_for_bytes(nbytes, K, None, None)
+    if steps is None:
+        raise InputError("give the number of steps (codes per vector), e.g. train(x, steps=8)")
+    return check_steps(steps, None, None)
+
+
+def _recipe(preset, **given):
+    """The preset with the training-recipe options that were given (not None) in place of its own."""
+    for name, value in given.items():
+        _check(name, value, value is None or (_is_number(value) and value >= 0), "a number >= 0")
+    _check("train_A", given["train_A"], given["train_A"] is None or _is_int(given["train_A"]), "an integer >= 0")
+    return get_preset(preset, **{k: v for k, v in given.items() if v is not None})
+
+
+def _shape(**given):
+    """The model-shape overrides that were given (not None), for QincoModel.from_preset."""
+    for name, value in given.items():
+        if name == "share_steps":
+            _check(name, value, value is None or isinstance(value, bool), "True or False")
+        else:
+            _check(name, value, value is None or (_is_int(value) and value >= 0), "an integer >= 0")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
+          max_minutes=None, epochs=None, patience=6, val=0.05, seed=0, checkpoint=None,
+          batch_size=1024, samples_per_epoch=32768,
+          lr=None, weight_decay=None, train_A=None, clip_value=None, clip_norm=None, last_step_loss=False,
+          L=None, hidden=None, embed=None, A=None, B=None, share_steps=None,
+          noise=0.0, dropout=0.0,
+          device="auto", threads=None, quiet=False, on_epoch=None,
+          M=None, bytes=None):
+    """Train a model of `preset` with `steps` codes of K values per vector on vectors x (n, d) and
+    return it (on the CPU). The same data, options and seed give the same model.
+
+    Rate: `steps` codes per vector (the model's M), each one of K codewords (a power of two; a code
+    takes 1 byte for K <= 256, else 2). Every prefix of the code is trained to be decodable.
+    `M=` and `bytes=` (bytes per vector) are deprecated aliases of `steps`, kept for one release:
+    they warn (DeprecationWarning) and are converted once.
+
+    Stopping: after `epochs` epochs (DEFAULT_EPOCHS when neither `epochs` nor `max_minutes` is
+    given), after `max_minutes` of wall-clock time, or when validation MSE has not improved for
+    `patience` epochs in the second half of the schedule (EARLY_STOP_FROM), whichever comes first;
+    the learning-rate schedule spans the epochs or the time budget. The weights with the best
+    validation MSE are returned. `val` is the held-out validation set: an array, a number of
+    vectors, or a fraction < 1 of x (at most 10,000 vectors). `seed` seeds every random choice.
+    `checkpoint` is a path: written after every epoch, and resumed from if it exists (same data,
+    options and seed; the result is that of an uninterrupted run when bounded by `epochs`).
+    An epoch is `samples_per_epoch` vectors drawn at random, in batches of `batch_size`.
+
+    Recipe (None keeps the preset's value): `lr` (peak learning rate of AdamW: warm-up, then cosine
+    decay), `weight_decay` (on network matrices only), `train_A` (candidates pre-selected when
+    encoding training batches; 0 = all K), `clip_value` / `clip_norm` (gradient clipping by value /
+    by norm; 0 = off). `last_step_loss` trains on the full-rate error only, not every prefix's.
+
+    Model shape (None keeps the preset's value; recorded in the model file): `L` residual blocks
+    per step, `hidden` their width, `embed` the width of QINCo2's projections (0 = the data
+    dimension), `A` / `B` the encoder's default pre-selection and beam, `share_steps` one step
+    network for all steps.
+
+    Regularisation against fitting a small training set, training-time only (the model file does
+    not change): `noise` adds Gaussian noise of that standard deviation (in units of the data's
+    RMS per coordinate) to every training batch (codes and loss then refer to the noisy vectors);
+    `dropout` drops that share of the step networks' hidden units.
+
+    Runtime: `device` ('auto', 'cpu' or 'cuda'), `threads` (torch CPU threads during this call),
+    `quiet` (no progress bar), `on_epoch(record)` called after each epoch (and its checkpoint)
+    with that epoch's record. Runs with torch's deterministic algorithms.
+    """
+    x = as_float_matrix(x, name="training vectors", allow_empty=False)
+    M = _resolve_steps(steps, M, bytes, K)
+    _check("epochs", epochs, epochs is None or (_is_int(epochs) and epochs >= 1), "an integer >= 1")
+    _check("max_minutes", max_minutes, max_minutes is None or (_is_number(max_minutes) and max_minutes > 0),
+           "a number > 0")
+    for name, value in (("patience", patience), ("batch_size", batch_size), ("samples_per_epoch", samples_per_epoch)):
+        _check(name, value, _is_int(value) and value >= 1, "an integer >= 1")
+    _check("threads", threads, threads is None or (_is_int(threads) and threads >= 1), "an integer >= 1")
+    _check("dropout", dropout, _is_number(dropout) and 0.0 <= dropout < 1.0, "in [0, 1)")
+    _check("noise", noise, _is_number(noise) and noise >= 0, ">= 0")
+    if epochs is None and max_minutes is None:
+        epochs = DEFAULT_EPOCHS
+    p = _recipe(preset, lr=lr, weight_decay=weight_decay, train_A=train_A, clip_value=clip_value,
+                clip_norm=clip_norm)
+    shape = _shape(L=L, hidden=hidden, embed=embed, A=A, B=B, share_steps=share_steps)
+    dev = resolve_device(device)
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(int(threads))
     try:
-        return _train(*args, **kwargs)
+        return _fit(x, p, M, K, shape, epochs=epochs, max_minutes=max_minutes, patience=patience, val=val,
+                    seed=seed, checkpoint=checkpoint, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
+                    last_step_loss=last_step_loss, noise=noise, dropout=dropout, dev=dev, quiet=quiet,
+                    on_epoch=on_epoch)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=None, epochs=None, val=0.05,
-          seed=0, device="auto", checkpoint=None, batch_size=1024, samples_per_epoch=32768, lr=None,
-          weight_decay=None, patience=6, train_A=None, last_step_loss=False, noise=0.0, dropout=0.0,
-          threads=None, quiet=False, on_epoch=None, **overrides):
-    """Train a model of `preset` on vectors x (n, d) and return it (on the CPU).
-
-    M (codes per vector) may be given as `bytes` instead. Training stops after `epochs` epochs,
-    after `max_minutes` of wall-clock time, or when validation MSE has not improved for `patience`
-    epochs in the second half of the schedule (EARLY_STOP_FROM), whichever comes first; the
-    learning-rate schedule spans the epochs or the time budget.
-    `checkpoint` is a path: written after every epoch, and resumed from if it exists.
-    `on_epoch(record)` is called after each epoch (and its checkpoint) with that epoch's record.
-    Regularisation against fitting a small training set: `noise` adds Gaussian noise of that
-    standard deviation (in units of the data's RMS per coordinate) to every training batch (codes
-    and loss then refer to the noisy vectors); `dropout` drops that share of the step networks'
-    hidden units during training. Neither changes the model file.
-    """
-    x = as_float_matrix(x, name="training vectors", allow_empty=False)
-    if M is None:
-        if bytes is None:
-            raise InputError("give the number of steps M or the rate in bytes per vector")
-        per_code = 1 if K <= 256 else 2
-        if bytes % per_code:
-            raise InputError(f"bytes={bytes} is not a whole number of {per_code}-byte codes (K={K})")
-        M = bytes // per_code
-    if epochs is None and max_minutes is None:
-        epochs = DEFAULT_EPOCHS
-    if threads:
-        torch.set_num_threads(int(threads))
-    p = get_preset(preset)
-    train_A = p.train_A if train_A is None else train_A
-    base_lr = p.lr if lr is None else lr
-    weight_decay = p.weight_decay if weight_decay is None else weight_decay
-    dev = resolve_device(device)
+def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpoint, batch_size,
+         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch):
+    """The training run of train(), its options checked: p is the preset with the recipe applied,
+    shape the model-shape overrides."""
+    preset, train_A, base_lr = p.name, p.train_A, p.lr
     xtrain, xval = _split_validation(x, val, seed)
 
-    if not 0.0 <= dropout < 1.0:
-        raise InputError(f"dropout must lie in [0, 1), got {dropout}")
-    if noise < 0:
-        raise InputError(f"noise must be >= 0, got {noise}")
-    model = QincoModel.from_preset(preset, x.shape[1], M, K, **overrides)
+    model = QincoModel.from_preset(preset, x.shape[1], M, K, **shape)
     for step in model.steps:
         step.dropout = float(dropout)
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
@@ -175,7 +258,7 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
     if state is None:
         init_from_rq(model, xtrain, seed=seed)
     model.to(dev)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=base_lr)
+    opt = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=base_lr)
     run = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_val": None, "bad_epochs": 0, "history": []}
     best_state = None
     if state is not None:
@@ -258,7 +341,7 @@ def _train(x, preset=DEFAULT_PRESET, M=None, K=256, *, bytes=None, max_minutes=N
         step.dropout = 0.0
     model.load_state_dict(best_state)
     model.to("cpu")
-    model.config["trained"] = {"epochs": run["epoch"], "samples": run["step"] * batch_size,
-                               "val_mse": run["best_val"]}
+    model.config = model.config.replace(trained={"epochs": run["epoch"], "samples": run["step"] * batch_size,
+                               "val_mse": run["best_val"]})
     model.history = run["history"]
     return model

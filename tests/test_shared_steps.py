@@ -29,7 +29,7 @@ def test_shared_model_is_smaller_and_round_trips(preset):
     data = model_to_bytes(shared)
     assert len(data) < 0.6 * len(model_to_bytes(plain))
     loaded = model_from_bytes(data)
-    assert loaded.config["share_steps"] is True
+    assert loaded.config.share_steps is True
     assert loaded.steps[3].blocks is loaded.steps[0].blocks
     x = np.random.default_rng(0).standard_normal((200, 24)).astype(np.float32)
     codes = shared.encode(x, B=1)
@@ -39,7 +39,7 @@ def test_shared_model_is_smaller_and_round_trips(preset):
 
 def test_training_keeps_the_network_shared():
     x = np.random.default_rng(1).standard_normal((3000, 16)).astype(np.float32)
-    model = qinco_codec.train(x, preset="qinco2-XS", bytes=4, epochs=1, samples_per_epoch=2048,
+    model = qinco_codec.train(x, preset="qinco2-XS", steps=4, epochs=1, samples_per_epoch=2048,
                               quiet=True, share_steps=True, device="cpu")
     assert model.steps[2].concat is model.steps[0].concat
     assert model.steps[0].concat.weight.abs().sum() > 0  # it was trained

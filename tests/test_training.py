@@ -1,5 +1,7 @@
 """Training on real GloVe data: it must beat its RQ start on vectors it never saw, checkpoint
 every epoch, resume to the same result after an interruption, and refuse corrupt checkpoints."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ from qinco_codec.errors import InputError, ModelFormatError
 from qinco_codec.model import QincoModel
 from qinco_codec.rq_init import init_from_rq
 
-QUICK = dict(preset="qinco2-XS", M=4, samples_per_epoch=8192, quiet=True)
+QUICK = dict(preset="qinco2-XS", steps=4, samples_per_epoch=8192, quiet=True)
 
 
 def _mse(model, x):
@@ -28,13 +30,13 @@ def test_training_beats_rq_start_on_unseen_vectors(trained, glove_train, glove_b
     # the RQ start of the same run: training split = all but the held-out validation vectors
     start = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 4), glove_train, seed=0)
     history = trained.history
-    assert history[-1]["val_mse"] < history[0]["val_mse"] or trained.config["trained"]["val_mse"] < history[0]["val_mse"]
+    assert history[-1]["val_mse"] < history[0]["val_mse"] or trained.config.trained["val_mse"] < history[0]["val_mse"]
     assert _mse(trained, glove_base) < _mse(start, glove_base) * 0.999
 
 
 def test_training_records_its_settings(trained):
-    assert trained.config["trained"]["epochs"] >= 1
-    assert trained.config["trained"]["samples"] == trained.config["trained"]["epochs"] * 8192
+    assert trained.config.trained["epochs"] >= 1
+    assert trained.config.trained["samples"] == trained.config.trained["epochs"] * 8192
     assert [h["epoch"] for h in trained.history] == list(range(len(trained.history)))
 
 
@@ -81,21 +83,88 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, glove_train):
 
 def test_time_budget_stops_cleanly_with_a_model(glove_train):
     m = qinco_codec.train(glove_train[:4000], max_minutes=0.05, **dict(QUICK, samples_per_epoch=1024))
-    assert m.config["trained"]["epochs"] >= 1
+    assert m.config.trained["epochs"] >= 1
     assert m.encode(glove_train[:5]).shape == (5, 4)
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(x=np.zeros((1, 4), np.float32), M=2), "cannot hold out"),
-    (dict(x=np.zeros((100, 4), np.float32), M=None), "give the number of steps"),
-    (dict(x=np.zeros((100, 4), np.float32), M=None, bytes=3, K=4096), "whole number"),
-    (dict(x=np.zeros((0, 4), np.float32), M=2), "at least one vector"),
-    (dict(x=np.zeros((100, 4), np.float32), M=2, dropout=1.0), "dropout must lie in"),
-    (dict(x=np.zeros((100, 4), np.float32), M=2, noise=-0.1), "noise must be >= 0"),
+    (dict(x=np.zeros((1, 4), np.float32), steps=2), "cannot hold out"),
+    (dict(x=np.zeros((100, 4), np.float32)), "give the number of steps"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=0), "steps=0 must be a positive integer"),
+    (dict(x=np.zeros((100, 4), np.float32), bytes=3, K=4096), "whole number"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, bytes=2), "give the rate once"),
+    (dict(x=np.zeros((0, 4), np.float32), steps=2), "at least one vector"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, dropout=1.0), "dropout must be in"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, noise=-0.1), "noise must be >= 0"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, lr=-1e-3), "lr must be a number >= 0"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, hidden="wide"), "hidden must be an integer"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, share_steps=1), "share_steps must be True or False"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, threads=0), "threads must be an integer >= 1"),
+    (dict(x=np.zeros((100, 4), np.float32), steps=2, preset="qinco3"), "unknown preset"),
 ])
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_bad_training_arguments(kwargs, msg):
     with pytest.raises(InputError, match=msg):
         qinco_codec.train(quiet=True, epochs=1, **kwargs)
+
+
+def test_every_option_is_in_the_signature_and_a_typo_is_refused():
+    """help() and inspect show each option; a misspelt one is a TypeError naming it, before any
+    work (it used to reach dataclasses.replace deep inside)."""
+    import pydoc
+
+    params = inspect.signature(qinco_codec.train).parameters
+    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params.values())
+    options = {"preset", "steps", "K", "epochs", "max_minutes", "patience", "val", "seed", "checkpoint",
+               "batch_size", "samples_per_epoch", "lr", "weight_decay", "train_A", "clip_value",
+               "clip_norm", "last_step_loss", "L", "hidden", "embed", "A", "B", "share_steps", "noise",
+               "dropout", "device", "threads", "quiet", "on_epoch"}
+    assert options <= set(params)
+    doc = pydoc.render_doc(qinco_codec.train)
+    for name in options:
+        assert f"`{name}`" in doc or f"{name}=" in doc, name
+    with pytest.raises(TypeError, match="hiden"):
+        qinco_codec.train(np.zeros((100, 4), np.float32), steps=2, hiden=64)
+
+
+TINY = dict(preset="qinco2-XS", K=16, epochs=1, samples_per_epoch=512, batch_size=256, val=100, quiet=True,
+            device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_x():
+    rng = np.random.default_rng(5)
+    return (rng.standard_normal((1500, 12)) @ rng.standard_normal((12, 12))).astype(np.float32)
+
+
+def _same_weights(a, b):
+    return a.state_dict().keys() == b.state_dict().keys() and all(
+        np.array_equal(v.numpy(), b.state_dict()[k].numpy()) for k, v in a.state_dict().items())
+
+
+@pytest.mark.parametrize("alias", [dict(M=3), dict(bytes=6, K=4096)])
+def test_deprecated_rate_aliases_warn_and_train_the_same_model(tiny_x, alias):
+    """M= and bytes= (bytes per vector; 2 bytes per code when K > 256) still work for one release:
+    they warn, pointing at the caller's line, and train exactly the model steps=3 trains."""
+    kwargs = dict(TINY, K=alias.get("K", TINY["K"]))
+    reference = qinco_codec.train(tiny_x, steps=3, **kwargs)
+    with pytest.warns(DeprecationWarning, match="use steps=") as caught:
+        model = qinco_codec.train(tiny_x, **{**kwargs, **alias})
+    assert caught[0].filename == __file__
+    assert model.M == 3
+    assert _same_weights(model, reference)
+
+
+def test_recipe_overrides_reach_the_training(tiny_x):
+    """clip_value (a preset field that is not part of the model) changes the run; an architecture
+    override changes the model."""
+    plain = qinco_codec.train(tiny_x, steps=3, **TINY)
+    clipped = qinco_codec.train(tiny_x, steps=3, clip_value=1e-7, **TINY)
+    assert not _same_weights(plain, clipped)
+    narrow = qinco_codec.train(tiny_x, steps=3, hidden=8, L=1, **TINY)
+    assert narrow.steps[0].blocks[0][0].weight.shape == (8, narrow.steps[0].embed)
+    assert len(narrow.steps[0].blocks) == 1
 
 
 @pytest.mark.parametrize("setting", [dict(dropout=0.3), dict(noise=0.2)])
@@ -125,4 +194,4 @@ def test_early_stopping_waits_for_the_second_half_of_the_schedule(glove_train):
     kwargs = dict(QUICK, K=16, epochs=6, samples_per_epoch=4096, val=200, lr=0.0, patience=1)
     model = qinco_codec.train(glove_train[:4000], **kwargs)
     assert all(h.get("reset", 0) == 0 for h in model.history)  # nothing changed the model
-    assert model.config["trained"]["epochs"] == 3  # epochs 1-2 not counted, epoch 3 (progress 0.5) stops
+    assert model.config.trained["epochs"] == 3  # epochs 1-2 not counted, epoch 3 (progress 0.5) stops

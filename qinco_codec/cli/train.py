@@ -47,18 +47,20 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     validation MSE (squared L2 error summed over dimensions, mean over vectors) on stdout.
     """
     from .. import train
+    from ..rates import steps_for_bytes
     from .common import check_not_directory
 
     check_not_directory(output)
+    steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
     x = load_vectors(data)
     if checkpoint and os.path.exists(checkpoint) and not quiet:
         click.echo(f"resuming from checkpoint {checkpoint}", err=True)
     if val >= 1:
         val = int(val)
-    model = train(x, preset=preset, K=K, bytes=nbytes, max_minutes=max_minutes, epochs=epochs, val=val,
+    model = train(x, preset=preset, steps=steps, K=K, max_minutes=max_minutes, epochs=epochs, val=val,
                   seed=seed, device=device, checkpoint=checkpoint, quiet=quiet)
     sha = model.save(output)
-    trained = model.config.get("trained", {})
+    trained = model.config.trained or {}
     click.echo(f"model: {output}")
     click.echo(f"sha256: {sha}")
     click.echo(f"val_mse: {trained.get('val_mse', float('nan')):.6g}")
