@@ -65,7 +65,8 @@ from qinco_codec.formats import QncReader, QncWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spec_reader import (MAGIC, U32, Emitted, Plane, QncParts, Section,  # noqa: E402,F401
-                         emit, numeric_fields, repair_crcs, to_parts)
+                         SpecFormatError, emit, numeric_fields, repair_crcs, spec_codes,
+                         spec_open, to_parts)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "qinco_codec" / "formats" / "golden"
 
@@ -606,6 +607,8 @@ class Outcome:
     message: str = ""         # the QncFormatError's message, or the violation
     peak: int = 0
     seconds: float = 0.0
+    codes: object = None      # what an accepting reader returned
+    model: object = None
 
 
 def _read(data, mode, rows_probe):
@@ -670,7 +673,43 @@ def check(data, expected_codes, expected_model, *, exact, mode, expect=None,
                      model_may_vanish)
     if problem:
         return Outcome(False, True, f"{mode}: {problem}", peak, seconds)
-    return Outcome(True, True, "", peak, seconds)
+    return Outcome(True, True, "", peak, seconds, codes, model)
+
+
+def spec_verdict(data, timeout=DEFAULT_TIMEOUT):
+    """The spec-only reader's (tests/spec_reader.py) reading of `data`, as an Outcome: accepted
+    with its codes and embedded model, or rejected with the SpecFormatError's message. Like the
+    package it leaves the payload CRC of unknown sections unverified (SPEC.md 5: MAY), so that
+    the two readers must agree on every file."""
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            f = spec_open(data, verify_skipped=False)
+            return Outcome(True, True, codes=spec_codes(f), model=f.embedded_model)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except SpecFormatError as exc:
+        return Outcome(True, False, str(exc))
+    except CaseTimeout:
+        return Outcome(False, message=f"spec-only reader: no result after {timeout} s")
+    except Exception as exc:  # noqa: BLE001 - a bug of the spec-only reader
+        return Outcome(False, message=f"spec-only reader: unexpected {type(exc).__name__}: {exc}")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def disagreement(mode, out, spec):
+    """Why the package's Outcome `out` and the spec-only reader's differ, or None."""
+    if not spec.ok:
+        return spec.message
+    if out.accepted != spec.accepted:
+        if out.accepted:
+            return f"{mode}: the package accepted a file the spec-only reader rejects: {spec.message}"
+        return f"{mode}: the package rejected a file the spec-only reader accepts: {out.message}"
+    if out.accepted and not (np.array_equal(out.codes, spec.codes) and out.model == spec.model):
+        return f"{mode}: the package and the spec-only reader return different codes or model"
+    return None
 
 
 def _judge(h, partial, codes, model, expected_codes, expected_model, exact,
@@ -701,12 +740,20 @@ def _judge(h, partial, codes, model, expected_codes, expected_model, exact,
 
 
 def check_case(base, case, modes=("seek", "pipe"), timeout=DEFAULT_TIMEOUT):
-    """Check one mutated case in every mode; return [(mode, Outcome)]."""
+    """Check one mutated case in every mode, and that the spec-only reader reads it the same
+    way (accepts it with the same codes and model, or rejects it); return [(mode, Outcome)]."""
     codes = base.codes if case.codes is UNCHANGED else case.codes
     model = base.model if case.model is UNCHANGED else case.model
-    return [(mode, check(case.data, codes, model, exact=case.exact, mode=mode, expect=case.expect,
-                         model_may_vanish=case.model_may_vanish, timeout=timeout))
-            for mode in modes]
+    spec = spec_verdict(case.data, timeout)
+    outcomes = []
+    for mode in modes:
+        out = check(case.data, codes, model, exact=case.exact, mode=mode, expect=case.expect,
+                    model_may_vanish=case.model_may_vanish, timeout=timeout)
+        problem = disagreement(mode, out, spec) if out.ok else None
+        if problem:
+            out = replace(out, ok=False, message=problem)
+        outcomes.append((mode, out))
+    return outcomes
 
 
 def draw_case(rng, bases, kind=None):

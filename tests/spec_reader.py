@@ -290,7 +290,7 @@ def _parse_fixed_header(data: bytes) -> SpecFile:
     return f
 
 
-def _parse_sections(f: SpecFile) -> None:
+def _parse_sections(f: SpecFile, verify_skipped: bool = True) -> None:
     data = f.data
     end = f.data_start
     # the sections area, an index of >= 20 bytes and the trailer must fit in the file
@@ -315,8 +315,10 @@ def _parse_sections(f: SpecFile) -> None:
             _need(counts[typ] <= MAX_OCCURRENCES[typ], f"section type {typ}: occurs more often than allowed")
         else:  # unknown: bits 1-31 of flags ignored, REQUIRED -> reject
             _need(not (sflags & REQUIRED), f"section type {typ:#x}: unknown and REQUIRED")
-        # we verify the CRC of every section, including skipped ones (allowed, section 11.1 step 2)
-        _need(crc32(payload) == pcrc, f"section type {typ}: payload checksum mismatch")
+        # the CRC of every payload this reader uses; by default also of the sections it skips
+        # (allowed: a reader MAY skip verifying those, section 5)
+        if typ in MAX_OCCURRENCES or verify_skipped:
+            _need(crc32(payload) == pcrc, f"section type {typ}: payload checksum mismatch")
         if typ == SEC_MODEL_CONFIG:
             f.model_config = json_object(payload, "model_config")
         elif typ == SEC_USER_METADATA:
@@ -371,11 +373,13 @@ def _parse_trailer_and_index(f: SpecFile) -> None:
     f.index_offset, f.index_length = index_offset, index_length
 
 
-def spec_open(data: bytes) -> SpecFile:
-    """Seeking reader (section 11.3 steps 1-2): fixed header, sections, trailer, index."""
+def spec_open(data: bytes, verify_skipped: bool = True) -> SpecFile:
+    """Seeking reader (section 11.3 steps 1-2): fixed header, sections, trailer, index.
+    `verify_skipped=False` leaves the payload CRC of sections of unknown types unchecked, as
+    section 5 allows (MAY)."""
     data = bytes(data)
     f = _parse_fixed_header(data)
-    _parse_sections(f)
+    _parse_sections(f, verify_skipped)
     _parse_trailer_and_index(f)
     return f
 
@@ -472,11 +476,12 @@ def chunks_for_rows(f: SpecFile, start: int, stop: int) -> range:
     return range(start // f.chunk_rows, -(-stop // f.chunk_rows))
 
 
-def spec_codes(data: bytes, steps: int | None = None, stats: dict | None = None,
+def spec_codes(data, steps: int | None = None, stats: dict | None = None,
                rows: slice | None = None) -> np.ndarray:
     """Codes of steps 1..b (default M) of all rows, or of the rows of a step-1 slice (read
-    from the chunks holding them only); (rows, b) uint8 or uint16."""
-    f = spec_open(data)
+    from the chunks holding them only); (rows, b) uint8 or uint16. `data`: the file's bytes,
+    or a SpecFile spec_open returned."""
+    f = data if isinstance(data, SpecFile) else spec_open(data)
     b = check_steps(f, steps)
     rows = slice(None) if rows is None else rows
     if rows.step not in (None, 1):

@@ -3,7 +3,9 @@
 The property (see tests/fuzz_qnc.py): for any input, opening it, reading a row slice at a prefix
 rate, reading all codes and the embedded model either succeeds with the right codes and model or
 raises QncFormatError; never another exception, never a hang, never a traced-memory peak above
-64 * len(file) + 1 MiB. Seekable files and pipes (short reads) alike.
+64 * len(file) + 1 MiB. Seekable files and pipes (short reads) alike. And the spec-only reader
+of tests/spec_reader.py reads every input the same way: it accepts exactly the files the
+package accepts, with the same codes and model.
 
 Bounded here with fixed seeds; `python tests/fuzz_qnc.py --cases 100000` is the long run.
 """
@@ -15,6 +17,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -111,6 +114,30 @@ def test_fuzz(kind):
         assert_property(base, F.MUTATIONS[kind](rng, base))
 
     run()
+
+
+def test_the_spec_only_reader_is_a_second_oracle():
+    """check_case fails a case where the package and the spec-only reader disagree, in either
+    direction; both skip the payload CRC of unknown sections (SPEC.md 5: MAY)."""
+    b = base_named("writer0")
+    codes = F.spec_verdict(b.data).codes
+    np.testing.assert_array_equal(codes, b.codes)
+    accepted = F.Outcome(True, True, codes=codes, model=b.model)
+    rejected = F.Outcome(True, False, "index: bad tag")
+    assert "the package accepted a file the spec-only reader rejects: index: bad tag" in \
+        F.disagreement("seek", accepted, rejected)
+    assert "the package rejected" in F.disagreement("pipe", F.Outcome(True, False, "x"), accepted)
+    other = F.Outcome(True, True, codes=codes[:, :1], model=b.model)
+    assert "different codes" in F.disagreement("seek", accepted, other)
+    assert F.disagreement("seek", accepted, accepted) is None
+    # an unknown optional section whose payload CRC is wrong: a reader MAY skip verifying it
+    parts = b.parts.copy()
+    parts.sections.append(F.Section(0x1000, 0, b"payload"))
+    key = ("section", len(parts.sections) - 1, "payload_crc32")
+    data = bytes(F.emit(parts, {key: 12345}).buf)
+    with pytest.raises(F.SpecFormatError, match="payload checksum mismatch"):
+        F.spec_open(data)
+    assert_property(b, F.Case(data, "unknown section, wrong payload CRC", expect="accept"))
 
 
 def test_long_run_entry_point_smoke(tmp_path):

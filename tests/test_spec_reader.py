@@ -43,6 +43,24 @@ def _golden(name):
     return (GOLDEN / f"{name}.qnc").read_bytes()
 
 
+def test_spec_reader_imports_nothing_of_the_package():
+    """The second implementation must stay independent: importing tests/spec_reader.py (in a
+    fresh process) loads no module of qinco_codec, and its source imports none."""
+    import ast
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import spec_reader; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'qinco_codec'))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests")], capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+    tree = ast.parse((ROOT / "tests" / "spec_reader.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names} | {node.module for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom)}
+    assert imported and not any(name.startswith("qinco_codec") for name in imported), imported
+
+
 def test_golden_set_is_complete():
     expected = {"tiny_example", "k256_raw", "k256_zstd", "k4096_u16", "embedded_model",
                 "external_model", "empty", "minor_1_1_unknown_section"}  # section 15
