@@ -13,9 +13,11 @@ size, drawn from a permutation seeded by (seed, epoch). A checkpoint is written 
 resuming from it repeats exactly what an uninterrupted run would have done (when the run is
 bounded by `epochs` rather than by wall-clock time).
 """
+import contextlib
 import math
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ WARMUP_FRACTION = 0.05
 # validation loss usually improves again (a 20-minute GloVe run stopped at 12 minutes otherwise).
 EARLY_STOP_FROM = 0.5
 MIN_LR_FACTOR = 0.02
+DROPOUT_STREAM = 0x64726F70  # offset of the dropout masks' seed from the epoch's sampling seed
 
 
 def _split_validation(x, val, seed):
@@ -155,7 +158,8 @@ def _recipe(preset, **given):
     """The preset with the training-recipe options that were given (not None) in place of its own."""
     for name, value in given.items():
         _check(name, value, value is None or (_is_number(value) and value >= 0), "a number >= 0")
-    _check("train_A", given["train_A"], given["train_A"] is None or _is_int(given["train_A"]), "an integer >= 0")
+    train_A = given["train_A"]
+    _check("train_A", train_A, train_A is None or _is_int(train_A), "an integer >= 0")
     return get_preset(preset, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -169,13 +173,65 @@ def _shape(**given):
     return {k: v for k, v in given.items() if v is not None}
 
 
+@contextlib.contextmanager
+def _torch_settings(threads):
+    """torch's deterministic algorithms (the same data, options and seed give the same model, and
+    a resumed run the same result) and, when given, `threads` CPU threads, for one run: both are
+    restored on exit, also on an error or an interruption. They are process-wide while the run
+    lasts (torch has no per-thread setting); train() leaves them as it found them."""
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    n_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        if threads:
+            torch.set_num_threads(n_threads)
+
+
+@contextlib.contextmanager
+def _dropout(model, p, generator):
+    """Inverted dropout of a share p of the step networks' hidden units (the output of each residual
+    block's ReLU) while gradients are computed in training mode, with masks drawn from `generator`
+    rather than torch's global RNG: the caller's random state is untouched, and a run resumed from
+    a checkpoint draws the same masks. Forward hooks on the ReLU modules (a shared network's once),
+    removed on exit; nothing reaches the model or its file. Yields [number of masks drawn]."""
+    drawn = [0]
+
+    def hook(module, inputs, output):
+        if not (module.training and torch.is_grad_enabled()):
+            return None
+        drawn[0] += 1
+        keep = torch.empty_like(output).bernoulli_(1.0 - p, generator=generator)
+        return output * keep.div_(1.0 - p)
+
+    relus = {id(block[1]): block[1] for step in model.steps for block in step.blocks} if p else {}
+    handles = [relu.register_forward_hook(hook) for relu in relus.values()]
+    try:
+        yield drawn
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class TrainResult(NamedTuple):
+    """What train(..., return_history=True) returns: the trained model and its epoch records."""
+
+    model: QincoModel
+    history: list
+
+
 def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
           max_minutes=None, epochs=None, patience=6, val=0.05, seed=0, checkpoint=None,
           batch_size=1024, samples_per_epoch=32768,
           lr=None, weight_decay=None, train_A=None, clip_value=None, clip_norm=None, last_step_loss=False,
           L=None, hidden=None, embed=None, A=None, B=None, share_steps=None,
           noise=0.0, dropout=0.0,
-          device="auto", threads=None, quiet=False, on_epoch=None,
+          device="auto", threads=None, quiet=False, on_epoch=None, return_history=False,
           M=None, bytes=None):
     """Train a model of `preset` with `steps` codes of K values per vector on vectors x (n, d) and
     return it (on the CPU). The same data, options and seed give the same model.
@@ -213,13 +269,19 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     Runtime: `device` ('auto', 'cpu' or 'cuda'), `threads` (torch CPU threads during this call),
     `quiet` (no progress bar), `on_epoch(record)` called after each epoch (and its checkpoint)
     with that epoch's record. Runs with torch's deterministic algorithms.
+
+    Returns the model, or with `return_history=True` a TrainResult (model, history): the history
+    is the list of epoch records, `{"epoch": 0, "val_mse": ...}` for the RQ start, then per epoch
+    `epoch`, `train_mse`, `val_mse` (MSE summed over dimensions, mean over vectors), `reset` (dead
+    codewords re-drawn) and `lr`; a resumed run's history includes the epochs before the resume.
     """
     x = as_float_matrix(x, name="training vectors", allow_empty=False)
     M = _resolve_steps(steps, M, bytes, K)
     _check("epochs", epochs, epochs is None or (_is_int(epochs) and epochs >= 1), "an integer >= 1")
     _check("max_minutes", max_minutes, max_minutes is None or (_is_number(max_minutes) and max_minutes > 0),
            "a number > 0")
-    for name, value in (("patience", patience), ("batch_size", batch_size), ("samples_per_epoch", samples_per_epoch)):
+    for name, value in (("patience", patience), ("batch_size", batch_size),
+                        ("samples_per_epoch", samples_per_epoch)):
         _check(name, value, _is_int(value) and value >= 1, "an integer >= 1")
     _check("threads", threads, threads is None or (_is_int(threads) and threads >= 1), "an integer >= 1")
     _check("dropout", dropout, _is_number(dropout) and 0.0 <= dropout < 1.0, "in [0, 1)")
@@ -230,29 +292,22 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
                 clip_norm=clip_norm)
     shape = _shape(L=L, hidden=hidden, embed=embed, A=A, B=B, share_steps=share_steps)
     dev = resolve_device(device)
-    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        return _fit(x, p, M, K, shape, epochs=epochs, max_minutes=max_minutes, patience=patience, val=val,
-                    seed=seed, checkpoint=checkpoint, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
-                    last_step_loss=last_step_loss, noise=noise, dropout=dropout, dev=dev, quiet=quiet,
-                    on_epoch=on_epoch)
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    with _torch_settings(threads):
+        model, history = _fit(x, p, M, K, shape, epochs=epochs, max_minutes=max_minutes, patience=patience,
+                              val=val, seed=seed, checkpoint=checkpoint, batch_size=batch_size,
+                              samples_per_epoch=samples_per_epoch, last_step_loss=last_step_loss, noise=noise,
+                              dropout=dropout, dev=dev, quiet=quiet, on_epoch=on_epoch)
+    return TrainResult(model, history) if return_history else model
 
 
 def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpoint, batch_size,
          samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch):
     """The training run of train(), its options checked: p is the preset with the recipe applied,
-    shape the model-shape overrides."""
+    shape the model-shape overrides. Returns (model, history)."""
     preset, train_A, base_lr = p.name, p.train_A, p.lr
     xtrain, xval = _split_validation(x, val, seed)
 
     model = QincoModel.from_preset(preset, x.shape[1], M, K, **shape)
-    for step in model.steps:
-        step.dropout = float(dropout)
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
     if state is None:
@@ -285,63 +340,65 @@ def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpo
     pbar = bar(total=epochs, desc=f"train {preset} M={M}", unit="epoch", quiet=quiet,
                initial=run["epoch"])
     pbar.set_postfix(val_mse=f"{run['best_val']:.4g}")
-    while progress() < 1.0 and run["bad_epochs"] < patience:
-        epoch = run["epoch"]
-        t0 = time.monotonic()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        if dropout:  # dropout draws from torch's global generator: seed it per epoch for resumability
-            torch.manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(xt), generator=gen)
-        if len(order) < steps_per_epoch * batch_size:
-            order = order.repeat(math.ceil(steps_per_epoch * batch_size / len(order)))
-        usage = torch.zeros(model.M, model.K, dtype=torch.int64, device=dev)
-        residuals, train_mse = None, 0.0
-        model.train()
-        for i in range(steps_per_epoch):
-            xb = model.normalize(xt[order[i * batch_size:(i + 1) * batch_size]])
-            if noise:
-                xb = xb + noise * torch.randn(xb.shape, generator=gen).to(xb)
-            codes = codec.encode_normalized(model, xb, train_A, 1)
-            usage += torch.nn.functional.one_hot(codes, model.K).sum(0)
-            for g in opt.param_groups:
-                g["lr"] = base_lr * lr_factor(progress())
-            loss, mse, recon = prefix_losses(model, xb, codes, last_only=last_step_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if p.clip_value:
-                torch.nn.utils.clip_grad_value_(model.parameters(), p.clip_value)
-            if p.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
-            opt.step()
-            run["step"] += 1
-            train_mse += mse.item()
-            if i == steps_per_epoch - 1:  # residual targets of each step, for dead-codeword reset
-                residuals = [xb] + [xb - r.detach() for r in recon[:-1]]
-        model.eval()
-        n_reset = reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
-        val_mse = validation_mse(model, xv, train_A)
-        run["epoch"] += 1
-        run["elapsed"] += time.monotonic() - t0
-        train_mse = train_mse / steps_per_epoch * model.dim * float(model.std) ** 2
-        run["history"].append({"epoch": run["epoch"], "train_mse": train_mse, "val_mse": val_mse,
-                               "reset": n_reset, "lr": opt.param_groups[0]["lr"]})
-        if val_mse < run["best_val"]:
-            run["best_val"], run["bad_epochs"] = val_mse, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif progress() >= EARLY_STOP_FROM:
-            run["bad_epochs"] += 1
-        if ckpt:
-            ckpt.save(model, opt, best_state, run)
-        if on_epoch:
-            on_epoch(run["history"][-1])
-        pbar.update(1)
-        pbar.set_postfix(train_mse=f"{train_mse:.4g}", val_mse=f"{val_mse:.4g}", best=f"{run['best_val']:.4g}")
+    drop_gen = torch.Generator(device=dev)
+    with _dropout(model, dropout, drop_gen) as masks_drawn:
+        while progress() < 1.0 and run["bad_epochs"] < patience:
+            epoch = run["epoch"]
+            t0 = time.monotonic()
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            drop_gen.manual_seed(seed * 1_000_003 + epoch + DROPOUT_STREAM)  # per epoch: resumable
+            order = torch.randperm(len(xt), generator=gen)
+            if len(order) < steps_per_epoch * batch_size:
+                order = order.repeat(math.ceil(steps_per_epoch * batch_size / len(order)))
+            usage = torch.zeros(model.M, model.K, dtype=torch.int64, device=dev)
+            residuals, train_mse = None, 0.0
+            model.train()
+            for i in range(steps_per_epoch):
+                xb = model.normalize(xt[order[i * batch_size:(i + 1) * batch_size]])
+                if noise:
+                    xb = xb + noise * torch.randn(xb.shape, generator=gen).to(xb)
+                codes = codec.encode_normalized(model, xb, train_A, 1)
+                usage += torch.nn.functional.one_hot(codes, model.K).sum(0)
+                for g in opt.param_groups:
+                    g["lr"] = base_lr * lr_factor(progress())
+                loss, mse, recon = prefix_losses(model, xb, codes, last_only=last_step_loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if p.clip_value:
+                    torch.nn.utils.clip_grad_value_(model.parameters(), p.clip_value)
+                if p.clip_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
+                opt.step()
+                run["step"] += 1
+                if i == 0 and dropout and not masks_drawn[0] and any(s.blocks for s in model.steps):
+                    raise RuntimeError("dropout drew no mask: QincoStep.forward no longer calls the "
+                                       "residual blocks' ReLU modules (see training._dropout)")
+                train_mse += mse.item()
+                if i == steps_per_epoch - 1:  # residual targets of each step, for dead-codeword reset
+                    residuals = [xb] + [xb - r.detach() for r in recon[:-1]]
+            model.eval()
+            n_reset = reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
+            val_mse = validation_mse(model, xv, train_A)
+            run["epoch"] += 1
+            run["elapsed"] += time.monotonic() - t0
+            train_mse = train_mse / steps_per_epoch * model.dim * float(model.std) ** 2
+            run["history"].append({"epoch": run["epoch"], "train_mse": train_mse, "val_mse": val_mse,
+                                   "reset": n_reset, "lr": opt.param_groups[0]["lr"]})
+            if val_mse < run["best_val"]:
+                run["best_val"], run["bad_epochs"] = val_mse, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif progress() >= EARLY_STOP_FROM:
+                run["bad_epochs"] += 1
+            if ckpt:
+                ckpt.save(model, opt, best_state, run)
+            if on_epoch:
+                on_epoch(run["history"][-1])
+            pbar.update(1)
+            pbar.set_postfix(train_mse=f"{train_mse:.4g}", val_mse=f"{val_mse:.4g}",
+                             best=f"{run['best_val']:.4g}")
     pbar.close()
-    for step in model.steps:
-        step.dropout = 0.0
     model.load_state_dict(best_state)
     model.to("cpu")
     model.config = model.config.replace(trained={"epochs": run["epoch"], "samples": run["step"] * batch_size,
                                "val_mse": run["best_val"]})
-    model.history = run["history"]
-    return model
+    return model, run["history"]

@@ -4,6 +4,7 @@ import inspect
 
 import numpy as np
 import pytest
+import torch
 
 import qinco_codec
 from qinco_codec.errors import InputError, ModelFormatError
@@ -22,27 +23,47 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def trained(glove_train):
-    return qinco_codec.train(glove_train, epochs=6, **QUICK)
+def trained_run(glove_train):
+    return qinco_codec.train(glove_train, epochs=6, return_history=True, **QUICK)
 
 
-def test_training_beats_rq_start_on_unseen_vectors(trained, glove_train, glove_base):
+@pytest.fixture(scope="module")
+def trained(trained_run):
+    return trained_run.model
+
+
+def test_training_beats_rq_start_on_unseen_vectors(trained, trained_run, glove_train, glove_base):
     # the RQ start of the same run: training split = all but the held-out validation vectors
     start = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 4), glove_train, seed=0)
-    history = trained.history
+    history = trained_run.history
     assert history[-1]["val_mse"] < history[0]["val_mse"] or trained.config.trained["val_mse"] < history[0]["val_mse"]
     assert _mse(trained, glove_base) < _mse(start, glove_base) * 0.999
 
 
-def test_training_records_its_settings(trained):
+def test_training_records_its_settings(trained, trained_run):
     assert trained.config.trained["epochs"] >= 1
     assert trained.config.trained["samples"] == trained.config.trained["epochs"] * 8192
-    assert [h["epoch"] for h in trained.history] == list(range(len(trained.history)))
+    assert [h["epoch"] for h in trained_run.history] == list(range(len(trained_run.history)))
+    assert set(trained_run.history[1]) == {"epoch", "train_mse", "val_mse", "reset", "lr"}
 
 
-def test_resume_after_interruption_reaches_the_same_model(tmp_path, glove_train):
+def test_history_is_returned_not_attached(tiny_x):
+    """train() returns the model alone unless asked for the history; nothing is attached to it."""
+    model = qinco_codec.train(tiny_x, steps=3, **TINY)
+    assert isinstance(model, QincoModel) and not hasattr(model, "history")
+    result = qinco_codec.train(tiny_x, steps=3, return_history=True, **TINY)
+    model2, history = result
+    assert result.model is model2 and result.history is history and not hasattr(model2, "history")
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert _same_weights(model, model2)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_after_interruption_reaches_the_same_model(tmp_path, glove_train, dropout):
+    """Also with dropout: its masks come from a generator seeded per epoch, so the epochs after
+    the resume draw the masks the uninterrupted run drew."""
     x = glove_train[:4000]
-    kwargs = dict(QUICK, epochs=3, samples_per_epoch=1024, val=200)
+    kwargs = dict(QUICK, epochs=3, samples_per_epoch=1024, val=200, dropout=dropout)
     reference = qinco_codec.train(x, **kwargs)
 
     ckpt = tmp_path / "run.ckpt"
@@ -54,8 +75,8 @@ def test_resume_after_interruption_reaches_the_same_model(tmp_path, glove_train)
     with pytest.raises(Interrupt):
         qinco_codec.train(x, checkpoint=ckpt, on_epoch=stop_after_first, **kwargs)
     assert ckpt.exists()
-    resumed = qinco_codec.train(x, checkpoint=ckpt, **kwargs)
-    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    resumed, history = qinco_codec.train(x, checkpoint=ckpt, return_history=True, **kwargs)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     for k, v in reference.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), resumed.state_dict()[k].numpy(), err_msg=k)
 
@@ -187,11 +208,46 @@ def test_regularisation_changes_training_but_not_the_model_file(glove_train, set
     np.testing.assert_array_equal(first.encode(x[:50]), first.encode(x[:50]))  # no dropout at encode
 
 
+def _global_torch_state():
+    return (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(), torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize("setting", [dict(dropout=0.3, noise=0.1), dict(dropout=0.3, threads=1),
+                                     dict(threads=2, share_steps=True)])
+def test_training_leaves_torch_global_state_as_it_found_it(tiny_x, setting):
+    """Thread count, the deterministic-algorithms flag and the global RNG are the same after
+    train() as before, after a normal return and after an exception raised inside the run; and
+    the model does not depend on the caller's global RNG."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(3 if n != 3 else 4)
+    try:
+        torch.manual_seed(123)
+        before = _global_torch_state()
+        model = qinco_codec.train(tiny_x, steps=3, **TINY, **setting)
+        after = _global_torch_state()
+        assert after[:3] == before[:3]
+        assert torch.equal(after[3], before[3])
+
+        def fail(record):
+            raise Interrupt
+
+        with pytest.raises(Interrupt):
+            qinco_codec.train(tiny_x, steps=3, on_epoch=fail, **TINY, **setting)
+        after = _global_torch_state()
+        assert after[:3] == before[:3] and torch.equal(after[3], before[3])
+
+        torch.manual_seed(7)  # another global RNG state: the same model
+        assert _same_weights(model, qinco_codec.train(tiny_x, steps=3, **TINY, **setting))
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_early_stopping_waits_for_the_second_half_of_the_schedule(glove_train):
     """With nothing to learn (learning rate 0) validation never improves; patience=1 must still
     let the first half of the schedule run (the learning rate is high there, and the annealing
     after it is where a stalled run improves), then stop at the first bad epoch after it."""
     kwargs = dict(QUICK, K=16, epochs=6, samples_per_epoch=4096, val=200, lr=0.0, patience=1)
-    model = qinco_codec.train(glove_train[:4000], **kwargs)
-    assert all(h.get("reset", 0) == 0 for h in model.history)  # nothing changed the model
+    model, history = qinco_codec.train(glove_train[:4000], return_history=True, **kwargs)
+    assert all(h.get("reset", 0) == 0 for h in history)  # nothing changed the model
     assert model.config.trained["epochs"] == 3  # epochs 1-2 not counted, epoch 3 (progress 0.5) stops
