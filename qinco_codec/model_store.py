@@ -2,16 +2,14 @@
 written with --no-embed-model can find their model by the id in their header."""
 import os
 
+from .cachedir import cache_root
 from .formats.atomic import write_bytes_atomic
 
 
 def store_dir():
-    """$QINCO_MODEL_DIR, else <user cache dir>/qinco-codec/models."""
-    env = os.environ.get("QINCO_MODEL_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "qinco-codec", "models")
+    """$QINCO_MODEL_DIR, else `cachedir.cache_root()`/models ($XDG_CACHE_HOME/qinco-codec/models,
+    else ~/.cache/qinco-codec/models)."""
+    return os.environ.get("QINCO_MODEL_DIR") or str(cache_root() / "models")
 
 
 def store_path(sha256_hex):

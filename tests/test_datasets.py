@@ -142,8 +142,30 @@ def test_unwritable_cache_still_computes(tmp_path, monkeypatch):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("QINCO_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert datasets.cache_dir() == tmp_path / ".cache" / "qinco-codec"
+
+
+def test_both_caches_follow_one_convention(monkeypatch, tmp_path):
+    """The data cache and the model store: their own variable, else $XDG_CACHE_HOME/qinco-codec
+    (an absolute one; a relative one is ignored, as the XDG specification says), else
+    ~/.cache/qinco-codec."""
+    from qinco_codec import model_store
+
+    for var in ("QINCO_CACHE_DIR", "QINCO_MODEL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert datasets.cache_dir() == tmp_path / "xdg" / "qinco-codec"
+    assert model_store.store_dir() == str(tmp_path / "xdg" / "qinco-codec" / "models")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert datasets.cache_dir() == tmp_path / "home" / ".cache" / "qinco-codec"
+    assert model_store.store_dir() == str(tmp_path / "home" / ".cache" / "qinco-codec" / "models")
+    monkeypatch.setenv("QINCO_CACHE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QINCO_MODEL_DIR", str(tmp_path / "models"))
+    assert datasets.cache_dir() == tmp_path / "data"
+    assert model_store.store_dir() == str(tmp_path / "models")
 
 
 def test_missing_wheel_says_how_to_install_it(monkeypatch):
