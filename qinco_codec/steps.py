@@ -76,7 +76,6 @@ class QincoStep(nn.Module):
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(de, shape.h, bias=False), nn.ReLU(), nn.Linear(shape.h, de, bias=False))
             for _ in range(shape.L))
-        self.dropout = 0.0  # training-only regularisation of the hidden units; not part of the model file
         self._zero_init()
 
     def _zero_init(self):
@@ -94,10 +93,8 @@ class QincoStep(nn.Module):
         c = self.codebook[codes]
         u = self.in_proj(c) if self.in_proj is not None else c
         z = u + self.concat(torch.cat([u, xhat], dim=-1))
-        drop = self.dropout if self.training else 0.0
         for block in self.blocks:
-            hidden = block[1](block[0](z))
-            z = z + block[2](nn.functional.dropout(hidden, drop) if drop else hidden)
+            z = z + block(z)   # Linear, ReLU (where training's dropout hooks in), Linear
         return z if self.out_proj is None else c + self.out_proj(z)
 
     # ---- split-layer evaluation of many candidates (encoding and fast decoding) ----
