@@ -1,4 +1,4 @@
-"""Progress bars on stderr (rate and ETA), silenced by quiet=True or when nothing is to be shown."""
+"""Progress on stderr: bars with rate and ETA, silenced by quiet=True; one-line notes."""
 import sys
 
 from tqdm.auto import tqdm
@@ -8,6 +8,14 @@ def bar(total=None, desc="", unit="it", quiet=False, **kwargs):
     """A tqdm bar writing to stderr; a disabled one when quiet."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=quiet, dynamic_ncols=True,
                 unit_scale=unit not in ("it", "epoch"), leave=True, **kwargs)
+
+
+def counted(batches, total, desc, quiet=False):
+    """Pass batches of vectors through, advancing a bar of `total` vectors by their row counts."""
+    with bar(total=total, desc=desc, unit="vec", quiet=quiet) as pbar:
+        for batch in batches:
+            yield batch
+            pbar.update(len(batch))
 
 
 def note(message, quiet=False):

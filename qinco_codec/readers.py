@@ -8,6 +8,10 @@ Supported for reading (format chosen by extension):
 * ``.fbin`` / ``.u8bin`` / ``.ibin`` -- big-ann-benchmarks: a header of two little-endian
   uint32 (n, dim), then n * dim float32 / uint8 / int32 values.
 
+Writing: `.npy` (float32 or float16), `.fvecs` and `.fbin` (float32), a whole array at once
+(`write_vectors`) or batch by batch in bounded memory (`write_vector_stream` to a file, which
+appears atomically; `write_npy_stream` to any stream, such as stdout).
+
 Files are memory-mapped, never loaded whole, so datasets larger than RAM can be encoded in
 batches. Every layout problem is checked against the file size when the file is opened and
 reported as an `InputError` naming the file, what was expected and what was found, instead of
@@ -122,14 +126,31 @@ def read_ints(path):
 def write_vectors(path, array):
     """Write a 2-D array atomically as .npy (float16 kept, else float32), .fvecs or .fbin."""
     path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in WRITABLE_EXTENSIONS:
-        raise InputError(f"{path}: cannot write {ext or 'extension-less'!r} files; "
-                         f"writable formats: {', '.join(WRITABLE_EXTENSIONS)}")
+    ext = _writable_extension(path)
     array = _check_array(np.asarray(array), path)
-    writer = {".npy": _write_npy, ".fvecs": _write_fvecs, ".fbin": _write_fbin}[ext]
+    dtype = np.float16 if ext == ".npy" and array.dtype == np.float16 else np.float32
+    write_vector_stream(path, _chunks(array, dtype), array.shape[0], array.shape[1], dtype)
+
+
+def write_vector_stream(path, batches, n, dim, dtype=np.float32):
+    """Write batches adding up to (n, dim) vectors to `path` as .npy (float32 or float16),
+    .fvecs or .fbin (float32), chosen by extension, holding one batch at a time.
+
+    The file appears atomically (temporary file + rename) and only once complete, so an
+    interrupted or failed write leaves nothing under the final name."""
+    path = os.fspath(path)
+    ext = _writable_extension(path)
+    dtype = np.dtype(dtype)
+    if ext != ".npy" and dtype != np.float32:
+        raise InputError(f"{path}: {ext} stores float32 only; use .npy for {dtype.name}")
+    if ext == ".fvecs" and n == 0:
+        raise InputError(f"{path}: cannot write zero vectors to .fvecs (the format stores the "
+                         f"dimension in each row, so an empty file cannot be read back)")
+    if ext == ".fbin" and (n >= 2 ** 32 or dim >= 2 ** 32):
+        raise InputError(f"{path}: shape ({n}, {dim}) does not fit the uint32 .fbin header")
+    writer = {".npy": write_npy_stream, ".fvecs": _write_fvecs, ".fbin": _write_fbin}[ext]
     with atomic_output(path) as f:
-        writer(f, array, path)
+        writer(f, batches, n, dim, dtype)
 
 
 def write_npy_stream(fileobj, batches, n, dim, dtype):
@@ -143,16 +164,22 @@ def write_npy_stream(fileobj, batches, n, dim, dtype):
     np.lib.format.write_array_header_1_0(fileobj, {
         "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
         "shape": (int(n), int(dim))})
+    for batch in _checked_batches(batches, n, dim, "npy stream"):
+        fileobj.write(np.ascontiguousarray(batch, dtype=dtype).data)
+
+
+def _checked_batches(batches, n, dim, what):
+    """The batches, each checked to be (rows, dim) and, all together, exactly n rows."""
     written = 0
     for batch in batches:
         batch = np.asarray(batch)
         if batch.ndim != 2 or batch.shape[1] != dim or written + batch.shape[0] > n:
-            raise InputError(f"npy stream: batch of shape {batch.shape} does not fit the "
+            raise InputError(f"{what}: batch of shape {batch.shape} does not fit the "
                              f"announced shape ({n}, {dim}) after {written} rows")
-        fileobj.write(np.ascontiguousarray(batch, dtype=dtype).data)
+        yield batch
         written += batch.shape[0]
     if written != n:
-        raise InputError(f"npy stream: batches gave {written} rows, the header announced {n}")
+        raise InputError(f"{what}: batches gave {written} rows, the header announced {n}")
 
 
 def iter_npy_stream(fileobj, batch_size=DEFAULT_BATCH_SIZE, name="stdin"):
@@ -219,6 +246,15 @@ def _extension(path):
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(f"{path}: unsupported file extension {ext or '(none)'!r}; "
                          f"supported: {', '.join(SUPPORTED_EXTENSIONS)}")
+    return ext
+
+
+def _writable_extension(path):
+    """The lower-cased extension of `path`, which must be one we can write."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in WRITABLE_EXTENSIONS:
+        raise InputError(f"{path}: cannot write {ext or 'extension-less'!r} files; "
+                         f"writable formats: {', '.join(WRITABLE_EXTENSIONS)}")
     return ext
 
 
@@ -344,28 +380,18 @@ def _chunks(array, dtype):
         yield np.ascontiguousarray(array[start:start + DEFAULT_BATCH_SIZE], dtype=dtype)
 
 
-def _write_npy(f, array, path):
-    dtype = np.float16 if array.dtype == np.float16 else np.float32
-    write_npy_stream(f, _chunks(array, dtype), array.shape[0], array.shape[1], dtype)
-
-
-def _write_fvecs(f, array, path):
-    n, dim = array.shape
-    if n == 0:
-        raise InputError(f"{path}: cannot write zero vectors to .fvecs (the format stores the "
-                         f"dimension in each row, so an empty file cannot be read back)")
+def _write_fvecs(f, batches, n, dim, dtype):
+    """TEXMEX rows: a little-endian int32 dimension, then the row's float32 values."""
     row_dtype = np.dtype([("dim", _VECS_DIM_DTYPE), ("vec", "<f4", (dim,))])
-    for chunk in _chunks(array, "<f4"):
-        table = np.empty(chunk.shape[0], row_dtype)
+    for batch in _checked_batches(batches, n, dim, "fvecs output"):
+        table = np.empty(batch.shape[0], row_dtype)
         table["dim"] = dim
-        table["vec"] = chunk
+        table["vec"] = batch
         f.write(table.data)
 
 
-def _write_fbin(f, array, path):
-    n, dim = array.shape
-    if n >= 2 ** 32 or dim >= 2 ** 32:
-        raise InputError(f"{path}: shape {array.shape} does not fit the uint32 .fbin header")
+def _write_fbin(f, batches, n, dim, dtype):
+    """big-ann-benchmarks: a uint32 (n, dim) header, then the float32 values."""
     f.write(np.array([n, dim], _BIN_HEADER_DTYPE).data)
-    for chunk in _chunks(array, "<f4"):
-        f.write(chunk.data)
+    for batch in _checked_batches(batches, n, dim, "fbin output"):
+        f.write(np.ascontiguousarray(batch, dtype="<f4").data)

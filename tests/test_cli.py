@@ -185,7 +185,7 @@ def test_compress_prefix_of_model(work, data, trained, qnc):
     d = json.loads(run(info.main, out, "--json").stdout)
     assert d["M"] == 2 and d["model_config"]["M"] == 4
     assert all(p["zstd_chunks"] == 0 for p in d["planes"])
-    assert np.array_equal(qinco_codec.open(out).codes(), qinco_codec.open(qnc[0]).codes(bytes=2))
+    assert np.array_equal(qinco_codec.open(out).codes(), qinco_codec.open(qnc[0]).codes(steps=2))
 
 
 def test_stdin_input(work, data, trained, qnc):
@@ -195,6 +195,38 @@ def test_stdin_input(work, data, trained, qnc):
     out = work / "stdin.qnc"
     run(compress.main, "-", out, "--model", trained[0], "-q", input=buf.getvalue())
     assert np.array_equal(qinco_codec.open(out).codes(), qinco_codec.open(qnc[0]).codes())
+
+
+def test_stdout_output_streams_the_container(work, data, trained, qnc, tmp_path, monkeypatch):
+    """OUTPUT '-' sends the .qnc to stdout (the same bytes as a file) and creates no file '-'."""
+    _, xpath = data
+    monkeypatch.chdir(tmp_path)  # a file named '-' would appear here
+    result = run(compress.main, xpath, "-", "--model", trained[0], "--chunk-rows", "512",
+                 "--metadata", '{"source": "synthetic", "seed": 0}')
+    assert result.stdout_bytes == qnc[0].read_bytes()
+    assert "wrote stdout:" in result.stderr and "vs float32" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    quiet = run(compress.main, xpath, "-", "--model", trained[0], "--bytes", "2", "-q")
+    assert quiet.stderr == ""
+    with qinco_codec.open(io.BytesIO(quiet.stdout_bytes)) as f:
+        assert np.array_equal(f.codes(), qinco_codec.open(qnc[0]).codes(steps=2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_and_info_give_the_ratio_to_a_non_float32_source(work, data, trained, tmp_path):
+    from qinco_codec.cli.formatting import fmt_ratio
+
+    x, _ = data
+    src = tmp_path / "h.npy"
+    np.save(src, x.astype(np.float16))
+    out = tmp_path / "h.qnc"
+    summary = run(compress.main, src, out, "--model", trained[0], "--no-embed-model").stderr
+    text = run(info.main, out).stdout
+    d = qinco_codec.open(out).describe()
+    assert d["source_ratio_without_model"] == pytest.approx(d["ratio_without_model"] / 2)
+    for where in (summary, text):
+        assert "vs the source float16" in where
+        assert f"{fmt_ratio(d['source_ratio_without_model'])} without it" in where
 
 
 # ---------------------------------------------------------------- decompress
@@ -208,7 +240,7 @@ def test_decompress_full(tmp_path, qnc, ext):
 
 def test_decompress_prefix_rows_and_stdout(tmp_path, qnc):
     f = qinco_codec.open(qnc[0])
-    at2 = f.decode(bytes=2)
+    at2 = f.decode(steps=2)
     run(decompress.main, qnc[0], tmp_path / "b2.npy", "--bytes", "2", "-q")
     assert np.array_equal(np.load(tmp_path / "b2.npy"), at2)
 
@@ -223,7 +255,7 @@ def test_decompress_prefix_rows_and_stdout(tmp_path, qnc):
 
     result = run(decompress.main, qnc[0], "-", "--bytes", "3", "--dtype", "float16", "-q")
     half = np.load(io.BytesIO(result.stdout_bytes))
-    assert half.dtype == np.float16 and np.array_equal(half, f.decode(bytes=3).astype(np.float16))
+    assert half.dtype == np.float16 and np.array_equal(half, f.decode(steps=3).astype(np.float16))
 
 
 def test_no_embed_model(tmp_path, data, trained, model_store, monkeypatch):
@@ -256,6 +288,44 @@ def test_no_embed_model(tmp_path, data, trained, model_store, monkeypatch):
     for qnc_file in (out, trained[0].parent / "a.qnc"):  # not embedded, embedded
         fails(decompress.main, qnc_file, tmp_path / "o.npy", "--model", other, "-q",
               match=("wrong model", sha, other_sha))
+
+
+def test_decompress_reads_a_given_model_file_once(tmp_path, data, trained, monkeypatch):
+    """--model PATH is read (and hashed) once: by the QncFile that checks it, not again by the
+    command."""
+    import builtins
+    import hashlib as hashlib_module
+
+    _, xpath = data
+    out = tmp_path / "ne.qnc"
+    run(compress.main, xpath, out, "--model", trained[0], "--no-embed-model", "-q")
+    model_path = os.path.realpath(trained[0])
+    model_bytes = Path(model_path).read_bytes()
+    opens, hashed = [], []
+    real_open, real_io_open, real_sha256 = builtins.open, io.open, hashlib_module.sha256
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.realpath(file) == model_path:
+            opens.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def counting_sha256(data=b"", **kwargs):
+        if bytes(data) == model_bytes:
+            hashed.append(1)
+        return real_sha256(data, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(hashlib_module, "sha256", counting_sha256)
+    for args in ((out, tmp_path / "a.npy"), (out, tmp_path / "b.npy", "--rows", "0:10"),
+                 (out, tmp_path / "c.npy", "--bytes", "2")):
+        opens.clear()
+        hashed.clear()
+        run(decompress.main, *args, "--model", trained[0], "-q")
+        assert len(opens) == 1, opens
+        assert len(hashed) == 1, hashed
+    monkeypatch.undo()
+    assert np.array_equal(np.load(tmp_path / "a.npy"), qinco_codec.open(out, model=trained[0]).decode())
 
 
 # ---------------------------------------------------------------- errors
@@ -351,7 +421,7 @@ def test_installed_entry_points(tmp_path, qnc):
     proc = subprocess.run([_entry_point("qinco-decompress"), str(qnc[0]), "-", "--bytes", "2"],
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert np.array_equal(np.load(io.BytesIO(proc.stdout)), qinco_codec.open(qnc[0]).decode(bytes=2))
+    assert np.array_equal(np.load(io.BytesIO(proc.stdout)), qinco_codec.open(qnc[0]).decode(steps=2))
 
     proc = subprocess.run([_entry_point("qinco-info"), str(tmp_path / "nope.qnc")],
                           capture_output=True, text=True, timeout=60)

@@ -33,14 +33,14 @@ def qnc(tmp_path_factory):
     model_path, model = small_model()
     qinco_codec.compress(glove("base", N), path, model_path, chunk_rows=64, quiet=True, B=1)
     with qinco_codec.open(path) as f:
-        ref = {"codes": f.codes(), "full": f.decode(), "half": f.decode(bytes=2),
+        ref = {"codes": f.codes(), "full": f.decode(), "half": f.decode(steps=2),
                "rows": f.decode(rows=slice(1000, 3500)),
                "iter": np.concatenate(list(f.iter_decode(batch_size=777)))}
     return path, ref
 
 
 def read_everything(f):
-    return {"codes": f.codes(), "full": f.decode(), "half": f.decode(bytes=2),
+    return {"codes": f.codes(), "full": f.decode(), "half": f.decode(steps=2),
             "rows": f.decode(rows=slice(1000, 3500)),
             "iter": np.concatenate(list(f.iter_decode(batch_size=777)))}
 

@@ -87,7 +87,7 @@ def test_empty_input_round_trips_through_the_api(tmp_path, model):
     compress(np.empty((0, 50), np.float32), out, model[0])
     with qinco_codec.open(out) as f:
         assert f.n == 0 and f.codes().shape == (0, 4)
-        assert f.decode().shape == (0, 50) and f.decode(bytes=2).dtype == np.float32
+        assert f.decode().shape == (0, 50) and f.decode(steps=2).dtype == np.float32
         assert list(f.iter_decode()) == []
 
 

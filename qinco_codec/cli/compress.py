@@ -2,14 +2,18 @@
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import (command, device_option, fmt_size, parse_json_object, quiet_option,
-                     search_options, size_lines, size_report, threads_option, vector_source)
+from .arguments import parse_json_object
+from .commands import command
+from .common import device_option, quiet_option, search_options, threads_option
+from .formatting import fmt_size, size_lines
+from .stdio import STDIO, container_output, vector_source
 
 EXAMPLE = """
 qinco-compress base.fvecs base.qnc --model model.safetensors
 qinco-compress base.fvecs base-8B.qnc --model model.safetensors --bytes 8   # store a prefix
 qinco-compress base.npy base.qnc --preset qinco2-S --bytes 16 --max-minutes 10 --model-out m.safetensors
 python make_vectors.py | qinco-compress - out.qnc --model model.safetensors --metadata '{"source": "x"}'
+qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc'   # .qnc on stdout
 """
 
 
@@ -22,7 +26,8 @@ python make_vectors.py | qinco-compress - out.qnc --model model.safetensors --me
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Architecture of the model to train when no --model is given. [default: qinco2-XS]")
 @click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
-              help="Bytes per vector. Without --model: the rate of the model to train [default: 16]. "
+              help="Bytes per vector. Without --model: the rate of the model to train (K=256: one "
+                   "byte per code) [default: 16]. "
                    "With --model: store only this prefix of each code (a multiple of the code size, "
                    "at most the model's rate) [default: the model's rate].")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -57,12 +62,16 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
     """Compress the vectors in INPUT into OUTPUT.qnc.
 
     INPUT is a vector file (.npy, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .ibin) or '-' for an .npy
-    stream on stdin (read once: the training sample is its first rows). Unless --quiet, a summary
-    goes to stderr: vectors, bytes per vector, file size, the model's share of the file, and the
-    compression ratio to float32 with and without the model.
+    stream on stdin (read once: the training sample is its first rows). OUTPUT.qnc '-' writes the
+    container to stdout (once it is complete). Unless --quiet, a summary goes to stderr:
+    vectors, bytes per vector, file size, the model's share of the file, and the compression
+    ratio to float32 (and to the source dtype) with and without the model.
     """
     from .. import compress
-    from .common import check_not_directory
+    from ..compressor import TRAIN_K
+    from ..model_resolution import ModelFile
+    from ..qncfile import QncFile
+    from ..rates import steps_for_bytes
 
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
@@ -70,32 +79,42 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
         if given:
             raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
     meta = parse_json_object(metadata, "--metadata")
-    check_not_directory(output)
-    kwargs = {}
-    if model_path is None:
-        kwargs = {"preset": preset or DEFAULT_PRESET}
-        if max_minutes is not None:
-            kwargs["max_minutes"] = max_minutes
-        if train_size is not None:
-            kwargs["train_size"] = train_size
-    summary = compress(vector_source(input_path), output, model_path, bytes=nbytes, chunk_rows=chunk_rows,
-                       embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level or None,
-                       A=A, B=B, weight_dtype=weights, model_out=model_out, device=device, quiet=quiet,
-                       seed=seed, **kwargs)
-    if quiet:
-        return
-    report = size_report(summary["n"], summary["dim"], summary["file_size"], summary["model_bytes"],
-                         summary["model_embedded"])
-    lines = [f"wrote {output}: {summary['n']:,} vectors of dim {summary['dim']}, "
-             f"{summary['bytes_per_vector']} bytes/vector ({fmt_size(summary['code_bytes'], short=True)} of codes "
-             f"before zstd)"]
-    lines += size_lines(report)
-    lines.append(f"model id:    {summary['model_sha256']}")
-    if not summary["model_embedded"]:
-        from ..model_store import store_path
-        lines.append(f"model store: {store_path(summary['model_sha256'])}")
-    for line in lines:
-        click.echo(line, err=True)
+    with container_output(output) as path:  # checks OUTPUT (a directory? stdout a terminal?) first
+        kwargs = {}
+        if model_path is None:
+            model = None
+            steps = steps_for_bytes(nbytes, TRAIN_K, None, "", name="--bytes")
+            kwargs = {"preset": preset or DEFAULT_PRESET}
+            if max_minutes is not None:
+                kwargs["max_minutes"] = max_minutes
+            if train_size is not None:
+                kwargs["train_size"] = train_size
+        else:
+            model = ModelFile.read(model_path)  # read once: its K and M turn --bytes into steps
+            steps = steps_for_bytes(nbytes, model.model.K, model.model.M, "the model's rate",
+                                    name="--bytes")
+        compress(vector_source(input_path), path, model, steps=steps, chunk_rows=chunk_rows,
+                 embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level, A=A, B=B,
+                 weight_dtype=weights, model_out=model_out, device=device, quiet=quiet, seed=seed,
+                 **kwargs)
+        if not quiet:
+            with QncFile(path) as f:
+                info = f.describe()
+    if not quiet:
+        for line in summary_lines("stdout" if output == STDIO else output, info):
+            click.echo(line, err=True)
+
+
+def summary_lines(where, info):
+    """The end-of-run summary: what was written, its size accounting and the model's id."""
+    lines = [f"wrote {where}: {info['n']:,} vectors of dim {info['dim']}, "
+             f"{info['bytes_per_vector']} bytes/vector ({fmt_size(info['codes_raw_bytes'], short=True)} "
+             f"of codes before zstd)"]
+    lines += size_lines(info)
+    lines.append(f"model id:    {info['model_sha256']}")
+    if not info["model_embedded"]:
+        lines.append(f"model store: {info['model_in_store']}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """qinco-decompress: decode a .qnc file (all of it or some rows, at any prefix rate) to vectors."""
-import hashlib
 import time
 
 import click
 import numpy as np
 
-from .common import (STDIO, check_output_path, command, device_option, parse_rows, quiet_option,
-                     stdin_binary, threads_option, with_progress, write_vector_stream)
+from .arguments import parse_rows
+from .commands import command
+from .common import device_option, quiet_option, threads_option
+from .stdio import STDIO, check_output_path, stdin_binary, write_vectors_out
 
 EXAMPLE = """
 qinco-decompress base.qnc decoded.npy
@@ -45,36 +46,31 @@ def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet
     one given with --model, else the one with the file's model id in the model store.
     """
     from .. import open as qnc_open
-    from ..errors import ModelMismatchError
+    from ..progress import counted
+    from ..rates import steps_for_bytes
 
     ext = check_output_path(output)
     source = stdin_binary() if input_path == STDIO else input_path
     with qnc_open(source, model=model_path) as f:
-        steps = f.steps_for(nbytes)  # checks --bytes before any work
+        steps = steps_for_bytes(nbytes, f.K, f.M, "the file's rate", name="--bytes")  # before any work
         rows = parse_rows(rows_text, f.n)
         if dtype is None:
             dtype = "float16" if f.header.source_dtype == "float16" and ext == ".npy" else "float32"
         if dtype != "float32" and ext != ".npy":
             raise click.BadParameter(f"{ext} stores float32 only; write .npy for {dtype}",
                                      param_hint="--dtype")
-        if model_path is not None:
-            with open(model_path, "rb") as m:
-                got = hashlib.sha256(m.read()).hexdigest()
-            if got != f.model_sha256:
-                raise ModelMismatchError(f"wrong model: the file was written with model "
-                                         f"{f.model_sha256}, {model_path} is {got}")
-        if f.n:
-            f.model  # noqa: B018 - load (and check) the model before any output is created
-        nbytes = steps * f.bytes_per_code
+        if f.n or model_path is not None:
+            # load the model and check it (id, dim, K, M) once, before any output is created
+            f.model  # noqa: B018
         if rows is None:
             n = f.n
-            batches = f.iter_decode(nbytes, batch_size=BATCH_ROWS, device=device)
+            batches = f.iter_decode(steps, batch_size=BATCH_ROWS, device=device)
         else:
             n = rows.stop - rows.start
-            batches = iter([f.decode(nbytes, rows=rows, device=device)]) if n else iter(())
-        batches = with_progress(batches, n, f"decode {nbytes} B/vec", quiet)
+            batches = iter([f.decode(steps, rows=rows, device=device)]) if n else iter(())
+        batches = counted(batches, n, f"decode {steps * f.bytes_per_code} B/vec", quiet)
         t0 = time.perf_counter()
-        write_vector_stream(output, batches, n, f.dim, np.dtype(dtype))
+        write_vectors_out(output, batches, n, f.dim, np.dtype(dtype))
         if rows is None and n and not quiet:
             click.echo(timing_line(f.stream_stats, time.perf_counter() - t0), err=True)
 

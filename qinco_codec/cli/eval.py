@@ -1,7 +1,10 @@
 """qinco-eval: reconstruction error (and search recall) of a model at every prefix rate."""
 import click
 
-from .common import command, device_option, echo_json, load_vectors, search_options, threads_option
+from .commands import command
+from .common import device_option, search_options, threads_option
+from .formatting import echo_json
+from .stdio import load_vectors
 
 EXAMPLE = """
 qinco-eval model.safetensors base.fvecs
@@ -55,7 +58,7 @@ def main(model_path, data, queries, gt, A, B, as_json, device):
         line = f"{r['steps']:>5} {r['bytes']:>9} {r['mse']:>12.6g} {r['rel_mse']:>9.5f}"
         click.echo(line + "".join(f" {r[k]:>7.4f}" for k in recall_keys))
     about = f"# {len(x)} vectors of dim {x.shape[1]}; model {model.sha256[:16]}... " \
-        f"({model.config.get('preset')}, K={model.K}, M={model.M})"
+        f"({model.config.preset}, K={model.K}, M={model.M})"
     click.echo(about + (f"; {len(q)} queries" if q is not None else ""))
 
 

@@ -3,75 +3,15 @@
 Reads only the header, the sections, the index and the chunk headers (not the codes), and never
 imports torch, so it is fast on files of any size.
 """
-import os
-
 import click
 
-from .common import command, echo_json, fmt_percent, size_lines, size_report
+from .commands import command
+from .formatting import echo_json, fmt_percent, size_lines
 
 EXAMPLE = """
 qinco-info base.qnc
 qinco-info base.qnc --json | jq .rates
 """
-
-
-def describe(path, verify=False):
-    """Everything qinco-info reports about the .qnc file at `path`, as a JSON-ready dict.
-    verify=True also reads every code plane and the embedded model to check their checksums."""
-    from .. import model_store
-    from .. import open as qnc_open
-
-    file_size = os.path.getsize(path)
-    with qnc_open(path) as f:
-        h = f.header
-        model_bytes = f.model_size
-        store = None
-        if not h.has_embedded_model:
-            store = model_store.find(f.model_sha256)
-            model_bytes = os.path.getsize(store) if store else None
-        planes = _plane_summary(f.plane_sizes(), h.M, f.bytes_per_code, h.n)
-        stored_prefix = 0
-        rates = []
-        for p in planes:
-            stored_prefix += p["stored_bytes"]
-            rates.append({"steps": p["step"], "bytes_per_vector": p["step"] * f.bytes_per_code,
-                          "stored_bytes_per_vector": stored_prefix / h.n if h.n else 0.0})
-        info = {
-            "path": os.fspath(path),
-            "version": ".".join(str(v) for v in h.version),
-            "n": h.n, "dim": h.dim, "source_dtype": h.source_dtype,
-            "K": h.K, "bytes_per_code": h.bytes_per_code, "M": h.M,
-            "bytes_per_vector": f.bytes_per_vector,
-            "chunk_rows": h.chunk_rows, "chunks": h.num_chunks,
-            "rates": rates,
-            "model_sha256": f.model_sha256,
-            "model_embedded": h.has_embedded_model,
-            "model_in_store": store,
-            "model_config": h.model_config,
-            "metadata": h.metadata,
-            "planes": planes,
-            "codes_stored_bytes": sum(p["stored_bytes"] for p in planes),
-            "codes_raw_bytes": sum(p["raw_bytes"] for p in planes),
-        }
-        if verify:
-            f.verify()  # every plane's CRC and code range, the embedded model's CRC and SHA-256
-            info["verified"] = True
-    info.update(size_report(h.n, h.dim, file_size, model_bytes, h.has_embedded_model))
-    return info
-
-
-
-
-def _plane_summary(sizes, M, bpc, n):
-    """Per step: stored and raw bytes summed over chunks, zstd-coded chunk count and saving."""
-    out = []
-    for s in range(M):
-        stored = sum(chunk[s][0] for chunk in sizes)
-        raw = sum(chunk[s][1] for chunk in sizes)
-        out.append({"step": s + 1, "stored_bytes": stored, "raw_bytes": raw,
-                    "zstd_chunks": sum(1 for chunk in sizes if chunk[s][2]),
-                    "zstd_saving": 1.0 - stored / raw if raw else 0.0})
-    return out
 
 
 def _config_text(config):
@@ -82,7 +22,7 @@ def _config_text(config):
 
 
 def render(info):
-    """The human-readable report."""
+    """The human-readable report of a QncFile.describe() dict."""
     n, chunks = info["n"], info["chunks"]
     model_rate = info["model_config"].get("M")
     lines = [
@@ -133,7 +73,10 @@ def main(path, as_json, verify):
 
     Reads only headers and the index (unless --verify); needs no model and does not load torch.
     """
-    info = describe(path, verify=verify)
+    from .. import open as qnc_open
+
+    with qnc_open(path) as f:
+        info = f.describe(verify=verify)
     if as_json:
         echo_json(info)
     else:

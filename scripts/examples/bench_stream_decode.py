@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import qinco_codec
-from qinco_codec.container import config_summary
+from qinco_codec.compressor import config_summary
 from qinco_codec.formats import QncWriter
 from qinco_codec.model import QincoModel
 from qinco_codec.serialize import model_to_bytes, sha256_hex

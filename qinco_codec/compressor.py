@@ -1,0 +1,129 @@
+"""The compress pipeline: vectors in (any source, see sources.py), a model (given, or trained on
+a sample of the input and sized so that the file stays small), codes out into a .qnc file.
+
+Rates are in steps (codes per vector, see rates.py). The torch-side modules are imported only
+when compress() runs.
+"""
+import binascii
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .formats import QncWriter
+from .formats.layout import bytes_per_code
+from .model_resolution import load_model_arg
+from .progress import bar, note
+from .rates import deprecated_bytes
+from .sources import as_source
+from .validation import as_float_matrix
+
+DEFAULT_CHUNK_ROWS = 65536
+DEFAULT_TRAIN_SIZE = 100_000
+DEFAULT_STEPS = 16
+DEFAULT_MAX_MINUTES = 5.0
+TRAIN_K = 256  # codebook size of the models compress() trains itself
+CONFIG_SUMMARY_KEYS = ("preset", "arch", "dim", "M", "K", "L", "hidden", "embed", "A", "B", "version")
+
+
+def config_summary(model, n_params=None):
+    """The model_config section of a file written with `model`: its main settings and its
+    parameter count (the model file itself is the full description)."""
+    c = model.config.to_dict()
+    out = {k: c[k] for k in CONFIG_SUMMARY_KEYS if k in c}
+    out["parameters"] = n_params if n_params is not None else model.num_parameters()
+    return out
+
+
+def _fit_model(n, dim, steps, preset, weight_dtype, quiet):
+    """The model shape and weight precision that keep a self-trained file below float16 size."""
+    from .sizing import fit_model_to_file
+    choice = fit_model_to_file(n, dim, steps * bytes_per_code(TRAIN_K), TRAIN_K, preset, weight_dtype)
+    if choice.overrides or choice.weight_dtype != weight_dtype:
+        shape = ", ".join(f"{k}={v}" for k, v in choice.overrides.items()) or "the preset's shape"
+        note(f"model sized for {n:,} vectors: {preset} with {shape}, {choice.weight_dtype} weights "
+             f"({choice.model_bytes:,} bytes), so that the file stays below float16 size", quiet)
+    return choice
+
+
+def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
+                 device, quiet):
+    """A model of `steps` steps (K=TRAIN_K) trained on a sample of the source, and the weight
+    precision to store it with."""
+    from .presets import DEFAULT_PRESET
+    from .training import train
+
+    sample = src.sample(train_size, seed)
+    if len(sample) < 2:
+        raise InputError(f"{getattr(src, 'name', 'input')}: need at least 2 vectors to train a model, "
+                         f"got {len(sample)}; pass a trained model instead")
+    preset = preset or DEFAULT_PRESET
+    overrides = {}
+    if embed_model:
+        choice = _fit_model(src.n, src.dim, steps, preset, weight_dtype, quiet)
+        overrides, weight_dtype = choice.overrides, choice.weight_dtype
+    model = train(sample, preset=preset, M=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
+                  device=device, quiet=quiet, **overrides)
+    return model, weight_dtype
+
+
+def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
+             metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
+             zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
+             device="auto", quiet=False, seed=0, bytes=None):
+    """Encode vectors x into a .qnc file at `path`; returns a summary dict.
+
+    x: an (n, d) array (memory-mapped arrays are read batch by batch), a vector file path, or a
+    stream with `.n`, `.dim`, `.dtype` and batches (stdin). `model`: a model file path, a
+    model_resolution.ModelFile (a model file already read) or a QincoModel (not modified); with model=None a model of `preset` with M=`steps` (default 16)
+    codes of K=256 values is trained on a sample of x (`train_size` rows, `max_minutes`).
+    `steps` is the number of codes stored per vector: a prefix of the model's M (default: all).
+    The model is embedded unless embed_model=False; then it is put in the model store so the
+    file still opens. `weight_dtype` ('float32', 'float16', 'bfloat16') sets how the model's
+    weights are stored. `zstd_level` 1-22 compresses the code planes, 0 or None stores them raw.
+    `bytes=` (bytes per vector) is the deprecated former spelling of `steps`.
+    """
+    from .serialize import model_from_bytes, model_to_bytes, sha256_hex
+
+    src = as_source(x)
+    if model is None:
+        steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
+        steps = DEFAULT_STEPS if steps is None else steps
+        model, weight_dtype = _train_model(src, steps, preset, embed_model, weight_dtype,
+                                           train_size, max_minutes, seed, device, quiet)
+    model, data, sha = load_model_arg(model)
+    if weight_dtype != "float32":
+        data = model_to_bytes(model, weight_dtype)
+        sha = sha256_hex(data)
+    model = model_from_bytes(data)  # encode with exactly the weights the file will decode with
+    if src.dim != model.dim:
+        raise InputError(f"input has dimension {src.dim}, the model expects {model.dim}")
+    steps = deprecated_bytes(steps, bytes, model.K, model.M, "the model's rate")
+    if model_out:
+        from .formats.atomic import write_bytes_atomic
+        write_bytes_atomic(model_out, data)
+    if not embed_model:
+        from . import model_store
+        model_store.put(data, sha)
+    code_bytes = src.n * steps * model.bytes_per_code
+    if embed_model and len(data) > code_bytes and not quiet:
+        hint = "" if weight_dtype != "float32" else ", or store its weights as float16"
+        note(f"warning: the embedded model ({len(data):,} bytes) is larger than the codes "
+             f"({code_bytes:,} bytes); share one model across files with --no-embed-model and the "
+             f"model store{hint}", quiet)
+    with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
+                   K=model.K, M=steps, model_sha256=binascii.unhexlify(sha),
+                   model_config=config_summary(model), metadata=metadata,
+                   model_bytes=data if embed_model else None, chunk_rows=chunk_rows,
+                   zstd_level=zstd_level or None) as w, \
+            bar(total=src.n, desc="encode", unit="vec", quiet=quiet) as pbar:
+        start = 0
+        for batch in src.iter_batches(batch_size):
+            xb = as_float_matrix(batch, dim=model.dim, name="input", row_offset=start)
+            w.write_codes(model.encode(xb, A=A, B=B, device=device)[:, :steps])
+            start += len(batch)
+            pbar.update(len(batch))
+    return {"path": os.fspath(path), "n": src.n, "dim": model.dim, "steps": steps,
+            "bytes_per_vector": steps * model.bytes_per_code, "model_sha256": sha,
+            "model_bytes": len(data), "model_embedded": bool(embed_model),
+            "code_bytes": code_bytes, "file_size": os.path.getsize(path)}

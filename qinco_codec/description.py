@@ -1,0 +1,119 @@
+"""What a .qnc file holds and what it costs: the report behind `QncFile.describe()`, which
+`qinco-info` (text and --json) and `qinco-compress`'s end-of-run summary both render.
+
+Everything here comes from the header, the sections, the index and the chunk headers (never the
+codes) and the size of the model file; no torch.
+"""
+import os
+
+import numpy as np
+
+FLOAT32_BYTES = 4
+
+
+def source_itemsize(dtype_name):
+    """Bytes per value of a source dtype named in the header (bfloat16 is not a NumPy dtype)."""
+    return 2 if dtype_name == "bfloat16" else np.dtype(dtype_name).itemsize
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def size_accounting(n, dim, source_dtype, file_size, model_bytes, embedded):
+    """The sizes a user weighs: the vectors as float32 and in their source dtype, the file with
+    and without its model (an external model counts when its size is known), the compression
+    ratios against both, and the model's share of the file. Unknown sizes are None."""
+    float32_bytes = n * dim * FLOAT32_BYTES
+    source_bytes = n * dim * source_itemsize(source_dtype)
+    if embedded:
+        without = None if file_size is None else file_size - (model_bytes or 0)
+        with_model = file_size
+    else:
+        without = file_size
+        with_model = file_size + model_bytes if None not in (file_size, model_bytes) else None
+    return {"float32_bytes": float32_bytes, "source_bytes": source_bytes, "file_size": file_size,
+            "model_bytes": model_bytes, "model_embedded": bool(embedded),
+            "model_share_of_file": _ratio(model_bytes, file_size) if embedded else 0.0,
+            "bytes_without_model": without, "bytes_with_model": with_model,
+            "ratio_without_model": _ratio(float32_bytes, without),
+            "ratio_with_model": _ratio(float32_bytes, with_model),
+            "source_ratio_without_model": _ratio(source_bytes, without),
+            "source_ratio_with_model": _ratio(source_bytes, with_model)}
+
+
+def plane_summary(sizes, M):
+    """Per step, from QncReader.plane_sizes(): stored and raw bytes summed over chunks, the
+    number of zstd-coded chunks and the zstd saving."""
+    out = []
+    for s in range(M):
+        stored = sum(chunk[s][0] for chunk in sizes)
+        raw = sum(chunk[s][1] for chunk in sizes)
+        out.append({"step": s + 1, "stored_bytes": stored, "raw_bytes": raw,
+                    "zstd_chunks": sum(1 for chunk in sizes if chunk[s][2]),
+                    "zstd_saving": 1.0 - stored / raw if raw else 0.0})
+    return out
+
+
+def prefix_rates(planes, bytes_per_code, n):
+    """Per prefix of 1..M steps: bytes per vector decoded and stored bytes per vector read."""
+    rates, stored = [], 0
+    for p in planes:
+        stored += p["stored_bytes"]
+        rates.append({"steps": p["step"], "bytes_per_vector": p["step"] * bytes_per_code,
+                      "stored_bytes_per_vector": stored / n if n else 0.0})
+    return rates
+
+
+def external_model_size(model_arg, sha256_hex):
+    """(size in bytes or None, model store path or None) of the model a file does not embed:
+    the model file given as a path, else the model store's copy."""
+    from . import model_store
+
+    store = model_store.find(sha256_hex)
+    if isinstance(model_arg, (str, os.PathLike)) and os.path.isfile(model_arg):
+        return os.path.getsize(model_arg), store
+    return (os.path.getsize(store) if store else None), store
+
+
+def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=None):
+    """The report as a JSON-ready dict (see QncFile.describe)."""
+    planes = plane_summary(plane_sizes, header.M)
+    info = {
+        "path": path,
+        "version": ".".join(str(v) for v in header.version),
+        "n": header.n, "dim": header.dim, "source_dtype": header.source_dtype,
+        "K": header.K, "bytes_per_code": header.bytes_per_code, "M": header.M,
+        "bytes_per_vector": header.M * header.bytes_per_code,
+        "chunk_rows": header.chunk_rows, "chunks": header.num_chunks,
+        "rates": prefix_rates(planes, header.bytes_per_code, header.n),
+        "model_sha256": header.model_sha256.hex(),
+        "model_embedded": header.has_embedded_model,
+        "model_in_store": model_in_store,
+        "model_config": header.model_config,
+        "metadata": header.metadata,
+        "planes": planes,
+        "codes_stored_bytes": sum(p["stored_bytes"] for p in planes),
+        "codes_raw_bytes": sum(p["raw_bytes"] for p in planes),
+    }
+    info.update(size_accounting(header.n, header.dim, header.source_dtype, file_size, model_bytes,
+                                header.has_embedded_model))
+    return info
+
+
+def file_size_of(source):
+    """Size in bytes of what a QncFile was opened on (a path, a regular file object, an
+    in-memory buffer); None for a pipe."""
+    import stat
+
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source)
+    try:
+        st = os.fstat(source.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size
+    except (AttributeError, OSError, ValueError):
+        pass
+    if hasattr(source, "getbuffer"):
+        return source.getbuffer().nbytes
+    return None
