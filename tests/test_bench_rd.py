@@ -239,3 +239,27 @@ def test_baselines_from_reuses_faiss_rows_and_measures_ours(files, tmp_path):
     missing = invoke(*args, "--bytes", "4", "--baselines-from", tmp_path / "nope.json",
                      "--out", tmp_path / "fourth")
     assert "--baselines-from: no earlier run at" in _one_line_error(missing, 1)
+
+
+@pytest.mark.parametrize("spelling", [
+    ["--bytes", "8", "16", "--methods", "pq", "SQ"],
+    ["--bytes", "8,16", "--methods", "pq,sq"],
+    ["--bytes", "8", "--bytes", "16", "--methods", "pq", "--methods", "sq"],
+    ["--bytes=8", "16", "--methods=pq", "sq"],
+])
+def test_multi_value_spellings_agree(spelling):
+    """'--bytes 8 16', '--bytes 8,16' and '--bytes 8 --bytes 16' parse alike (click's multiple=True
+    and a splitting type; 'a b' is spread into repeated flags before click parses), and a DATA
+    path after the values stays DATA."""
+    from qinco_codec.cli.bench_rd import rd
+
+    ctx = rd.make_context("rd", [*spelling, "data.npy"])
+    assert ctx.params["nbytes"] == (8, 16) and ctx.params["data"] == "data.npy"
+    assert [m.lower() for m in ctx.params["methods"]] == ["pq", "sq"]
+    assert rd.make_context("rd", ["data.npy"]).params["nbytes"] == (4, 8, 16, 32)   # the default
+    assert rd.make_context("rd", ["--", "--bytes"]).params["data"] == "--bytes"   # -- ends options
+
+
+def test_multi_value_bad_integer_is_a_usage_error(tmp_path):
+    line = _one_line_error(invoke("--bytes", "8,x", "--dataset", "glove50", "--out", tmp_path), 2)
+    assert "--bytes" in line and "expected integers, got 'x'" in line

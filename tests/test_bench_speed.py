@@ -296,3 +296,11 @@ def test_require_faiss_says_how_to_install(monkeypatch):
         require_faiss()
     result = invoke("--n", "10", "--train-seconds", "0", "--quiet")
     assert result.exit_code == 1 and "faiss is not installed" in result.stderr
+
+
+@pytest.mark.parametrize("spelling", [["1", "all"], ["1,all"], ["1", "--threads", "all"], ["1", "1,all"]])
+def test_threads_spellings_agree(spelling):
+    from qinco_codec.cli.bench_speed import parse_threads, speed
+
+    values = speed.make_context("speed", ["--threads", *spelling]).params["threads"]
+    assert parse_threads(values, cores=6) == (1, 6)

@@ -4,7 +4,8 @@ import os
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import command, load_vectors, quiet_option, search_options
+from .common import load_vectors, quiet_option, search_options
+from .multivalue import many_option, multi_command
 
 EXAMPLE = """
 qinco-bench rd --dataset glove50 --bytes 4 8 16 32 --budget-minutes 20 --out docs/rd-glove50
@@ -12,56 +13,6 @@ qinco-bench rd base.fvecs --queries q.fvecs --gt gt.ivecs --train learn.fvecs --
 qinco-bench rd base.npy --protocol self --train-size 50000 --bytes 8 16 --out rd-self
 """
 METHOD_NAMES = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
-
-
-class _Many(click.Option):
-    """An option taking one or more values after it: `--bytes 4 8 16` (or `--bytes 4,8,16`).
-    The values after the first are taken while they look like values of this option (integers
-    for item_type=int, else members of `choices`), so a positional DATA after them stays one."""
-
-    def __init__(self, *args, **kwargs):
-        self.item_type = kwargs.pop("item_type", str)
-        self.choices = kwargs.pop("choices", None)
-        kwargs.setdefault("multiple", True)
-        super().__init__(*args, **kwargs)
-
-    def _looks_like_value(self, token):
-        parts = [p for p in token.replace(",", " ").split()]
-        if not parts:
-            return False
-        if self.item_type is int:
-            return all(p.lstrip("-").isdigit() for p in parts)
-        return self.choices is not None and all(p.lower() in self.choices for p in parts)
-
-    def add_to_parser(self, parser, ctx):
-        super().add_to_parser(parser, ctx)
-        for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {})):
-            for opt in table.values():
-                if getattr(opt, "obj", None) is self and not getattr(opt, "_many_wrapped", False):
-                    self._wrap(opt)
-
-    def _wrap(self, opt):
-        original = opt.process
-
-        def process(value, state):
-            values = [value]
-            while state.rargs and self._looks_like_value(state.rargs[0]):
-                values.append(state.rargs.pop(0))
-            original(",".join(values), state)
-
-        opt.process = process
-        opt._many_wrapped = True
-
-    def type_cast_value(self, ctx, value):
-        out = []
-        for chunk in value or ():
-            for item in str(chunk).replace(",", " ").split():
-                try:
-                    out.append(self.item_type(item))
-                except ValueError:
-                    raise click.BadParameter(f"{item!r} is not a valid {self.item_type.__name__}",
-                                             ctx=ctx, param=self) from None
-        return tuple(out)
 
 
 def _earlier_run(path, option):
@@ -81,7 +32,7 @@ def _earlier_run(path, option):
     return earlier
 
 
-@command("rd", EXAMPLE)
+@multi_command("rd", EXAMPLE)
 @click.argument("data", metavar="[DATA]", required=False)
 @click.option("--dataset", type=click.Choice(["glove50"]), default=None,
               help="A built-in data set instead of DATA: glove50 trains on its train split, "
@@ -99,20 +50,19 @@ def _earlier_run(path, option):
                    "on DATA / base. self: train every method on a sample of the evaluated "
                    "collection itself. Default: heldout when training vectors are available, "
                    "else self.")
-@click.option("--bytes", "nbytes", cls=_Many, item_type=int, metavar="N...",
-              default=("4", "8", "16", "32"),
-              show_default=True, help="Rates in bytes per vector for the trained methods "
-                                       "(one or more values).")
-@click.option("--prefix-bytes", cls=_Many, item_type=int, metavar="N...", default=None,
-              help="Prefix rates at which the model trained at the largest --bytes is decoded. "
-                   "Default: the other --bytes values.")
-@click.option("--presets", cls=_Many, choices={p.lower() for p in PRESETS}, metavar="NAME...",
-              default=(DEFAULT_PRESET,), show_default=True,
-              help=f"Our presets to train ({', '.join(PRESETS)}).")
-@click.option("--methods", cls=_Many, choices=set(METHOD_NAMES), metavar="NAME...",
-              default=METHOD_NAMES,
-              help=f"Methods to run (default all): {', '.join(METHOD_NAMES)}; 'sq' is float16, "
-                   "SQ8 and SQ4.")
+@many_option("--bytes", "nbytes", metavar="N...", default=("4", "8", "16", "32"),
+             show_default=True, help="Rates in bytes per vector for the trained methods "
+                                     "(one or more values: '8 16', '8,16' or repeated).")
+@many_option("--prefix-bytes", metavar="N...", default=None,
+             help="Prefix rates at which the model trained at the largest --bytes is decoded. "
+                  "Default: the other --bytes values.")
+@many_option("--presets", item=str, choices={p.lower() for p in PRESETS}, metavar="NAME...",
+             default=(DEFAULT_PRESET,), show_default=True,
+             help=f"Our presets to train ({', '.join(PRESETS)}).")
+@many_option("--methods", item=str, choices=set(METHOD_NAMES), metavar="NAME...",
+             default=METHOD_NAMES,
+             help=f"Methods to run (default all): {', '.join(METHOD_NAMES)}; 'sq' is float16, "
+                  "SQ8 and SQ4.")
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Train on a random sample of this many training vectors (all methods). With "
                    "--protocol self: drawn from DATA (default: all of it).")
@@ -128,17 +78,17 @@ def _earlier_run(path, option):
 @click.option("--lsq-train-size", type=click.IntRange(min=0), default=20000, show_default=True,
               help="faiss LSQ trains on a random sample of at most this many vectors "
                    "(it is slow; 0 = all).")
-@click.option("--rotation-bits", cls=_Many, item_type=int, metavar="B...", default=("1", "2", "3", "4"),
-              show_default=True, help="Bits per dimension of the rotation-based references "
-                                       "(RaBitQ, TurboQuant, EDEN).")
+@many_option("--rotation-bits", metavar="B...", default=("1", "2", "3", "4"),
+             show_default=True, help="Bits per dimension of the rotation-based references "
+                                     "(RaBitQ, TurboQuant, EDEN).")
 @click.option("--opq-iters", type=click.IntRange(min=1), default=None,
               help="OPQ training iterations (default: faiss's, 50).")
 @click.option("--lsq-iters", type=click.IntRange(min=1), default=None,
               help="LSQ training iterations (default: faiss's, 25).")
 @search_options
-@click.option("--extra-beams", cls=_Many, item_type=int, metavar="N...", default=(),
-              help="Also encode each of our full-rate models with these beam widths (rows "
-                   "'PRESET B=N'; the same trained model, so only the encode time is extra).")
+@many_option("--extra-beams", metavar="N...", default=(),
+             help="Also encode each of our full-rate models with these beam widths (rows "
+                  "'PRESET B=N'; the same trained model, so only the encode time is extra).")
 @click.option("--weights", type=click.Choice(["float32", "float16"]), default="float32",
               show_default=True,
               help="Precision of our models' weights: the model is rounded to it before "

@@ -2,7 +2,8 @@
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import DEVICES, command, quiet_option
+from .common import DEVICES, quiet_option
+from .multivalue import many_option, multi_command
 
 EXAMPLE = """
 qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
@@ -12,48 +13,22 @@ qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait
 """
 
 
-class _Threads(click.Option):
-    """--threads 1 2, --threads 1,all, or --threads all (repeatable): the values after the first
-    are taken while they are integers or 'all'."""
-
-    def add_to_parser(self, parser, ctx):
-        super().add_to_parser(parser, ctx)
-        for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {})):
-            for opt in table.values():
-                if getattr(opt, "obj", None) is self and not getattr(opt, "_threads_wrapped", False):
-                    original = opt.process
-
-                    def process(value, state, original=original):
-                        values = [value]
-                        while state.rargs and _is_thread_token(state.rargs[0]):
-                            values.append(state.rargs.pop(0))
-                        original(",".join(values), state)
-
-                    opt.process = process
-                    opt._threads_wrapped = True
-
-
-def _is_thread_token(token):
-    parts = token.replace(",", " ").split()
-    return bool(parts) and all(p.isdigit() or p.lower() == "all" for p in parts)
+def thread_count(token):
+    """One --threads value: a positive integer, or 'all' (the cores this process may use)."""
+    if token.lower() == "all":
+        return "all"
+    if token.isdigit() and int(token) >= 1:
+        return int(token)
+    raise ValueError("a positive integer or 'all'")
 
 
 def parse_threads(values, cores, default=None):
-    """('1,all',) -> (1, cores); None or () -> (default,) (default: cores)."""
-    out = []
-    for chunk in values or ():
-        for item in str(chunk).replace(",", " ").split():
-            if item.lower() == "all":
-                out.append(cores)
-            elif item.isdigit() and int(item) >= 1:
-                out.append(int(item))
-            else:
-                raise click.BadParameter(f"expected positive integers or 'all', got {item!r}",
-                                         param_hint="--threads")
+    """(1, 'all') -> (1, cores), duplicates dropped; () -> (default,) (default: cores)."""
+    out = [cores if v == "all" else int(v) for v in values or ()]
     return tuple(dict.fromkeys(out)) or (default or cores,)
 
 
-@command("speed", EXAMPLE)
+@multi_command("speed", EXAMPLE)
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
               help="Model architecture (ignored with --model).")
 @click.option("--dim", type=click.IntRange(min=1), default=50, show_default=True,
@@ -68,10 +43,10 @@ def parse_threads(values, cores, default=None):
 @click.option("--n", "n", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Vectors to encode and decode per mode (slow modes: the prefix that fits "
                    "--time-limit).")
-@click.option("--threads", cls=_Threads, multiple=True, metavar="T...",
-              help="Thread counts to measure, e.g. '1 2', '1,all' ('all': the cores this "
-                   "process may use; default: $OMP_NUM_THREADS if set, else all). With several, "
-                   "a scaling table compares them.")
+@many_option("--threads", item=thread_count, what="positive integers or 'all'", metavar="T...",
+             help="Thread counts to measure, e.g. '1 2', '1,all' ('all': the cores this "
+                  "process may use; default: $OMP_NUM_THREADS if set, else all). With several, "
+                  "a scaling table compares them.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Device for our encoder and decoder (faiss runs on the CPU).")
 @click.option("--settings", metavar="A/B,...", default=None,
@@ -94,10 +69,11 @@ def parse_threads(values, cores, default=None):
                    "(the model's own search setting, float32, CPU) at each --threads count "
                    "(default: the default count, then 1), each in a fresh process per "
                    "--wait-policy. The faiss table is not measured then.")
-@click.option("--wait-policy", "wait_policies", multiple=True, metavar="POLICY...",
-              help="With --busy: the OMP_WAIT_POLICY values to measure, e.g. 'passive,active' "
-                   "(ACTIVE: spinning threads, OpenMP's behaviour before this package set "
-                   "PASSIVE). Default: the policy in force.")
+@many_option("--wait-policy", "wait_policies", item=str, choices={"passive", "active"},
+             metavar="POLICY...",
+             help="With --busy: the OMP_WAIT_POLICY values to measure, e.g. 'passive,active' "
+                  "(ACTIVE: spinning threads, OpenMP's behaviour before this package set "
+                  "PASSIVE). Default: the policy in force.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the results as JSON to PATH ('-': to stdout, instead of the table).")
