@@ -1,10 +1,12 @@
 # Quick start: `make demo` and `make test`. Everything installs into .venv from the registries.
+# `make quick`: the inner loop (no slow training on real data, no reliability layer);
+# tests carry layer markers unit / cli / reliability / spec (tests/conftest.py): `make test M=unit`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test fuzz clean
+.PHONY: setup demo test quick fuzz clean
 
 setup: $(STAMP)
 
@@ -19,7 +21,10 @@ demo: $(STAMP)
 	$(BIN)/python scripts/examples/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra tests $(if $(M),-m "$(M)")
+
+quick: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not slow and not reliability" tests
 
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz_qnc.py --cases 100000

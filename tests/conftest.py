@@ -1,8 +1,41 @@
-"""Shared fixtures: small slices of real GloVe data, and quick models trained once per session."""
+"""Shared fixtures (small slices of real GloVe data, quick models trained once per session) and
+the test layers.
+
+Every test gets one layer marker from its file name (`LAYERS`; a new file is `unit` unless its
+name says otherwise), so `pytest -m unit`, `-m cli`, `-m reliability` and `-m spec` select a
+layer without any test file naming it:
+
+* unit: the library in-process (model, codec, formats, readers, training, datasets, threads, ...);
+* cli: the qinco-* commands end to end, the benchmarks included;
+* reliability: faults, concurrency, fuzzing, hostile inputs, determinism across processes;
+* spec: SPEC.md / MODEL-SPEC.md held against the code (independent readers, golden files, the
+  format's rules) and the README's examples run as written.
+
+`slow` (trains on real data) and `cuda` (needs a GPU) are set by the tests themselves.
+`make quick` runs `-m "not slow and not reliability"`; `make test` runs everything.
+"""
 import numpy as np
 import pytest
 
 from qinco_codec import datasets
+
+LAYERS = {
+    "cli": ("test_cli.py", "test_bench_rd.py", "test_bench_speed.py"),
+    "spec": ("test_qnc_format.py", "test_spec_reader.py", "test_model_spec.py",
+             "test_model_format.py", "test_readme.py"),
+}
+
+
+def layer_of(filename):
+    """The layer marker of a test file (see the module docstring)."""
+    if filename.startswith("test_reliability_"):
+        return "reliability"
+    return next((layer for layer, names in LAYERS.items() if filename in names), "unit")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(layer_of(item.path.name))
 
 
 def _need_glove():
