@@ -62,7 +62,7 @@ def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_
     if embed_model:
         choice = _fit_model(src.n, src.dim, steps, preset, weight_dtype, quiet)
         overrides, weight_dtype = choice.overrides, choice.weight_dtype
-    model = train(sample, preset=preset, M=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
+    model = train(sample, preset=preset, steps=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
                   device=device, quiet=quiet, **overrides)
     return model, weight_dtype
 

@@ -15,7 +15,7 @@ from qinco_codec.readers import iter_npy_stream
 
 @pytest.fixture(scope="module")
 def model16(glove_train):
-    model = qinco_codec.train(glove_train[:8000], preset="qinco2-XS", M=16, epochs=1, samples_per_epoch=2048,
+    model = qinco_codec.train(glove_train[:8000], preset="qinco2-XS", steps=16, epochs=1, samples_per_epoch=2048,
                               val=500, quiet=True)
     model.config = model.config.replace(B=1)  # greedy encoding keeps the suite fast; beam search is tested in test_model
     return model
