@@ -69,7 +69,8 @@ def main(path, as_json, verify):
     """Describe FILE.qnc: format version, vectors (n, dim, source dtype), codes (K, bytes per code,
     M steps), the rates it can be decoded at, the model (id, embedded or not, configuration), the
     stored size of each code plane summed over chunks with the zstd saving, the file size, the
-    compression ratio to float32 with and without the model, and the model's share of the file.
+    compression ratio to float32 (and to the source dtype when it was another) with and without
+    the model, and the model's share of the file (QncFile.describe(), which --json prints).
 
     Reads only headers and the index (unless --verify); needs no model and does not load torch.
     """
