@@ -14,6 +14,8 @@ layer without any test file naming it:
 `slow` (trains on real data) and `cuda` (needs a GPU) are set by the tests themselves.
 `make quick` runs `-m "not slow and not reliability"`; `make test` runs everything.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,10 @@ def layer_of(filename):
 
 
 def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    stale = [name for names in LAYERS.values() for name in names if not (here / name).is_file()]
+    if stale:   # a renamed test file would silently fall back to 'unit'
+        raise pytest.UsageError(f"tests/conftest.py LAYERS names missing test files: {stale}")
     for item in items:
         item.add_marker(layer_of(item.path.name))
 
