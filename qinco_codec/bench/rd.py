@@ -85,7 +85,7 @@ def prepare(name, protocol, base, train=None, queries=None, gt=None, train_size=
                      + ("; ground truth recomputed exactly for them" if queries is not None else ""))
         base, gt = base[:eval_size], None
     if queries is not None and gt is None:
-        gt = knn(base, queries, 10)
+        gt = knn(base, queries, min(10, len(base)))
     if protocol == "self":
         n_train = len(base) if train_size is None else min(train_size, len(base))
         rows = np.sort(np.random.default_rng(seed).choice(len(base), n_train, replace=False))
