@@ -9,7 +9,6 @@ know are kept verbatim in `other`, so loading and re-saving a model gives back t
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Mapping, Optional
 
 from .architecture import VARIANTS, StepShape, inventory_size
@@ -55,9 +54,9 @@ class ModelConfig:
         problem = _problem(self)
         if problem:
             raise InputError(f"model config: {problem}")
-        object.__setattr__(self, "other", MappingProxyType(dict(self.other)))
+        object.__setattr__(self, "other", dict(self.other))   # copies: the caller's dict stays theirs
         if self.trained is not None:
-            object.__setattr__(self, "trained", MappingProxyType(dict(self.trained)))
+            object.__setattr__(self, "trained", dict(self.trained))
 
     # ---- derived facts
     @property

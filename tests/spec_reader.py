@@ -103,8 +103,10 @@ JSON_TYPES = (SEC_MODEL_CONFIG, SEC_USER_METADATA)
 
 # section 5: JSON payload limits
 MAX_JSON = 1 << 24
-MAX_JSON_DEPTH = 64
-JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # integers in [JSON_INT_MIN, JSON_INT_END)
+MAX_JSON_DEPTH = 64   # what a writer may use
+JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # a writer's integers lie in [JSON_INT_MIN, JSON_INT_END)
+READ_MAX_JSON_DEPTH = 512   # what a reader must accept (section 5)
+READ_MAX_INT_DIGITS = 4300
 
 
 class SpecFormatError(ValueError):
@@ -159,12 +161,12 @@ def _binary64(text):
     return value
 
 
-def _bounded_int(text):
-    # section 5: an integer (no fraction, no exponent) must lie in [-2^63, 2^64); judged on the
-    # digits before any conversion (at most 20 digits plus a sign can be in range)
-    _need(len(text.lstrip("-")) <= 20 and JSON_INT_MIN <= int(text) < JSON_INT_END,
-          f"JSON integer {text[:24]}{'...' if len(text) > 24 else ''} ({len(text.lstrip('-'))} "
-          f"digits) lies outside [-2^63, 2^64)")
+def _readable_int(text):
+    # section 5: a reader accepts integers of up to 4300 digits (earlier writers could write
+    # them), judged on the digits before any conversion
+    _need(len(text.lstrip("-")) <= READ_MAX_INT_DIGITS,
+          f"JSON integer {text[:24]}... ({len(text.lstrip('-'))} digits) has more than "
+          f"{READ_MAX_INT_DIGITS} digits")
     return int(text)
 
 
@@ -190,15 +192,15 @@ def json_object(payload: bytes, what: str) -> dict:
     _need(not text.startswith("\ufeff"), f"{what}: byte order mark")
     try:
         obj = json.loads(text, parse_constant=_reject_constant, parse_float=_binary64,
-                         parse_int=_bounded_int, object_pairs_hook=_pairs_to_dict)
+                         parse_int=_readable_int, object_pairs_hook=_pairs_to_dict)
     except json.JSONDecodeError as e:
         raise SpecFormatError(f"{what}: invalid JSON ({e})") from None
     except RecursionError:  # Python's parser gives up far deeper than the limit
-        raise SpecFormatError(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise SpecFormatError(f"{what}: JSON nested deeper than {READ_MAX_JSON_DEPTH} levels") from None
     _need(isinstance(obj, dict), f"{what}: JSON value is not an object")
     depth = json_depth(obj)
-    _need(depth <= MAX_JSON_DEPTH, f"{what}: JSON nested {depth} levels deep, more than "
-                                   f"{MAX_JSON_DEPTH} levels")
+    _need(depth <= READ_MAX_JSON_DEPTH, f"{what}: JSON nested {depth} levels deep, more than "
+                                        f"{READ_MAX_JSON_DEPTH} levels")
     return obj
 
 

@@ -48,8 +48,12 @@ SECTION_FLAGS = {
     SECTION_EMBEDDED_MODEL: 0,
 }
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
-MAX_JSON_DEPTH = 64  # nesting levels of arrays and objects; the top-level object is level 1
-JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # JSON integers lie in [JSON_INT_MIN, JSON_INT_END)
+MAX_JSON_DEPTH = 64  # nesting levels a writer may use; the top-level object is level 1
+JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # a writer's JSON integers lie in [JSON_INT_MIN, JSON_INT_END)
+# What a reader must still accept: writers before these limits were set (1.0 files) could write up
+# to Python's 4300-digit integers and hundreds of nesting levels (SPEC.md 5).
+READ_MAX_JSON_DEPTH = 512
+READ_MAX_INT_DIGITS = 4300
 
 # Chunk header: tag, chunk_index, row_count, plane_count, then plane_count plane entries
 # (stored_len, raw_len, crc32 of the stored bytes, encoding, 3 reserved bytes), then a CRC-32 of

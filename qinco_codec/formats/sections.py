@@ -10,8 +10,8 @@ import math
 from typing import NamedTuple
 
 from .errors import InputError, QncFormatError
-from .layout import (JSON_INT_END, JSON_INT_MIN, MAX_JSON_DEPTH, SECTION_CRC, SECTION_FIELDS,
-                     SECTION_FLAG_REQUIRED, SECTION_FLAGS, SECTION_NAMES, SECTION_RESERVED, crc32)
+from .layout import (JSON_INT_END, JSON_INT_MIN, MAX_JSON_DEPTH, READ_MAX_INT_DIGITS, READ_MAX_JSON_DEPTH,
+                     SECTION_CRC, SECTION_FIELDS, SECTION_FLAG_REQUIRED, SECTION_FLAGS, SECTION_NAMES, SECTION_RESERVED, crc32)
 
 
 class SectionHeader(NamedTuple):
@@ -125,13 +125,13 @@ def _finite_float(text):
     return value
 
 
-def _bounded_int(text):
-    """An integer (no fraction, no exponent) in [-2^63, 2^64), judged on its digits before any
-    conversion: Python refuses to convert more than 4300 digits, and at most 20 can be in range."""
+def _readable_int(text):
+    """An integer (no fraction, no exponent) of at most READ_MAX_INT_DIGITS digits, judged on its
+    digits before any conversion (Python refuses to convert more than 4300)."""
     digits = len(text) - text.startswith("-")
-    if digits > 20 or not JSON_INT_MIN <= int(text) < JSON_INT_END:
-        shown = text if len(text) <= 24 else f"{text[:12]}...({digits} digits)"
-        raise ValueError(f"integer {shown} is outside the JSON integer range [-2**63, 2**64)")
+    if digits > READ_MAX_INT_DIGITS:
+        raise ValueError(f"integer {text[:12]}...({digits} digits) has more than the "
+                         f"{READ_MAX_INT_DIGITS} digits a reader accepts")
     return int(text)
 
 
@@ -159,26 +159,27 @@ def _depth(value):
 
 def decode_json(payload, what):
     """Parse a JSON-object section payload (SPEC.md 5); QncFormatError for invalid UTF-8, text
-    that is not JSON, the constants NaN/Infinity, numbers that overflow binary64, integers
-    outside [-2^63, 2^64), nesting deeper than MAX_JSON_DEPTH, duplicate keys (at any depth),
-    or a value that is not an object. Each message says which rule failed."""
+    that is not JSON, the constants NaN/Infinity, numbers that overflow binary64, integers of
+    more than READ_MAX_INT_DIGITS digits, nesting deeper than READ_MAX_JSON_DEPTH, duplicate keys
+    (at any depth), or a value that is not an object. Each message says which rule failed. (The
+    reader's limits are wider than the writer's: files of earlier writers stay readable.)"""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise QncFormatError(f"{what} section is not valid UTF-8: {exc}") from None
     try:
         obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                         parse_int=_bounded_int, object_pairs_hook=_object_without_duplicates)
+                         parse_int=_readable_int, object_pairs_hook=_object_without_duplicates)
     except RecursionError:
         # Python's parser recurses once per level and gives up hundreds of levels deep
-        raise QncFormatError(f"{what} section is JSON nested more than {MAX_JSON_DEPTH} levels "
+        raise QncFormatError(f"{what} section is JSON nested more than {READ_MAX_JSON_DEPTH} levels "
                              f"deep") from None
     except ValueError as exc:  # json.JSONDecodeError and the hooks' errors
         raise QncFormatError(f"{what} section is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise QncFormatError(f"{what} section must hold a JSON object, got {type(obj).__name__}")
     depth = _depth(obj)
-    if depth > MAX_JSON_DEPTH:
+    if depth > READ_MAX_JSON_DEPTH:
         raise QncFormatError(f"{what} section is JSON nested {depth} levels deep, more than "
-                             f"{MAX_JSON_DEPTH}")
+                             f"{READ_MAX_JSON_DEPTH}")
     return obj
