@@ -26,22 +26,33 @@ def _python(code, **env):
     return r
 
 
-# OMP_DISPLAY_ENV makes the OpenMP runtime print the settings it read when torch loads it
+# OMP_DISPLAY_ENV makes the OpenMP runtime (GNU libgomp, loaded by torch) print the settings it
+# read. Unset, libgomp also displays 'PASSIVE' but spins 300,000 times before sleeping; an explicit
+# PASSIVE makes that GOMP_SPINCOUNT 0, so the spin count shows whether torch saw the variable.
 SHOW = ("import os, qinco_codec, torch; torch.ones(4) + 1; "
         "print('env', os.environ['OMP_WAIT_POLICY'])")
+NO_SPIN = "GOMP_SPINCOUNT = '0'"
 
 
 def test_import_sets_passive_when_unset_and_torch_sees_it():
-    r = _python(SHOW, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="TRUE")
+    r = _python(SHOW, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
     assert "env PASSIVE" in r.stdout
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in r.stderr, r.stderr   # what libgomp read
+    assert NO_SPIN in r.stderr, r.stderr                       # what libgomp read
+
+
+def test_torch_imported_first_keeps_the_runtime_default():
+    """The control for the test above: set after torch has loaded, the policy is too late."""
+    late = "import os, torch, qinco_codec; print('env', os.environ['OMP_WAIT_POLICY'])"
+    r = _python(late, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
+    assert "env PASSIVE" in r.stdout and NO_SPIN not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("value", ["ACTIVE", "passive"])
 def test_import_keeps_the_users_policy(value):
-    r = _python(SHOW, OMP_WAIT_POLICY=value, OMP_DISPLAY_ENV="TRUE")
+    r = _python(SHOW, OMP_WAIT_POLICY=value, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
     assert f"env {value}" in r.stdout
     assert f"OMP_WAIT_POLICY = '{value.upper()}'" in r.stderr, r.stderr
+    assert (NO_SPIN in r.stderr) == (value.upper() == "PASSIVE")
 
 
 def test_apply_wait_policy_on_a_mapping():

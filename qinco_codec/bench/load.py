@@ -11,7 +11,9 @@ measures the effect on any machine, so that the choice stays measured rather tha
 * `measure(...)`: for every wait policy, and every thread count, a fresh interpreter (the OpenMP
   runtime reads OMP_WAIT_POLICY once, when torch loads it) loads the model file, encodes a prefix
   of the vectors that fits `time_limit` seconds and decodes its codes; it reports vectors per
-  second. The load runs for the duration of all the measurements. Every run must produce the same
+  second. Policies: PASSIVE (the package's default), ACTIVE (threads spin while they wait), and
+  UNSET: no OMP_WAIT_POLICY, with torch imported before qinco_codec, which is what every process
+  got before the package set PASSIVE (GNU libgomp then spins for a while before sleeping). The load runs for the duration of all the measurements. Every run must produce the same
   codes on their common prefix (thread counts and wait policies change speed, not results).
 
 Busy processes are not pinned to cores; with N at least the core count every core has a
@@ -33,7 +35,7 @@ from ..progress import note
 from ..threads import DEFAULT_WAIT_POLICY, WAIT_POLICY, available_cores, default_threads
 from .common import format_table, write_json, write_text
 
-WAIT_POLICIES = ("PASSIVE", "ACTIVE")
+WAIT_POLICIES = ("PASSIVE", "ACTIVE", "UNSET")   # UNSET: the OpenMP runtime's own default
 BUSY_MATRIX = 256           # side of the float64 matrices each busy process multiplies
 WORKER_TIMEOUT = 3600       # seconds: a worker that takes longer has hung
 
@@ -84,9 +86,10 @@ class BusyLoad:
 
 
 # ---------------------------------------------------------------- one measurement (a worker)
-def worker(model_path, vectors_path, threads, time_limit):
+def worker(model_path, vectors_path, threads, time_limit, policy_seen=None):
     """Encode and decode in this process at `threads` threads; returns the measurement dict.
-    (Runs in a fresh interpreter started by `_run_worker`, with the wait policy to measure.)"""
+    (Runs in a fresh interpreter started by `_run_worker`, with the wait policy to measure;
+    policy_seen: OMP_WAIT_POLICY as it was when torch was imported, None for unset.)"""
     import torch
 
     from ..serialize import load_model
@@ -105,17 +108,31 @@ def worker(model_path, vectors_path, threads, time_limit):
     dsec, _ = best_of(lambda: model.decode(codes, device="cpu"), repeats=2,
                       min_seconds=min(1.0, time_limit))
     return {"threads": threads, "torch_threads": torch.get_num_threads(),
-            "wait_policy_in_process": os.environ.get(WAIT_POLICY), "n": k,
+            "wait_policy_in_process": policy_seen or "unset", "n": k,
             "encode_vps": k / seconds if seconds > 0 else None,
             "encode_cpu_per_wall": cpu / seconds if seconds > 0 else None,
             "decode_vps": k / dsec if dsec > 0 else None,
             "codes": np.ascontiguousarray(codes).tolist()}
 
 
+# torch first, so that an unset policy reaches the OpenMP runtime unset (qinco_codec sets PASSIVE)
+_WORKER = ("import os, sys; seen = os.environ.get('OMP_WAIT_POLICY'); import torch; "
+           "from qinco_codec.bench.load import worker_main; worker_main(sys.argv[1:], seen)")
+
+
+def worker_main(argv, policy_seen):
+    """The worker's command line: MODEL VECTORS THREADS SECONDS; prints the result as JSON."""
+    model_path, vectors_path, threads, seconds = argv
+    print(json.dumps(worker(model_path, vectors_path, int(threads), float(seconds), policy_seen)))
+
+
 def _run_worker(model_path, vectors_path, threads, policy, time_limit):
-    env = dict(os.environ, **{WAIT_POLICY: policy})
-    args = [sys.executable, "-m", "qinco_codec.bench.load", model_path, vectors_path,
-            str(threads), repr(float(time_limit))]
+    env = dict(os.environ)
+    env.pop(WAIT_POLICY, None)
+    if policy != "UNSET":
+        env[WAIT_POLICY] = policy
+    args = [sys.executable, "-c", _WORKER, model_path, vectors_path, str(threads),
+            repr(float(time_limit))]
     try:
         r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -136,7 +153,8 @@ def parse_policies(values):
     for chunk in values or ():
         for item in str(chunk).replace(",", " ").split():
             if item.upper() not in WAIT_POLICIES:
-                raise InputError(f"--wait-policy: expected {' or '.join(WAIT_POLICIES)}, got {item!r}")
+                raise InputError(f"--wait-policy: expected one of {', '.join(WAIT_POLICIES)}, "
+                                 f"got {item!r}")
             out.append(item.upper())
     return tuple(dict.fromkeys(out)) or (os.environ.get(WAIT_POLICY, DEFAULT_WAIT_POLICY).upper(),)
 
@@ -180,7 +198,8 @@ def measure(model, x, busy, threads=None, policies=None, time_limit=5.0, model_d
         one = next((o for o in runs if o["wait_policy"] == r["wait_policy"] and o["threads"] == 1), None)
         r["encode_x_one_thread"] = _ratio(r["encode_vps"], one["encode_vps"]) if one else None
         r["decode_x_one_thread"] = _ratio(r["decode_vps"], one["decode_vps"]) if one else None
-    notes.append(f"each row: a fresh process with OMP_WAIT_POLICY set as shown, encoding a prefix "
+    notes.append(f"each row: a fresh process with OMP_WAIT_POLICY set as shown (UNSET: not set, "
+                 f"torch imported first: the OpenMP runtime's default), encoding a prefix "
                  f"of the vectors that fits {time_limit:g} s (column n) and decoding its codes; "
                  f"x 1 thread: vectors/s over the same policy's 1-thread row")
     if busy:
@@ -249,7 +268,3 @@ def write_outputs(result, out_dir=None, json_path=None):
         write_json(json_path, result)
         paths["json_path"] = json_path
     return paths
-
-
-if __name__ == "__main__":   # one measurement, in a fresh interpreter: MODEL VECTORS THREADS SECONDS
-    print(json.dumps(worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
