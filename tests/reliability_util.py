@@ -124,14 +124,14 @@ def leftovers(directory, keep=()):
 
 def decode_digests(path, nbytes=None, batch_size=777):
     """SHA-256 of the codes, of decode() and of the concatenated iter_decode() batches of a .qnc
-    file, plus the process id: what several processes decoding one file compare."""
+    file at `nbytes` bytes per vector (K <= 256: one byte per step), plus the process id: what several processes decoding one file compare."""
     import hashlib
 
     import qinco_codec
     with qinco_codec.open(path) as f:
-        codes = f.codes(bytes=nbytes)
-        x = f.decode(bytes=nbytes)
-        batches = np.concatenate(list(f.iter_decode(bytes=nbytes, batch_size=batch_size)))
+        codes = f.codes(steps=nbytes)
+        x = f.decode(steps=nbytes)
+        batches = np.concatenate(list(f.iter_decode(steps=nbytes, batch_size=batch_size)))
     digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()  # noqa: E731
     return digest(codes), digest(x), digest(batches), os.getpid()
 

@@ -98,9 +98,9 @@ def test_qnc_decode_and_stream_on_cuda(tmp_path, model):
     path = tmp_path / "x.qnc"
     qinco_codec.compress(x, path, model=model, quiet=True, chunk_rows=3000, B=1)
     with qinco_codec.open(path) as f:
-        cpu = f.decode(bytes=4, device="cpu")
-        gpu = f.decode(bytes=4, device="cuda")
-        streamed = np.concatenate(list(f.iter_decode(bytes=4, batch_size=5000, device="cuda")))
+        cpu = f.decode(steps=4, device="cpu")
+        gpu = f.decode(steps=4, device="cuda")
+        streamed = np.concatenate(list(f.iter_decode(steps=4, batch_size=5000, device="cuda")))
         assert f.stream_stats["rows"] == len(x)
     assert _rel_err(gpu, cpu) < REL_TOL
     assert _rel_err(streamed, cpu) < REL_TOL
@@ -108,7 +108,7 @@ def test_qnc_decode_and_stream_on_cuda(tmp_path, model):
 
 def test_training_on_cuda_gives_a_model_the_cpu_decodes(tmp_path):
     x = _data(6000, seed=7)
-    model = qinco_codec.train(x, preset="qinco2-XS", bytes=4, epochs=2, samples_per_epoch=4096,
+    model = qinco_codec.train(x, preset="qinco2-XS", steps=4, epochs=2, samples_per_epoch=4096,
                               device="cuda", quiet=True)
     assert next(model.parameters()).device.type == "cpu"
     path = tmp_path / "m.safetensors"
@@ -127,7 +127,7 @@ def test_decompress_cli_on_cuda(tmp_path, model):
     assert run.returncode == 0, run.stderr
     assert "vectors/s" in run.stderr
     with qinco_codec.open(qnc) as f:
-        ref = f.decode(bytes=2, device="cpu")
+        ref = f.decode(steps=2, device="cpu")
     assert _rel_err(np.load(out), ref) < REL_TOL
 
 

@@ -83,7 +83,7 @@ def test_random_networks_match_faiss(glove_train, glove_base, K, M, n):
 def test_trained_model_matches_faiss(glove_train, glove_base):
     import qinco_codec
 
-    model = qinco_codec.train(glove_train[:5000], preset="qinco1-L2", M=4, epochs=1, samples_per_epoch=2048,
+    model = qinco_codec.train(glove_train[:5000], preset="qinco1-L2", steps=4, epochs=1, samples_per_epoch=2048,
                               val=256, quiet=True)
     assert any(float(s.concat.weight.detach().abs().max()) > 0 for s in model.steps), "training left the steps at zero"
     _check_equivalent(model, glove_base[:500])

@@ -114,11 +114,12 @@ def build_model(preset, dim, M, K, train, train_seconds, seed=0, quiet=False):
         from ..training import train as train_model
 
         t0 = time.perf_counter()
-        model = train_model(train, preset=preset, M=M, K=K, max_minutes=train_seconds / 60.0,
-                            samples_per_epoch=4096, batch_size=512, val=min(0.05, 2000 / len(train)),
-                            patience=10 ** 6, seed=seed, device="cpu", quiet=quiet)
+        model, history = train_model(train, preset=preset, steps=M, K=K, max_minutes=train_seconds / 60.0,
+                                     samples_per_epoch=4096, batch_size=512, val=min(0.05, 2000 / len(train)),
+                                     patience=10 ** 6, seed=seed, device="cpu", quiet=quiet,
+                                     return_history=True)
         info = model.config.trained or {}
-        history = getattr(model, "history", None) or [{}]
+        history = history or [{}]
         start = history[0].get("val_mse", float("nan"))
         return model, (f"RQ init + {time.perf_counter() - t0:.0f} s of training "
                        f"({info.get('epochs', '?')} epochs; validation MSE {start:.4g} at RQ init, "

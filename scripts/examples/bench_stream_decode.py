@@ -45,9 +45,9 @@ def make_file(path, n, dim, preset, M, chunk_rows, seed=0):
 
 def stream(path, nbytes, device, prefetch, batch_size):
     with qinco_codec.open(path) as f:
-        f.decode(bytes=nbytes, rows=slice(0, min(f.n, 4096)), device=device)  # warm-up, model load
+        f.decode(steps=nbytes, rows=slice(0, min(f.n, 4096)), device=device)  # warm-up, model load
         t0 = time.perf_counter()
-        rows = sum(len(b) for b in f.iter_decode(bytes=nbytes, batch_size=batch_size,
+        rows = sum(len(b) for b in f.iter_decode(steps=nbytes, batch_size=batch_size,
                                                    device=device, prefetch=prefetch))
         if device == "cuda":
             torch.cuda.synchronize()

@@ -43,7 +43,7 @@ def run_row(name, settings, xt, xb, args):
         size = sum(len(model_to_bytes(m)) for m in model.models)
         A = model.models[0].config.A
     else:
-        model = qinco_codec.train(xt, bytes=args.bytes, **kw, **settings)
+        model = qinco_codec.train(xt, steps=args.bytes, **kw, **settings)
         size = len(model_to_bytes(model))
         A = model.config.A
     row = {"row": name, "settings": settings | ({"pq": nsub} if nsub else {}),

@@ -28,7 +28,7 @@ class PQQinco:
             train_kwargs = dict(train_kwargs, max_minutes=train_kwargs["max_minutes"] / nsub)
         step = dim // nsub
         bounds = [(i * step, (i + 1) * step) for i in range(nsub)]
-        models = [train(np.ascontiguousarray(x[:, a:b]), bytes=bytes // nsub, **train_kwargs)
+        models = [train(np.ascontiguousarray(x[:, a:b]), steps=bytes // nsub, **train_kwargs)
                   for a, b in bounds]
         return cls(models, bounds)
 

@@ -38,7 +38,7 @@ def main():
         extra[k] = json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" or v in ("true", "false") else v
     t0 = time.time()
     history = []
-    model = qinco_codec.train(xt, preset=args.preset, bytes=args.bytes, max_minutes=args.minutes,
+    model = qinco_codec.train(xt, preset=args.preset, steps=args.bytes, max_minutes=args.minutes,
                               device=args.device, quiet=True, on_epoch=history.append, **extra)
     secs = time.time() - t0
     from qinco_codec.model import QincoModel
