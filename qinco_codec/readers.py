@@ -12,13 +12,16 @@ Writing: `.npy` (float32 or float16), `.fvecs` and `.fbin` (float32), a whole ar
 (`write_vectors`) or batch by batch in bounded memory (`write_vector_stream` to a file, which
 appears atomically; `write_npy_stream` to any stream, such as stdout).
 
-Files are memory-mapped, never loaded whole, so datasets larger than RAM can be encoded in
-batches. Every layout problem is checked against the file size when the file is opened and
-reported as an `InputError` naming the file, what was expected and what was found, instead of
-surfacing later as garbage vectors. This module needs only NumPy (no torch), so the container
+Files are never loaded whole: opening reads the header, and rows are fetched batch by batch
+with positional reads, so datasets larger than RAM can be encoded in bounded memory (and a file
+truncated while it is read gives an InputError, where a memory map would die of SIGBUS).
+Every layout problem is checked against the file size when the file is opened and reported as
+an `InputError` naming the file, what was expected and what was found, instead of surfacing
+later as garbage vectors. This module needs only NumPy (no torch), so the container
 tools can use it cheaply.
 """
 import os
+import weakref
 
 import numpy as np
 
@@ -42,17 +45,26 @@ class VectorSource:
     """A vector file opened for batched reading as float32, whatever its on-disk format.
 
     Attributes: `path`, `n` (rows), `dim`, `dtype` (the on-disk dtype), `format` (extension
-    without the dot, e.g. 'fvecs'). Rows are read lazily from a memory map, so opening a file of
-    any size is cheap and only the rows asked for are paged in.
+    without the dot, e.g. 'fvecs'). Opening reads only the header, so it is cheap for a file of
+    any size; each read then fetches just the rows asked for with positional reads of the open
+    file (not a memory map: a file truncated while it is read would kill the process with
+    SIGBUS there, and here gives an InputError saying so). The file is held open until
+    `close()`, the end of a `with` block, or the object is garbage-collected.
     """
 
-    def __init__(self, path, fmt, rows, row_dims=None):
+    def __init__(self, path, fmt, n, dim, dtype, offset, texmex=False, fortran_order=False):
         self.path = path
         self.format = fmt
-        self.n, self.dim = rows.shape
-        self.dtype = rows.dtype
-        self._rows = rows
-        self._row_dims = row_dims  # per-row dimension column of the TEXMEX formats, else None
+        self.n, self.dim = n, dim
+        self.dtype = dtype
+        self._offset = offset
+        self._texmex = texmex  # each row is an int32 dimension then its values (TEXMEX)
+        self._fortran = fortran_order
+        self._table_dtype = _texmex_row_dtype(path, dim, dtype) if texmex else None
+        self._row_bytes = (_VECS_DIM_DTYPE.itemsize if texmex else 0) + dim * dtype.itemsize
+        self._end = offset + n * self._row_bytes  # the file size the header promises
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._closer = weakref.finalize(self, os.close, self._fd)
 
     def __len__(self):
         return self.n
@@ -60,6 +72,16 @@ class VectorSource:
     def __repr__(self):
         return (f"VectorSource({self.path!r}, format={self.format!r}, n={self.n}, "
                 f"dim={self.dim}, dtype={self.dtype.name})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close the file; reading afterwards is an error."""
+        self._closer()
 
     def read(self, start=0, stop=None):
         """Rows [start, stop) as a fresh, writable, C-contiguous float32 array (n_rows, dim)."""
@@ -74,11 +96,43 @@ class VectorSource:
             yield self.read(lo, min(lo + batch_size, stop))
 
     def _read_as(self, start, stop, dtype):
-        """Rows [start, stop) copied into a new C-contiguous array of `dtype`."""
+        """Rows [start, stop) in a new C-contiguous array of `dtype`."""
         start, stop = self._check_range(start, stop)
-        if self._row_dims is not None:
-            self._check_row_dims(start, stop)
-        return np.array(self._rows[start:stop], dtype=dtype, order="C")
+        if self._fortran:
+            rows = self._read_fortran(start, stop)
+        else:
+            offset = self._offset + start * self._row_bytes
+            if self._texmex:
+                table = np.empty(stop - start, self._table_dtype)
+                self._pread_into(table, offset)
+                self._check_row_dims(table["dim"], start)
+                rows = table["vec"]
+            else:
+                rows = np.empty((stop - start, self.dim), self.dtype)
+                self._pread_into(rows, offset)
+        if rows.dtype == dtype and rows.flags.c_contiguous and rows.flags.writeable:
+            return rows
+        return np.array(rows, dtype=dtype, order="C")
+
+    def _read_fortran(self, start, stop):
+        """A Fortran-order .npy stores column after column: one read per column."""
+        rows = np.empty((self.dim, stop - start), self.dtype)
+        for j in range(self.dim):
+            self._pread_into(rows[j], self._offset + (j * self.n + start) * self.dtype.itemsize)
+        return rows.T
+
+    def _pread_into(self, array, offset):
+        """Fill the contiguous `array` with the file's bytes from `offset`; an InputError when
+        the file ends first (it is shorter than its header said when it was opened)."""
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        got = 0
+        while got < len(view):
+            part = _pread(self._fd, view[got:], offset + got)
+            if part == 0:
+                raise InputError(
+                    f"{self.path}: the file ends at byte {offset + got}, its header promised "
+                    f"{self._end} bytes: it was truncated while it was being read")
+            got += part
 
     def _check_range(self, start, stop):
         """Resolve `stop=None` to n and reject ranges outside [0, n]."""
@@ -88,14 +142,32 @@ class VectorSource:
                              f"{self.n} rows")
         return start, stop
 
-    def _check_row_dims(self, start, stop):
+    def _check_row_dims(self, dims, start):
         """A TEXMEX row whose dimension differs from the first row's means a corrupt file."""
-        dims = self._row_dims[start:stop]
         bad = np.flatnonzero(dims != self.dim)
         if bad.size:
             row = start + int(bad[0])
             raise InputError(f"{self.path}: row {row} has dimension {int(dims[bad[0]])}, "
                              f"expected {self.dim} (the dimension of row 0)")
+
+
+def _pread(fd, view, offset):
+    """Read into the memoryview `view` from `offset` of `fd`; the number of bytes read (0 at
+    the end of the file). Positional, so concurrent readers of one source do not interfere."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[:len(data)] = data
+    return len(data)
+
+
+def _texmex_row_dtype(path, dim, dtype):
+    """One TEXMEX row: the int32 dimension, then `dim` values of `dtype`."""
+    try:
+        return np.dtype([("dim", _VECS_DIM_DTYPE), ("vec", dtype, (dim,))])
+    except ValueError:  # NumPy record types are limited to 2**31 - 1 bytes
+        raise InputError(f"{path}: row 0 announces dimension {dim}, too large for a row this "
+                         f"reader can hold: not a vector file") from None
 
 
 def open_vectors(path):
@@ -218,13 +290,23 @@ class NpyStream:
             rows = min(batch_size, self.n - start)
             data = self._read_exact(fileobj, rows * row_bytes, start)
             yield np.frombuffer(data, self.dtype).reshape(rows, self.dim).astype(np.float32)
+        self._check_end(fileobj)
 
     def _fortran_batches(self, fileobj, batch_size):
         """Fortran-order data stores columns first, so no row is complete before the end."""
         data = self._read_exact(fileobj, self.n * self.dim * self.dtype.itemsize, 0)
+        self._check_end(fileobj)
         columns = np.frombuffer(data, self.dtype).reshape((self.n, self.dim), order="F")
         for start in range(0, self.n, batch_size):
             yield np.array(columns[start:start + batch_size], dtype=np.float32, order="C")
+
+    def _check_end(self, fileobj):
+        """The stream must end with the last row the header announced: bytes after it (say,
+        a second .npy concatenated to the first) are refused as they are in a file."""
+        if fileobj.read(1):
+            raise InputError(f"{self.name}: has trailing bytes after the {self.n} rows its .npy "
+                             f"header announced (shape ({self.n}, {self.dim})); send one .npy "
+                             f"per stream")
 
     def _read_exact(self, fileobj, nbytes, rows_before):
         """Exactly `nbytes` from the stream (pipes return short reads), or an InputError."""
@@ -288,13 +370,6 @@ def _check_size(path, expected, actual, what):
                          f"the file has {actual} bytes")
 
 
-def _memmap(path, dtype, offset, shape, order="C"):
-    """A read-only memory map of `shape`; an empty array when there is nothing to map."""
-    if 0 in shape:
-        return np.empty(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
-
-
 def _read_npy_header(fileobj, name):
     """(dtype, shape, fortran_order) of a 2-D numeric .npy, leaving `fileobj` at the data."""
     try:
@@ -320,8 +395,7 @@ def _open_npy(path):
     n, dim = shape
     _check_size(path, offset + n * dim * dtype.itemsize, os.path.getsize(path),
                 f"a {offset}-byte header and shape ({n}, {dim}) of {dtype.name}")
-    rows = _memmap(path, dtype, offset, shape, order="F" if fortran_order else "C")
-    return VectorSource(path, "npy", rows)
+    return VectorSource(path, "npy", n, dim, dtype, offset, fortran_order=fortran_order)
 
 
 def _open_vecs(path, ext):
@@ -335,14 +409,18 @@ def _open_vecs(path, ext):
     if dim < 1:
         raise InputError(f"{path}: row 0 announces dimension {dim}, expected a positive "
                          f"integer: not a {ext} file")
-    row_dtype = np.dtype([("dim", _VECS_DIM_DTYPE), ("vec", dtype, (dim,))])
-    if size % row_dtype.itemsize:
+    row_bytes = _VECS_DIM_DTYPE.itemsize + dim * dtype.itemsize  # a Python int: cannot overflow
+    layout = f"4-byte dimension + {dim} x {dtype.name}"
+    if row_bytes > size:
+        raise InputError(f"{path}: row 0 announces dimension {dim}, i.e. rows of {row_bytes} "
+                         f"bytes ({layout}), but the file has only {size} bytes; the file is "
+                         f"truncated or not a {ext} file")
+    if size % row_bytes:
         raise InputError(f"{path}: file size {size} bytes is not a multiple of the row size "
-                         f"{row_dtype.itemsize} bytes (4-byte dimension + {dim} x {dtype.name}"
-                         f"); the file is truncated or not a {ext} file")
-    table = _memmap(path, row_dtype, 0, (size // row_dtype.itemsize,))
-    source = VectorSource(path, ext[1:], table["vec"], row_dims=table["dim"])
-    source._check_row_dims(source.n - 1, source.n)
+                         f"{row_bytes} bytes ({layout}); the file is truncated or not a {ext} "
+                         f"file")
+    source = VectorSource(path, ext[1:], size // row_bytes, dim, dtype, 0, texmex=True)
+    source.read(source.n - 1, source.n)  # a last row of another dimension: a corrupt file
     return source
 
 
@@ -357,7 +435,7 @@ def _open_bin(path, ext):
     _check_2d((n, dim), path)
     _check_size(path, _BIN_HEADER_BYTES + n * dim * dtype.itemsize, size,
                 f"a header of n={n}, dim={dim} with {dtype.name} values")
-    return VectorSource(path, ext[1:], _memmap(path, dtype, _BIN_HEADER_BYTES, (n, dim)))
+    return VectorSource(path, ext[1:], n, dim, dtype, _BIN_HEADER_BYTES)
 
 
 def _check_array(array, path):

@@ -1,0 +1,166 @@
+"""Issue 17, round two of hardening: inputs and readers. Each test is a reproducer from the
+issue: lying vector-file headers (bug 4), --metadata too large, too deep or not a file (bugs 2,
+3, 8), iter_decode's batch size (11), concatenated .npy on stdin (12), a rate beyond what a
+model may have (13), float16 overflow on decompression (14) and an input truncated while it is
+compressed (15). Every refusal must be one line naming what was wrong, leave no output behind,
+and come before any expensive work."""
+import io
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from qinco_codec.errors import InputError
+from qinco_codec.readers import iter_npy_stream, open_vectors
+
+sys.path.insert(0, os.path.dirname(__file__))
+from reliability_util import one_torch_thread  # noqa: F401,E402 - autouse fixture
+from reliability_util import assert_one_line_error, cli, glove, leftovers, npy, run, small_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()[0]
+
+
+@pytest.fixture(scope="module")
+def x():
+    return glove("base", 400)
+
+
+def _npy_bytes(array, fortran=False):
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(array) if fortran else array)
+    return buf.getvalue()
+
+
+# --- bug 4: a TEXMEX first dimension whose row size does not fit -----------------------------
+
+HUGE_FVECS = b"\x00\x00\x00\x20" + b"\0" * 64  # dimension 2**29: rows of 2**31 + 4 bytes
+
+
+@pytest.mark.parametrize("ext,dim_bytes,row_bytes", [
+    (".fvecs", b"\x00\x00\x00\x20", 4 + 4 * 2 ** 29),
+    (".bvecs", b"\xff\xff\xff\x7f", 4 + 2 ** 31 - 1),   # was shown as a negative row size
+    (".ivecs", b"\xff\xff\xff\x7f", 4 + 4 * (2 ** 31 - 1)),
+], ids=["fvecs", "bvecs", "ivecs"])
+def test_a_first_dimension_beyond_the_file_is_one_clear_error(tmp_path, ext, dim_bytes, row_bytes):
+    path = tmp_path / f"bad{ext}"
+    path.write_bytes(dim_bytes + b"\0" * 64)
+    with pytest.raises(InputError) as err:
+        open_vectors(path)
+    message = str(err.value)
+    assert f"rows of {row_bytes} bytes" in message and "the file has only 68 bytes" in message
+    assert "-" not in message.split("rows of")[1].split("bytes")[0]
+
+
+def test_a_row_too_large_to_hold_is_refused_even_when_the_file_is_that_large(tmp_path):
+    """A sparse 4 GiB file holding two rows of dimension 2**29: NumPy cannot describe such a
+    row (its record sizes are C ints), which used to surface as a raw ValueError."""
+    path = tmp_path / "two-huge-rows.fvecs"
+    row_bytes = 4 + 4 * 2 ** 29
+    with open(path, "wb") as f:
+        for row in range(2):
+            f.seek(row * row_bytes)
+            f.write(np.int32(2 ** 29).tobytes())
+        f.truncate(2 * row_bytes)
+    with pytest.raises(InputError, match="dimension 536870912, too large"):
+        open_vectors(path)
+
+
+@pytest.mark.parametrize("command", ["qinco-compress", "qinco-train", "qinco-eval"])
+def test_the_commands_refuse_a_huge_fvecs_dimension_in_one_line(tmp_path, model, command):
+    bad = tmp_path / "bad.fvecs"
+    bad.write_bytes(HUGE_FVECS)
+    args = {"qinco-compress": [bad, tmp_path / "out.qnc", "--model", model],
+            "qinco-train": [bad, "-o", tmp_path / "m.safetensors"],
+            "qinco-eval": [model, bad]}[command]
+    r = run([cli(command), *args], timeout=300)
+    assert_one_line_error(r, command, str(bad), "dimension 536870912")
+    assert leftovers(tmp_path, keep={"bad.fvecs"}) == []
+
+
+# --- bug 12: an .npy stream must end with its last row -----------------------------------------
+
+@pytest.mark.parametrize("fortran", [False, True])
+def test_a_stream_with_bytes_after_its_rows_is_refused(fortran):
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    stream = iter_npy_stream(io.BytesIO(_npy_bytes(a, fortran) + _npy_bytes(a)), batch_size=3)
+    with pytest.raises(InputError, match=r"stdin: has trailing bytes after the 4 rows its .npy "
+                                         r"header announced \(shape \(4, 3\)\)"):
+        list(stream.batches)
+
+
+def test_a_stream_that_ends_with_its_rows_is_read_whole():
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(
+        np.concatenate(list(iter_npy_stream(io.BytesIO(_npy_bytes(a)), batch_size=3).batches)), a)
+
+
+def test_concatenated_npy_on_stdin_is_refused_like_the_same_bytes_in_a_file(tmp_path, model, x):
+    data = _npy_bytes(x[:100]) + _npy_bytes(x[100:200])
+    (tmp_path / "ab.npy").write_bytes(data)
+    as_file = run([cli("qinco-compress"), tmp_path / "ab.npy", tmp_path / "f.qnc", "--model", model,
+                   "--quiet"])
+    assert_one_line_error(as_file, "qinco-compress", "trailing bytes")
+    piped = run([cli("qinco-compress"), "-", tmp_path / "p.qnc", "--model", model, "--quiet"],
+                input=data,
+                text=False)
+    assert_one_line_error(piped, "qinco-compress", "stdin: has trailing bytes after the 100 rows")
+    assert leftovers(tmp_path, keep={"ab.npy"}) == []
+
+
+# --- bug 15: the input truncated while it is compressed ---------------------------------------
+
+TRUNCATE_DURING_COMPRESS = textwrap.dedent("""
+    import os, sys
+    from qinco_codec import readers
+    from qinco_codec.cli.compress import main
+
+    read_batches = readers.VectorSource.iter_batches
+
+    def truncate_after_the_first_batch(self, *args, **kwargs):
+        for i, batch in enumerate(read_batches(self, *args, **kwargs)):
+            yield batch
+            if i == 0:  # another process cuts the file in half while it is being compressed
+                os.truncate(self.path, os.path.getsize(self.path) // 2)
+
+    readers.VectorSource.iter_batches = truncate_after_the_first_batch
+    sys.argv = ["qinco-compress", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.parametrize("ext", [".npy", ".fvecs"])
+def test_an_input_truncated_during_compression_is_one_error_and_leaves_nothing(tmp_path, model, ext):
+    """Rows used to come from a memory map: reading past the new end killed the process with
+    SIGBUS (exit -7), no message, the temporary output left behind."""
+    from qinco_codec.readers import write_vectors
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir(), out.mkdir()
+    path = src / f"x{ext}"
+    write_vectors(path, np.tile(glove("base", 1000), (40, 1)))  # 40,000 rows: 3 encode batches
+    script = tmp_path / "truncating_compress.py"
+    script.write_text(TRUNCATE_DURING_COMPRESS)
+    r = run([sys.executable, script, path, out / "x.qnc", "--model", model, "--quiet"])
+    assert_one_line_error(r, "qinco-compress", str(path), "truncated while it was being read")
+    assert leftovers(out) == []
+
+
+def test_reads_are_positional_and_see_the_file_as_it_is_now(tmp_path):
+    """No memory map: a file that shrinks after opening gives an InputError on the next read
+    (the same process, no subprocess needed) and the rows before the cut still read."""
+    path = tmp_path / "x.npy"
+    a = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    np.save(path, a)
+    source = open_vectors(path)
+    os.truncate(path, os.path.getsize(path) - 4 * 4 * 500)
+    np.testing.assert_array_equal(source.read(0, 400), a[:400])
+    with pytest.raises(InputError, match=r"x\.npy: the file ends at byte \d+, its header "
+                                         r"promised \d+ bytes: it was truncated"):
+        source.read(400, 1000)
+    source.close()
