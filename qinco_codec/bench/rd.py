@@ -27,7 +27,8 @@ from . import baselines
 from .common import Inputs, Timer, format_table, require_faiss, write_json, write_text
 
 METHODS = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
-MIN_TRAIN = 256  # K = 256 codewords per step: k-means needs at least that many points
+K = 256          # codewords per step of every trained method here (8-bit codes)
+MIN_TRAIN = K    # k-means needs at least as many points as codewords
 ONE_MILLION = 1_000_000
 
 COLUMNS = [
@@ -170,11 +171,13 @@ def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
     """Train one of our models at `nbytes`, evaluate it, its code prefixes, and (with
     opts['extra_beams']) the same model encoded with other beam widths: result rows."""
     from .. import train
+    from ..rates import steps_for_bytes
     from ..serialize import model_from_bytes, model_to_bytes
 
     x = inputs.base
     with Timer() as t_train:
-        model = train(inputs.train, preset=preset, bytes=nbytes, max_minutes=opts["budget_minutes"],
+        steps = steps_for_bytes(nbytes, K, None, "the rate", name="--bytes")   # rates are bytes
+        model = train(inputs.train, preset=preset, steps=steps, max_minutes=opts["budget_minutes"],
                       epochs=opts["epochs"], samples_per_epoch=opts["samples_per_epoch"],
                       seed=opts["seed"], quiet=quiet)
     weights = opts["weights"]
