@@ -6,6 +6,7 @@ when compress() runs.
 """
 import binascii
 import os
+import time
 
 import numpy as np
 
@@ -13,9 +14,9 @@ from .errors import InputError
 from .formats import QncWriter
 from .formats.layout import bytes_per_code
 from .model_resolution import load_model_arg
-from .progress import bar, note
+from .progress import bar, duration, note
 from .rates import deprecated_bytes
-from .sources import as_source
+from .sources import _sample_rows, as_source
 from .validation import as_float_matrix
 
 DEFAULT_CHUNK_ROWS = 65536
@@ -24,6 +25,9 @@ DEFAULT_STEPS = 16
 DEFAULT_MAX_MINUTES = 5.0
 TRAIN_K = 256  # codebook size of the models compress() trains itself
 CONFIG_SUMMARY_KEYS = ("preset", "arch", "dim", "M", "K", "L", "hidden", "embed", "A", "B", "version")
+SAMPLE_ROWS = 2000      # input rows timed for the estimate and measured for the quality report
+ESTIMATE_SECONDS = 0.5  # the estimate is the rate of the last of pieces encoded for this long
+UPDATE_SECONDS = 0.5    # the encode bar moves about this often (rows per update from the timing)
 
 
 def config_summary(model, n_params=None):
@@ -48,8 +52,8 @@ def _fit_model(n, dim, steps, preset, weight_dtype, quiet):
 
 def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
                  device, quiet):
-    """A model of `steps` steps (K=TRAIN_K) trained on a sample of the source, and the weight
-    precision to store it with."""
+    """A model of `steps` steps (K=TRAIN_K) trained on a sample of the source, the weight
+    precision to store it with, and the number of rows trained on (the sample's)."""
     from .presets import DEFAULT_PRESET
     from .training import train
 
@@ -64,7 +68,77 @@ def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_
         overrides, weight_dtype = choice.overrides, choice.weight_dtype
     model = train(sample, preset=preset, steps=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
                   device=device, quiet=quiet, **overrides)
-    return model, weight_dtype
+    return model, weight_dtype, len(sample)
+
+
+def _sample(src, trained_rows, seed):
+    """Up to SAMPLE_ROWS rows of the input (float32) and whether they are held out from the
+    training sample: True (none of them was trained on), False (compress trained on every row),
+    None (the model was given: unknown). `trained_rows` is the size of the training sample
+    compress drew (src.sample(train_size, seed)), None for a given model. Reads only those rows."""
+    n = src.n
+    if not hasattr(src, "array") and not hasattr(src, "vectors"):  # a stream: its first rows
+        first = trained_rows or 0
+        head = src.sample(first + SAMPLE_ROWS)
+        held = len(head) > first
+        rows = head[first:] if held else head[:SAMPLE_ROWS]
+        return (as_float_matrix(rows, dim=src.dim, name="input", allow_empty=True),
+                held if trained_rows is not None else None)
+    rng = np.random.default_rng(seed + 1)
+    if trained_rows is not None and n > trained_rows:
+        trained = _sample_rows(n, trained_rows, seed)  # the rows src.sample(trained_rows, seed) read
+        # trained_rows + SAMPLE_ROWS distinct rows hold at least SAMPLE_ROWS untrained ones
+        candidates = rng.choice(n, min(n, trained_rows + SAMPLE_ROWS), replace=False)
+        rows = np.sort(candidates[~np.isin(candidates, trained)][:SAMPLE_ROWS])
+        held = True
+    else:
+        rows = _sample_rows(n, min(n, SAMPLE_ROWS), seed + 1)
+        held = None if trained_rows is None else False
+    if hasattr(src, "array"):
+        x = np.asarray(src.array[rows])
+    else:
+        x = np.concatenate([src.vectors.read(r, r + 1) for r in rows]) if len(rows) else \
+            np.empty((0, src.dim), np.float32)
+    return as_float_matrix(x, dim=src.dim, name="input", allow_empty=True), held
+
+
+def _timed_encode(model, x, A, B, device):
+    """Codes of x encoded in pieces of doubling size (from 16 rows) until ESTIMATE_SECONDS have
+    passed or x is done, and the encoding rate in vectors per second measured on the last piece
+    (the largest: the least per-call overhead); None for no rows."""
+    parts, start, size, spent, rate = [], 0, 16, 0.0, None
+    while start < len(x) and (spent < ESTIMATE_SECONDS or rate is None):
+        t0 = time.monotonic()
+        parts.append(model.encode(x[start:start + size], A=A, B=B, device=device))
+        seconds = time.monotonic() - t0
+        rate = len(parts[-1]) / max(seconds, 1e-9)
+        spent, start, size = spent + seconds, start + size, size * 2
+    rest = model.encode(x[start:], A=A, B=B, device=device) if start < len(x) else None
+    codes = np.concatenate(parts + ([rest] if rest is not None else [])) if parts else None
+    return codes, rate
+
+
+def _pieces(batch, rows):
+    """`batch` cut into pieces of about `rows` rows, of nearly equal sizes (no tiny tail)."""
+    count = max(1, -(-len(batch) // max(1, rows)))
+    bounds = [len(batch) * i // count for i in range(count + 1)]
+    return [batch[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quiet):
+    """Encode every row of the source into the writer, moving the bar every UPDATE_SECONDS or
+    so: each batch is encoded in pieces of the rows the measured `rate` does in that time.
+    Codes do not depend on how rows are grouped (codec._chunks keeps every piece's matmuls
+    large), so the file is the same whatever the pieces."""
+    piece = batch_size if rate is None else min(batch_size, max(16, int(rate * UPDATE_SECONDS)))
+    with bar(total=src.n, desc="encode", unit="vec", quiet=quiet) as pbar:
+        start = 0
+        for batch in src.iter_batches(batch_size):
+            xb = as_float_matrix(batch, dim=model.dim, name="input", row_offset=start)
+            for part in _pieces(xb, piece):
+                writer.write_codes(model.encode(part, A=A, B=B, device=device)[:, :steps])
+                pbar.update(len(part))
+            start += len(batch)
 
 
 def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
@@ -86,10 +160,11 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
 
     src = as_source(x)
+    trained_rows = None
     if model is None:
         steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
         steps = DEFAULT_STEPS if steps is None else steps
-        model, weight_dtype = _train_model(src, steps, preset, embed_model, weight_dtype,
+        model, weight_dtype, trained_rows = _train_model(src, steps, preset, embed_model, weight_dtype,
                                            train_size, max_minutes, seed, device, quiet)
     model, data, sha = load_model_arg(model)
     if weight_dtype != "float32":
@@ -111,18 +186,17 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
         note(f"warning: the embedded model ({len(data):,} bytes) is larger than the codes "
              f"({code_bytes:,} bytes); share one model across files with --no-embed-model and the "
              f"model store{hint}", quiet)
+    sample, held_out = _sample(src, trained_rows, seed)
+    sample_codes, rate = _timed_encode(model, sample, A, B, device)
+    if rate is not None:
+        note(f"encode: {src.n:,} vectors in about {duration(src.n / rate)} "
+             f"({rate:,.0f} vectors/s, timed on a sample)", quiet)
     with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
                    K=model.K, M=steps, model_sha256=binascii.unhexlify(sha),
                    model_config=config_summary(model), metadata=metadata,
                    model_bytes=data if embed_model else None, chunk_rows=chunk_rows,
-                   zstd_level=zstd_level or None) as w, \
-            bar(total=src.n, desc="encode", unit="vec", quiet=quiet) as pbar:
-        start = 0
-        for batch in src.iter_batches(batch_size):
-            xb = as_float_matrix(batch, dim=model.dim, name="input", row_offset=start)
-            w.write_codes(model.encode(xb, A=A, B=B, device=device)[:, :steps])
-            start += len(batch)
-            pbar.update(len(batch))
+                   zstd_level=zstd_level or None) as w:
+        _encode_into(w, src, model, steps, A, B, device, batch_size, rate, quiet)
     return {"path": os.fspath(path), "n": src.n, "dim": model.dim, "steps": steps,
             "bytes_per_vector": steps * model.bytes_per_code, "model_sha256": sha,
             "model_bytes": len(data), "model_embedded": bool(embed_model),

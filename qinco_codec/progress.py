@@ -18,6 +18,19 @@ def counted(batches, total, desc, quiet=False):
             pbar.update(len(batch))
 
 
+def duration(seconds):
+    """A duration for people: '0.4 s', '12 s', '3 min 05 s', '2 h 10 min'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def note(message, quiet=False):
     """A one-line message on stderr (warnings, summaries) unless quiet."""
     if not quiet:

@@ -2,10 +2,22 @@
 
 Each of the M codebooks is a k-means of the residuals left by the previous ones (greedy RQ).
 Copied into a zero-initialised QincoModel, it makes the untrained model decode exactly as RQ.
+
+A caller with a time budget passes `stop(reserve)`, asked before every Lloyd iteration with
+`reserve` the seconds the residual k-means still needs after it were it to stop there (one
+assignment pass per codebook left, timed on the last iteration): once it says stop, the
+codebook at hand keeps its current centroids and the later ones their initial draws (K
+residuals of the data), so the result is always a complete, valid set of codebooks.
+`on_iteration` is called after every Lloyd iteration (a progress bar). Neither changes the
+result of a run that is not stopped.
 """
+import time
+
 import torch
 
 ASSIGN_CHUNK = 1 << 14
+LLOYD_ITERS = 10  # Lloyd iterations per codebook
+SPLIT_EPS = 1.0 / 1024  # relative offset between the two halves of a split cluster
 
 
 def nearest(x, centroids):
@@ -22,8 +34,44 @@ def nearest(x, centroids):
     return idx, dist
 
 
-def kmeans(x, K, iters=10, generator=None):
-    """K centroids of x by Lloyd iterations; empty clusters are re-seeded from far points."""
+def min_cluster_points(n, K):
+    """Fewest points a cluster may keep between Lloyd iterations: an eighth of the mean size,
+    and at least 2."""
+    return max(2.0, n / (8.0 * K))
+
+
+def split_small_clusters(centroids, counts, min_points, generator):
+    """Move the centroid of every cluster with fewer than `min_points` points (an empty one, or a
+    singleton that only encodes its own point) onto a large cluster, split in two.
+
+    Why: at high dimension, random data points as initial centroids make a few small-norm
+    centroids attract nearly everything, and every other centroid keeps just itself: a
+    singleton is a fixed point of Lloyd's update, which neither an empty-cluster rule nor
+    dead-codeword reset sees. On 384-d data, from the fourth residual step on, 240 of 256
+    clusters were singletons; the codebook memorised training vectors (their residual became
+    exactly zero) and generalised badly. Splitting (faiss's rule for empty clusters: the donor is
+    drawn in proportion to its size beyond the minimum, and the two halves are its centroid
+    scaled by 1 +/- 1/1024 on alternate coordinates) gives every codeword real support.
+    """
+    K, d = centroids.shape
+    sign = torch.ones(d, dtype=centroids.dtype, device=centroids.device)
+    sign[1::2] = -1
+    for ci in (counts < min_points).nonzero().flatten().tolist():
+        surplus = (counts - 2 * min_points).clamp_min(0)
+        if float(surplus.sum()) <= 0:
+            break
+        cj = int(torch.multinomial(surplus.cpu(), 1, generator=generator))
+        centroids[ci] = centroids[cj] * (1 + SPLIT_EPS * sign)
+        centroids[cj] = centroids[cj] * (1 - SPLIT_EPS * sign)
+        counts[ci] = counts[cj] / 2
+        counts[cj] -= counts[ci]
+
+
+def kmeans(x, K, iters=LLOYD_ITERS, generator=None, stop=None, on_iteration=None):
+    """K centroids of x by Lloyd iterations; between iterations, clusters with too few points
+    take over half of a large one (`split_small_clusters`).
+    Iterations end early once `stop()` is true (checked before each); `on_iteration(seconds)`
+    is told how long each one took."""
     n, d = x.shape
     perm = torch.randperm(n, generator=generator)
     if n >= K:
@@ -32,26 +80,38 @@ def kmeans(x, K, iters=10, generator=None):
         reps = x[perm[torch.arange(K) % n]]
         noise = torch.randn(K, d, generator=generator).to(x) * (x.std() * 1e-3 + 1e-8)
         centroids = reps + noise
-    for _ in range(iters):
-        idx, dist = nearest(x, centroids)
+    for iteration in range(iters):
+        if stop is not None and stop():
+            break
+        t0 = time.monotonic()
+        idx, _ = nearest(x, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, idx, x)
         counts = torch.bincount(idx, minlength=K).to(x.dtype)
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled].unsqueeze(1)
-        empty = (~filled).nonzero().flatten()
-        if len(empty):
-            far = torch.topk(dist, min(len(empty), n)).indices
-            centroids[empty[: len(far)]] = x[far]
+        if iteration < iters - 1:   # the last update stands: a split needs a Lloyd step after it
+            split_small_clusters(centroids, counts, min_cluster_points(n, K), generator)
+        if on_iteration is not None:
+            on_iteration(time.monotonic() - t0)
     return centroids
 
 
-def residual_kmeans(x, M, K, iters=10, seed=0):
-    """M codebooks (each K x d) of greedy residual k-means on x."""
+def residual_kmeans(x, M, K, iters=LLOYD_ITERS, seed=0, stop=None, on_iteration=None):
+    """M codebooks (each K x d) of greedy residual k-means on x (`stop`, `on_iteration`: see
+    the module docstring)."""
     gen = torch.Generator().manual_seed(seed)
     residual = x.clone()
     codebooks = []
-    for _ in range(M):
-        cb = kmeans(residual, K, iters, gen)
+    iteration = [0.0]  # seconds of the last Lloyd iteration: about one assignment pass
+
+    def timed(seconds):
+        iteration[0] = seconds
+        if on_iteration is not None:
+            on_iteration()
+
+    for m in range(M):
+        step_stop = None if stop is None else (lambda left=M - m: stop(left * iteration[0]))
+        cb = kmeans(residual, K, iters, gen, step_stop, timed)
         idx, _ = nearest(residual, cb)
         residual -= cb[idx]
         codebooks.append(cb)
@@ -59,8 +119,9 @@ def residual_kmeans(x, M, K, iters=10, seed=0):
 
 
 @torch.no_grad()
-def init_from_rq(model, x, iters=10, seed=0, max_points=200_000):
-    """Set the model's normalisation from raw x and its codebooks from residual k-means on it."""
+def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=None, on_iteration=None):
+    """Set the model's normalisation from raw x and its codebooks from residual k-means on it
+    (`stop`, `on_iteration`: see the module docstring)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     if len(x) > max_points:
         gen = torch.Generator().manual_seed(seed)
@@ -68,7 +129,7 @@ def init_from_rq(model, x, iters=10, seed=0, max_points=200_000):
     mean = x.mean(0)
     std = (x - mean).square().mean().sqrt().clamp_min(1e-12)
     model.set_normalization(mean, std)
-    codebooks = residual_kmeans((x - mean) / std, model.M, model.K, iters, seed)
+    codebooks = residual_kmeans((x - mean) / std, model.M, model.K, iters, seed, stop, on_iteration)
     model.codebook0.copy_(codebooks[0])
     for step, cb in zip(model.steps, codebooks[1:]):
         step.codebook.copy_(cb)

@@ -8,6 +8,14 @@ AdamW with linear warm-up and cosine decay, gradient clipping, reset of codeword
 for an epoch, a held-out validation split with early stopping, and a wall-clock budget. The model
 with the best validation MSE is returned.
 
+The budget (`max_minutes`) counts everything train() does: the split, the RQ start (residual
+k-means, with its own progress bar, cut short when the budget runs out there), every batch and
+validation. It is checked before every Lloyd iteration of the RQ start and before every batch,
+keeping back the time the closing validation takes (measured on the first one), so a run ends
+within its budget plus at most one batch or one Lloyd iteration; an epoch cut short by the budget
+is recorded with its number of `batches` and resets no codeword. A run that never reaches its
+budget computes exactly what it computed before the budget was checked inside epochs.
+
 An "epoch" is a fixed number of samples (`samples_per_epoch`), independent of the training-set
 size, drawn from a permutation seeded by (seed, epoch). A checkpoint is written after every epoch;
 resuming from it repeats exactly what an uninterrupted run would have done (when the run is
@@ -30,7 +38,7 @@ from .model import QincoModel
 from .presets import DEFAULT_PRESET, get_preset
 from .progress import bar
 from .rates import check_steps, steps_for_bytes
-from .rq_init import init_from_rq
+from .rq_init import LLOYD_ITERS, init_from_rq
 from .validation import as_float_matrix
 
 DEFAULT_EPOCHS = 20
@@ -218,6 +226,30 @@ def _dropout(model, p, generator):
             handle.remove()
 
 
+class _Clock:
+    """Seconds counted against the budget (None: no budget): those of the calls before a resume
+    (`before`, from the checkpoint) plus this call's since the clock was made."""
+
+    def __init__(self, budget, start):
+        self.budget, self.before, self._start = budget, 0.0, start
+
+    def elapsed(self):
+        return self.before + time.monotonic() - self._start
+
+    def out(self, reserve=0.0):
+        """Whether less than `reserve` seconds of the budget are left (never without a budget)."""
+        return self.budget is not None and self.elapsed() + reserve >= self.budget
+
+
+def _validation_seconds(model, xval, A, probe_rows=256):
+    """About how long validation_mse takes on xval: timed on its first `probe_rows` vectors with
+    the (not yet trained) model, whose encoding costs what the trained one's does, and scaled."""
+    probe = torch.from_numpy(np.ascontiguousarray(xval[:probe_rows]))
+    t0 = time.monotonic()
+    validation_mse(model, probe, A)
+    return (time.monotonic() - t0) * len(xval) / max(1, len(probe))
+
+
 class TrainResult(NamedTuple):
     """What train(..., return_history=True) returns: the trained model and its epoch records."""
 
@@ -244,7 +276,10 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     Stopping: after `epochs` epochs (DEFAULT_EPOCHS when neither `epochs` nor `max_minutes` is
     given), after `max_minutes` of wall-clock time, or when validation MSE has not improved for
     `patience` epochs in the second half of the schedule (EARLY_STOP_FROM), whichever comes first;
-    the learning-rate schedule spans the epochs or the time budget. The weights with the best
+    the learning-rate schedule spans the epochs when they are given, else the time the budget
+    leaves after the RQ start.
+    The budget counts the whole call (RQ start included) and is checked between batches (see the
+    module docstring); a budget spent by the RQ start returns the RQ model. The weights with the best
     validation MSE are returned. `val` is the held-out validation set: an array, a number of
     vectors, or a fraction < 1 of x (at most 10,000 vectors). `seed` seeds every random choice.
     `checkpoint` is a path: written after every epoch, and resumed from if it exists (same data,
@@ -273,8 +308,10 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     Returns the model, or with `return_history=True` a TrainResult (model, history): the history
     is the list of epoch records, `{"epoch": 0, "val_mse": ...}` for the RQ start, then per epoch
     `epoch`, `train_mse`, `val_mse` (MSE summed over dimensions, mean over vectors), `reset` (dead
-    codewords re-drawn) and `lr`; a resumed run's history includes the epochs before the resume.
+    codewords re-drawn) and `lr`, and `batches` for an epoch the budget cut short; a resumed run's
+    history includes the epochs before the resume.
     """
+    started = time.monotonic()  # the budget counts the whole call
     x = as_float_matrix(x, name="training vectors", allow_empty=False)
     M = _resolve_steps(steps, M, bytes, K)
     _check("epochs", epochs, epochs is None or (_is_int(epochs) and epochs >= 1), "an integer >= 1")
@@ -293,67 +330,86 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     shape = _shape(L=L, hidden=hidden, embed=embed, A=A, B=B, share_steps=share_steps)
     dev = resolve_device(device)
     with _torch_settings(threads):
-        model, history = _fit(x, p, M, K, shape, epochs=epochs, max_minutes=max_minutes, patience=patience,
+        model, history = _fit(x, p, M, K, shape, epochs=epochs, patience=patience,
                               val=val, seed=seed, checkpoint=checkpoint, batch_size=batch_size,
                               samples_per_epoch=samples_per_epoch, last_step_loss=last_step_loss, noise=noise,
-                              dropout=dropout, dev=dev, quiet=quiet, on_epoch=on_epoch)
+                              dropout=dropout, dev=dev, quiet=quiet, on_epoch=on_epoch,
+                              clock=_Clock(max_minutes * 60.0 if max_minutes else None, started))
     return TrainResult(model, history) if return_history else model
 
 
-def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpoint, batch_size,
-         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch):
+def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_size,
+         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch, clock):
     """The training run of train(), its options checked: p is the preset with the recipe applied,
-    shape the model-shape overrides. Returns (model, history)."""
+    shape the model-shape overrides, clock the _Clock of the budget. Returns (model, history)."""
     preset, train_A, base_lr = p.name, p.train_A, p.lr
     xtrain, xval = _split_validation(x, val, seed)
 
     model = QincoModel.from_preset(preset, x.shape[1], M, K, **shape)
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
+    # the longest validation seen (estimated before the first): kept back for the closing one
+    val_seconds = _validation_seconds(model, xval, train_A) if clock.budget else 0.0
     if state is None:
-        init_from_rq(model, xtrain, seed=seed)
+        with bar(total=M * LLOYD_ITERS, desc=f"RQ start M={M}", unit="it", quiet=quiet) as rq_bar:
+            stop = (lambda reserve: clock.out(reserve + val_seconds)) if clock.budget else None
+            init_from_rq(model, xtrain, seed=seed, stop=stop, on_iteration=lambda: rq_bar.update(1))
     model.to(dev)
     opt = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=base_lr)
-    run = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_val": None, "bad_epochs": 0, "history": []}
+    # elapsed: seconds counted against the budget so far; start_seconds: those the RQ start and
+    # first validation took, which the time-based learning-rate schedule does not span
+    run = {"epoch": 0, "step": 0, "elapsed": 0.0, "start_seconds": 0.0, "best_val": None,
+           "bad_epochs": 0, "history": []}
     best_state = None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         best_state = state["best"]
         run.update(state["run"])
+        clock.before = run["elapsed"]
 
     xt = torch.from_numpy(xtrain).to(dev)
     xv = model.normalize(torch.from_numpy(xval).to(dev))
     if run["best_val"] is None:
+        t0 = time.monotonic()
         run["best_val"] = validation_mse(model, xv, train_A)
+        val_seconds = max(val_seconds, time.monotonic() - t0)
         run["history"].append({"epoch": 0, "val_mse": run["best_val"]})
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        run["start_seconds"] = run["elapsed"] = clock.elapsed()
     steps_per_epoch = max(1, samples_per_epoch // batch_size)
     total_steps = epochs * steps_per_epoch if epochs else None
-    budget = max_minutes * 60.0 if max_minutes else None
 
     def progress():
-        fr = [run["step"] / total_steps] if total_steps else []
-        fr += [run["elapsed"] / budget] if budget else []
-        return max(fr)
+        """Fraction of the schedule done: of the epochs when they are given (a budget then only
+        stops the run, so a run it does not stop is reproducible), else of the time the budget
+        left after the RQ start, measured now (an epoch can be longer than the budget)."""
+        if total_steps:
+            return run["step"] / total_steps
+        left = clock.budget - run["start_seconds"]
+        return (clock.elapsed() - run["start_seconds"]) / left if left > 0 else 1.0
 
     pbar = bar(total=epochs, desc=f"train {preset} M={M}", unit="epoch", quiet=quiet,
                initial=run["epoch"])
     pbar.set_postfix(val_mse=f"{run['best_val']:.4g}")
     drop_gen = torch.Generator(device=dev)
+    batch_seconds = 0.0  # the last batch's duration: the next one is not started without it left
     with _dropout(model, dropout, drop_gen) as masks_drawn:
-        while progress() < 1.0 and run["bad_epochs"] < patience:
+        while ((total_steps is None or run["step"] < total_steps) and run["bad_epochs"] < patience
+               and not clock.out(val_seconds + batch_seconds)):
             epoch = run["epoch"]
-            t0 = time.monotonic()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             drop_gen.manual_seed(seed * 1_000_003 + epoch + DROPOUT_STREAM)  # per epoch: resumable
             order = torch.randperm(len(xt), generator=gen)
             if len(order) < steps_per_epoch * batch_size:
                 order = order.repeat(math.ceil(steps_per_epoch * batch_size / len(order)))
             usage = torch.zeros(model.M, model.K, dtype=torch.int64, device=dev)
-            residuals, train_mse = None, 0.0
+            residuals, train_mse, batches = None, 0.0, 0
             model.train()
             for i in range(steps_per_epoch):
+                if clock.out(val_seconds + batch_seconds):
+                    break
+                t_batch = time.monotonic()
                 xb = model.normalize(xt[order[i * batch_size:(i + 1) * batch_size]])
                 if noise:
                     xb = xb + noise * torch.randn(xb.shape, generator=gen).to(xb)
@@ -376,14 +432,25 @@ def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpo
                 train_mse += mse.item()
                 if i == steps_per_epoch - 1:  # residual targets of each step, for dead-codeword reset
                     residuals = [xb] + [xb - r.detach() for r in recon[:-1]]
+                batches += 1
+                batch_seconds = time.monotonic() - t_batch
+            if batches == 0:  # the budget ran out before this epoch's first batch
+                break
             model.eval()
-            n_reset = reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
+            # an epoch cut short has seen too few vectors to call a codeword dead
+            n_reset = (reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
+                       if residuals is not None else 0)
+            t0 = time.monotonic()
             val_mse = validation_mse(model, xv, train_A)
+            val_seconds = max(val_seconds, time.monotonic() - t0)
             run["epoch"] += 1
-            run["elapsed"] += time.monotonic() - t0
-            train_mse = train_mse / steps_per_epoch * model.dim * float(model.std) ** 2
-            run["history"].append({"epoch": run["epoch"], "train_mse": train_mse, "val_mse": val_mse,
-                                   "reset": n_reset, "lr": opt.param_groups[0]["lr"]})
+            run["elapsed"] = clock.elapsed()
+            train_mse = train_mse / batches * model.dim * float(model.std) ** 2
+            record = {"epoch": run["epoch"], "train_mse": train_mse, "val_mse": val_mse,
+                      "reset": n_reset, "lr": opt.param_groups[0]["lr"]}
+            if batches < steps_per_epoch:
+                record["batches"] = batches
+            run["history"].append(record)
             if val_mse < run["best_val"]:
                 run["best_val"], run["bad_epochs"] = val_mse, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -397,6 +464,7 @@ def _fit(x, p, M, K, shape, *, epochs, max_minutes, patience, val, seed, checkpo
             pbar.set_postfix(train_mse=f"{train_mse:.4g}", val_mse=f"{val_mse:.4g}",
                              best=f"{run['best_val']:.4g}")
     pbar.close()
+    run["elapsed"] = clock.elapsed()
     model.load_state_dict(best_state)
     model.to("cpu")
     model.config = model.config.replace(trained={"epochs": run["epoch"], "samples": run["step"] * batch_size,
