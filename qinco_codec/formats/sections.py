@@ -10,7 +10,7 @@ import math
 from typing import NamedTuple
 
 from .errors import InputError, QncFormatError
-from .layout import (JSON_INT_END, JSON_INT_MIN, MAX_JSON_DEPTH, READ_MAX_INT_DIGITS, READ_MAX_JSON_DEPTH,
+from .layout import (JSON_INT_END, JSON_INT_MIN, MAX_JSON_DEPTH, MAX_JSON_SECTION, READ_MAX_INT_DIGITS, READ_MAX_JSON_DEPTH,
                      SECTION_CRC, SECTION_FIELDS, SECTION_FLAG_REQUIRED, SECTION_FLAGS, SECTION_NAMES, SECTION_RESERVED, crc32)
 
 
@@ -98,20 +98,26 @@ def _int_summary(value):
 
 
 def encode_json(obj, what):
-    """Canonical UTF-8 JSON of a dict (SPEC.md 5.1); InputError for anything that has no
-    canonical form: not a dict, non-string keys, NaN or infinities, lone surrogates, other
-    types."""
+    """Canonical UTF-8 JSON of a dict (SPEC.md 5.1) for a JSON section; InputError for anything
+    that has no canonical form (not a dict, non-string keys, NaN or infinities, lone surrogates,
+    other types) and for a payload over the MAX_JSON_SECTION bytes every reader enforces (SPEC.md
+    5), so that no writer makes a file its readers refuse."""
     if not isinstance(obj, dict):
         raise InputError(f"{what} must be a dict, got {type(obj).__name__}")
     try:
         _check_value(obj, what)
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
-        return text.encode("utf-8")
+        payload = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: lone surrogate
         if isinstance(exc, InputError):
             raise
         raise InputError(f"{what} is not JSON-serializable: {exc}") from None
+    if len(payload) > MAX_JSON_SECTION:
+        raise InputError(f"{what}: {len(payload):,} bytes of JSON (as stored: compact, UTF-8), "
+                         f"over the {MAX_JSON_SECTION}-byte ({MAX_JSON_SECTION >> 20} MiB) limit "
+                         f"of a JSON section")
+    return payload
 
 
 def _reject_constant(name):
