@@ -164,3 +164,100 @@ def test_reads_are_positional_and_see_the_file_as_it_is_now(tmp_path):
                                          r"promised \d+ bytes: it was truncated"):
         source.read(400, 1000)
     source.close()
+
+
+# --- bugs 2, 3, 8: --metadata too large, too deep, or not a regular file -----------------------
+
+MAX_JSON = 1 << 24  # SPEC.md 5: a JSON section holds at most 2^24 bytes
+
+
+def _write_one_row(path, metadata):
+    from qinco_codec.formats import QncWriter
+
+    with QncWriter(path, n=1, dim=2, source_dtype="float32", K=16, M=1, model_sha256=bytes(32),
+                   model_config={"dim": 2}, metadata=metadata, zstd_level=None) as w:
+        w.write_codes(np.zeros((1, 1), np.uint8))
+
+
+def test_the_writer_refuses_metadata_its_readers_would_refuse(tmp_path):
+    from qinco_codec.formats import QncReader
+
+    at_limit = {"a": "x" * (MAX_JSON - len('{"a":""}'))}   # exactly 2^24 bytes as stored
+    _write_one_row(tmp_path / "ok.qnc", at_limit)
+    assert QncReader(str(tmp_path / "ok.qnc")).header.metadata == at_limit
+    over = {"a": "x" * (MAX_JSON - len('{"a":""}') + 1)}
+    with pytest.raises(InputError, match=r"metadata: 16,777,217 bytes of JSON .*over the "
+                                         r"16777216-byte \(16 MiB\) limit of a JSON section"):
+        _write_one_row(tmp_path / "over.qnc", over)
+    assert leftovers(tmp_path) == ["ok.qnc"]
+
+
+def _compress_args(tmp_path, x, *extra):
+    inp = npy(tmp_path / "x.npy", x[:50])
+    return [cli("qinco-compress"), inp, tmp_path / "out.qnc", *extra]
+
+
+def test_metadata_over_the_limit_as_stored_is_refused_before_training(tmp_path, x):
+    """A 10 MiB file whose canonical form (1e5 is stored as 100000.0) is over 16 MiB: refused
+    in one line before any training (no progress line on stderr), no output."""
+    (tmp_path / "big.json").write_text('{"v": [' + ",".join(["1e5"] * (10 << 18)) + "]}")
+    r = run(_compress_args(tmp_path, x, "--metadata", f"@{tmp_path / 'big.json'}",
+                           "--max-minutes", "0.05"), timeout=120)
+    assert_one_line_error(r, "qinco-compress", "--metadata:", "bytes of JSON",
+                          "16777216-byte (16 MiB) limit")
+    assert leftovers(tmp_path, keep={"x.npy", "big.json"}) == []
+
+
+def test_a_metadata_file_over_the_limit_is_refused_unparsed(tmp_path, x):
+    (tmp_path / "big.json").write_text('{"a": "' + "x" * MAX_JSON + '"}')
+    r = run(_compress_args(tmp_path, x, "--metadata", f"@{tmp_path / 'big.json'}"), timeout=120)
+    assert_one_line_error(r, "qinco-compress", f"--metadata: {tmp_path / 'big.json'} is over the "
+                                               f"16777216-byte (16 MiB) limit")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("[" * 100000, "nested too deeply (a file stores at most 64 levels)"),
+    ('{"a":' * 100000 + "1" + "}" * 100000, "nested too deeply"),
+    ('{"a":' * 65 + "1" + "}" * 65, "JSON nested more than 64 levels deep"),
+])
+def test_deeply_nested_metadata_is_one_line(tmp_path, x, text, fragment):
+    meta = tmp_path / "deep.json"
+    meta.write_text(text)
+    r = run(_compress_args(tmp_path, x, "--metadata", f"@{meta}"), timeout=120)
+    assert_one_line_error(r, "qinco-compress", "--metadata:", fragment)
+    assert leftovers(tmp_path, keep={"x.npy", "deep.json"}) == []
+
+
+def test_deeply_nested_metadata_on_the_command_line_is_one_line(tmp_path, x):
+    r = run(_compress_args(tmp_path, x, "--metadata", '{"a":' * 20000 + "1" + "}" * 20000),
+            timeout=120)
+    assert_one_line_error(r, "qinco-compress", "--metadata: value is JSON nested too deeply")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "directory"])
+def test_metadata_must_be_a_regular_file(tmp_path, x, special):
+    path = {"/dev/zero": "/dev/zero", "fifo": tmp_path / "fifo", "directory": tmp_path}[special]
+    if special == "fifo":
+        os.mkfifo(path)   # no writer: opening it for reading would block forever
+    r = run(_compress_args(tmp_path, x, "--metadata", f"@{path}"), timeout=120)
+    line = assert_one_line_error(r, "qinco-compress", "--metadata: ", str(path))
+    assert "not a regular file" in line or "Is a directory" in line
+
+
+def test_a_metadata_file_is_read_only_up_to_the_limit(tmp_path):
+    """A 256 MiB (sparse) file: at most 2^24 + 1 bytes are read before it is refused."""
+    import tracemalloc
+
+    from qinco_codec.cli.arguments import parse_json_object
+
+    big = tmp_path / "huge.json"
+    with open(big, "wb") as f:
+        f.truncate(256 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="is over the 16777216-byte"):
+            parse_json_object(f"@{big}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * MAX_JSON + (1 << 20), f"reading --metadata allocated {peak:,} bytes"
