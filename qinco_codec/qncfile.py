@@ -8,10 +8,9 @@ import os
 
 import numpy as np
 
-from .errors import InputError
 from .formats import QncReader
 from .rates import deprecated_bytes
-from .streaming import iter_decoded, new_stream_stats
+from .streaming import check_batch_size, iter_decoded, new_stream_stats
 
 
 def open(source, model=None):  # noqa: A001 - mirrors builtins.open on purpose
@@ -158,8 +157,7 @@ class QncFile:
         `bytes=` is deprecated.
         """
         steps = self._steps(steps, bytes)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size={batch_size!r} must be a positive integer")
+        check_batch_size(batch_size)
         if self.n:
             self.model  # noqa: B018 - resolve (and check) the model before the first batch
         stats = self.stream_stats = new_stream_stats(prefetch)

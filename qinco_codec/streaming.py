@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from .errors import InputError
 from .prefetch import Prefetcher, TimedIterator
 
 
@@ -16,9 +17,23 @@ def new_stream_stats(prefetch):
 
 
 def iter_decoded(blocks, decode, batch_size, prefetch, stats):
-    """Yield decode(codes) for consecutive batches of `batch_size` rows (the last may be
-    shorter) of the code blocks `blocks` yields, updating `stats` (see new_stream_stats) as it
-    goes. With `prefetch`, blocks are read in a background thread, one ahead."""
+    """An iterator of decode(codes) for consecutive batches of `batch_size` rows (the last may
+    be shorter) of the code blocks `blocks` yields, updating `stats` (see new_stream_stats) as
+    it goes. With `prefetch`, blocks are read in a background thread, one ahead. `batch_size`
+    is checked here, at the call: below 1, no batch would ever fill and the loop never ends."""
+    return _decoded_batches(blocks, decode, check_batch_size(batch_size), prefetch, stats)
+
+
+def check_batch_size(batch_size):
+    """`batch_size` as an int >= 1 (bools and floats refused), else an InputError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r} must be a positive integer")
+    return int(batch_size)
+
+
+def _decoded_batches(blocks, decode, batch_size, prefetch, stats):
+    """The generator behind iter_decoded."""
     source = Prefetcher(blocks) if prefetch else TimedIterator(blocks)
     t_start = time.perf_counter()
 

@@ -261,3 +261,27 @@ def test_a_metadata_file_is_read_only_up_to_the_limit(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2 * MAX_JSON + (1 << 20), f"reading --metadata allocated {peak:,} bytes"
+
+
+# --- bug 11: a batch size below 1 never fills a batch ------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [0, -1, 0.5, True, "2"])
+def test_iter_decoded_refuses_a_batch_size_below_one_at_the_call(batch_size):
+    """The loop of streaming.iter_decoded waits for `batch_size` rows: with 0 it used to yield
+    empty batches forever. Refused when called, before any block is read."""
+    from qinco_codec.streaming import iter_decoded, new_stream_stats
+
+    blocks = iter([np.zeros((3, 2), np.int64)])
+    with pytest.raises(InputError, match=f"batch_size={batch_size!r} must be a positive integer"):
+        iter_decoded(blocks, lambda codes: codes, batch_size, False, new_stream_stats(False))
+
+
+def test_qnc_iter_decode_refuses_a_batch_size_below_one(tmp_path, model, x):
+    import qinco_codec
+
+    qinco_codec.compress(x[:20], tmp_path / "x.qnc", model, quiet=True)
+    with qinco_codec.open(tmp_path / "x.qnc") as f:
+        for batch_size in (0, -5):
+            with pytest.raises(InputError, match="must be a positive integer"):
+                f.iter_decode(batch_size=batch_size)
+        assert sum(len(b) for b in f.iter_decode(batch_size=7)) == 20
