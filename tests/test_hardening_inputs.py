@@ -285,3 +285,62 @@ def test_qnc_iter_decode_refuses_a_batch_size_below_one(tmp_path, model, x):
             with pytest.raises(InputError, match="must be a positive integer"):
                 f.iter_decode(batch_size=batch_size)
         assert sum(len(b) for b in f.iter_decode(batch_size=7)) == 20
+
+
+# --- bug 14: float16 output of values beyond its range ------------------------------------------
+
+@pytest.fixture(scope="module")
+def large_qnc(tmp_path_factory):
+    """A .qnc of 16-d vectors of which rows 40-59 lie far beyond float16's +-65504 (the rest
+    within it), with a model fitted to them; and its decoded float32 vectors."""
+    import qinco_codec
+    from qinco_codec.model import QincoModel
+    from qinco_codec.rq_init import init_from_rq
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(100, 16)).astype(np.float32)
+    data[40:60] *= 1e6
+    model = init_from_rq(QincoModel.from_preset("qinco2-XS", 16, 2, K=16), data, seed=0)
+    path = tmp_path_factory.mktemp("large") / "large.qnc"
+    qinco_codec.compress(data, path, model, quiet=True)
+    with qinco_codec.open(path) as f:
+        decoded = f.decode()
+    return path, decoded
+
+
+def test_decompress_to_float16_refuses_values_beyond_its_range(tmp_path, large_qnc):
+    path, decoded = large_qnc
+    with np.errstate(over="ignore"):
+        expected = int(np.count_nonzero(np.isinf(decoded.astype(np.float16))))
+    assert expected > 0
+    r = run([cli("qinco-decompress"), path, tmp_path / "out.npy", "--dtype", "float16", "--quiet"])
+    assert_one_line_error(r, "qinco-decompress",
+                          f"--dtype float16: {expected:,} of the {decoded.size:,} decoded values "
+                          f"are beyond float16's range", "use --dtype float32")
+    assert leftovers(tmp_path) == []
+    ok = run([cli("qinco-decompress"), path, tmp_path / "out.npy", "--dtype", "float32", "--quiet"])
+    assert ok.returncode == 0, ok.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), decoded)
+
+
+def test_float16_within_range_is_written_and_an_overflow_is_refused_by_rows(tmp_path, large_qnc):
+    path, decoded = large_qnc
+    out = tmp_path / "small.npy"
+    ok = run([cli("qinco-decompress"), path, out, "--dtype", "float16", "--rows", ":40", "--quiet"])
+    assert ok.returncode == 0, ok.stderr
+    np.testing.assert_array_equal(np.load(out), decoded[:40].astype(np.float16))
+    r = run([cli("qinco-decompress"), path, tmp_path / "big.npy", "--dtype", "float16",
+             "--rows", "30:70", "--quiet"])
+    assert_one_line_error(r, "qinco-decompress", "beyond float16's range")
+    assert leftovers(tmp_path) == ["small.npy"]
+
+
+def test_within_float16_names_the_rows_of_the_first_overflowing_batch():
+    from qinco_codec.cli.decompress import within_float16
+
+    batches = [np.ones((3, 2), np.float32), np.full((3, 2), 1e5, np.float32), np.ones((3, 2))]
+    it = within_float16(iter(batches), 9)
+    assert next(it).dtype == np.float16
+    with pytest.raises(InputError, match=r"6 decoded values in rows 3 to 5 \(the first rows "
+                                         r"that hold any; decoding stopped there\).*largest 100000"):
+        next(it)

@@ -4,9 +4,11 @@ import time
 import click
 import numpy as np
 
+from ..errors import InputError
 from .arguments import parse_rows
 from .commands import command
-from .common import device_option, quiet_option, threads_option
+from .common import device_option, force_option, quiet_option, threads_option
+from .paths import check_distinct, check_output, existing_input
 from .stdio import STDIO, check_output_path, stdin_binary, write_vectors_out
 
 EXAMPLE = """
@@ -20,7 +22,8 @@ BATCH_ROWS = 65536
 
 
 @command("qinco-decompress", EXAMPLE)
-@click.argument("input_path", metavar="INPUT.qnc")
+@click.argument("input_path", metavar="INPUT.qnc", is_eager=True,
+                callback=existing_input("INPUT.qnc"))
 @click.argument("output", metavar="OUTPUT")
 @click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
               help="Decode only this many bytes of each code (a multiple of the code size, at most "
@@ -29,15 +32,19 @@ BATCH_ROWS = 65536
               help="Decode only rows A (included) to B (excluded); either end may be left out, "
                    "negative values count from the end. Only the chunks holding them are read.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
-              help="Output precision (.npy only: .fvecs and .fbin are float32). [default: float16 "
-                   "for .npy output when the compressed vectors were float16, else float32]")
+              help="Output precision (.npy only: .fvecs and .fbin are float32). float16 is refused "
+                   "when a decoded value is beyond its range (+-65504), which it would store as "
+                   "inf. [default: float16 for .npy output when the compressed vectors were "
+                   "float16, else float32]")
 @click.option("--model", "model_path", metavar="PATH", default=None,
-              help="The model file, for a file written with --no-embed-model whose model is not in "
-                   "the model store. It must be the file's model (same SHA-256).")
+              help="The model file (or a .qnc embedding it), for a file written with "
+                   "--no-embed-model whose model is not in the model store. It must be the file's "
+                   "model (same SHA-256).")
+@force_option()
 @device_option("decoding")
 @threads_option
 @quiet_option("the progress bar on stderr")
-def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet):
+def main(input_path, output, nbytes, rows_text, dtype, model_path, force, device, quiet):
     """Decode INPUT.qnc ('-': read it from stdin) into OUTPUT, a .npy, .fvecs or .fbin file chosen
     by extension, or '-' for an .npy on stdout.
 
@@ -49,7 +56,10 @@ def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet
     from ..progress import counted
     from ..rates import steps_for_bytes
 
+    check_distinct(inputs=[("INPUT.qnc", input_path), ("--model", model_path)],
+                   outputs=[("OUTPUT", output)])
     ext = check_output_path(output)
+    check_output(output, "OUTPUT", force)
     source = stdin_binary() if input_path == STDIO else input_path
     with qnc_open(source, model=model_path) as f:
         steps = steps_for_bytes(nbytes, f.K, f.M, "the file's rate", name="--bytes")  # before any work
@@ -68,11 +78,36 @@ def main(input_path, output, nbytes, rows_text, dtype, model_path, device, quiet
         else:
             n = rows.stop - rows.start
             batches = iter([f.decode(steps, rows=rows, device=device)]) if n else iter(())
+        if dtype == "float16":
+            batches = within_float16(batches, n)
         batches = counted(batches, n, f"decode {steps * f.bytes_per_code} B/vec", quiet)
         t0 = time.perf_counter()
         write_vectors_out(output, batches, n, f.dim, np.dtype(dtype))
         if rows is None and n and not quiet:
             click.echo(timing_line(f.stream_stats, time.perf_counter() - t0), err=True)
+
+
+def within_float16(batches, n):
+    """The decoded float32 batches as float16, refused (InputError, so the output file is not
+    created) at the first batch holding a value beyond float16's range, which the cast would
+    turn into inf: how many values, in which rows, the largest, and what to use instead.
+    Decoding stops there; the rows after it are not counted."""
+    limit = float(np.finfo(np.float16).max)
+    start = 0
+    for batch in batches:
+        with np.errstate(over="ignore"):  # counted below, not warned about
+            half = batch.astype(np.float16)
+        overflow = np.isinf(half) & np.isfinite(batch)
+        if overflow.any():
+            count, stop = int(np.count_nonzero(overflow)), start + len(batch)
+            where = (f"of the {batch.size:,} decoded values" if start == 0 and stop == n else
+                     f"decoded values in rows {start:,} to {stop - 1:,} (the first rows that "
+                     f"hold any; decoding stopped there)")
+            raise InputError(f"--dtype float16: {count:,} {where} are beyond float16's range "
+                             f"(+-{limit:g}; largest {float(np.abs(batch[overflow]).max()):.6g}) "
+                             f"and would be written as inf: use --dtype float32")
+        yield half
+        start += len(batch)
 
 
 def timing_line(stats, total):
