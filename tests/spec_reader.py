@@ -20,7 +20,8 @@ comment names the section each rule comes from.
 SPEC.md gaps found while writing the first version of this reader, and how SPEC.md settles
 each (this module follows the current text):
 
-  G1 (section 5): the flags of types 1-3 must equal the table's value exactly.
+  G1 (section 5): the flags of the known types (1-3; 4 since 1.1) must equal the table's value
+     exactly.
   G2 (sections 5, 5.1): canonical JSON is defined byte for byte; duplicate names at any depth
      and numbers overflowing binary64 are rejected.
   G3 (sections 6.2, 12): the zstd frame parameters behind reproducible bytes.
@@ -93,13 +94,18 @@ DTYPES = {  # section 4.1
 }
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 
-SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL = 1, 2, 3
-# section 5: occurrences allowed for the types version 1.0 knows (type 0: "never")
-MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1}
+SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL, SEC_QUALITY_REPORT = 1, 2, 3, 4
+# section 5: occurrences allowed for the types version 1.1 knows (type 0: "never")
+MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1,
+                   SEC_QUALITY_REPORT: 1}
 REQUIRED = 1
 # section 5, "flags (exact value)" column
-EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0}
-JSON_TYPES = (SEC_MODEL_CONFIG, SEC_USER_METADATA)
+EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
+               SEC_QUALITY_REPORT: 0}
+JSON_TYPES = (SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_QUALITY_REPORT)
+# sections 10, 12: the minor version that defines each type
+SECTION_MINOR = {SEC_MODEL_CONFIG: 0, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
+                 SEC_QUALITY_REPORT: 1}
 
 # section 5: JSON payload limits
 MAX_JSON = 1 << 24
@@ -242,6 +248,7 @@ class SpecFile:
     model_config: dict | None = None
     user_metadata: dict | None = None
     embedded_model: bytes | None = None
+    quality_report: dict | None = None  # section 5.2 (version 1.1)
     index_offset: int = 0
     index_length: int = 0
     chunks: list = field(default_factory=list)  # (chunk_offset, chunk_length)
@@ -325,6 +332,8 @@ def _parse_sections(f: SpecFile, verify_skipped: bool = True) -> None:
             f.model_config = json_object(payload, "model_config")
         elif typ == SEC_USER_METADATA:
             f.user_metadata = json_object(payload, "user_metadata")
+        elif typ == SEC_QUALITY_REPORT:  # informative (section 5): any keys are accepted
+            f.quality_report = json_object(payload, "quality_report")
         elif typ == SEC_EMBEDDED_MODEL:
             _need(hashlib.sha256(payload).digest() == f.model_sha256,
                   "embedded_model: SHA-256 does not match model_sha256")
@@ -753,16 +762,19 @@ def default_plane(level=3):
 
 
 def spec_parts(codes, *, K, chunk_rows, dim=4, source_dtype=1, model_sha256=bytes(32),
-               sections=None, plane=None, version=(1, 0), header_ext=b"", header_flags=0,
+               sections=None, plane=None, version=None, header_ext=b"", header_flags=0,
                M=None, n=None, bytes_per_code=None) -> QncParts:
     """The parts of a .qnc file holding `codes` (section 12). sections: list of (type, flags,
     payload); plane: a plane encoder as returned by default_plane (zstd level 3 by default);
+    version: (1, the lowest minor defining every section's type) unless given (section 12);
     M, n, bytes_per_code: header values other than those the codes imply."""
     codes = np.asarray(codes)
     bpc = (1 if K <= 256 else 2) if bytes_per_code is None else bytes_per_code
     if sections is None:
         sections = [(1, 1, canonical_json({"arch": "test"}))]
     plane = plane or default_plane()
+    if version is None:
+        version = (1, max((SECTION_MINOR.get(t, 0) for t, _, _ in sections), default=0))
     header = dict(magic=MAGIC, version_major=version[0], version_minor=version[1],
                   header_size=88 + len(header_ext), n=codes.shape[0] if n is None else n,
                   sections_length=None, dim=dim, K=K, M=codes.shape[1] if M is None else M,

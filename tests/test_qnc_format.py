@@ -16,6 +16,7 @@ import pytest
 import zstandard
 
 import qinco_codec.formats as formats
+import spec_reader  # tests/spec_reader.py: the reader written from SPEC.md alone
 from qinco_codec.errors import InputError, QncFormatError
 from qinco_codec.formats import QncHeader, QncReader, QncWriter
 from qinco_codec.formats.annotate import annotated_hexdump
@@ -29,6 +30,7 @@ from qinco_codec.formats.layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCO
                                         TRAILER_CRC, TRAILER_FIELDS, TRAILER_SIZE,
                                         chunk_header_size, crc32)
 from qinco_codec.formats.sections import decode_json, encode_json, encode_section
+from qinco_codec.formats.layout import SECTION_QUALITY_REPORT
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(formats.__file__).resolve().parent / "golden"
@@ -482,6 +484,66 @@ def test_unknown_required_section_is_rejected():
     # reserved flag bits of an unknown optional section are ignored
     np.testing.assert_array_equal(read_all(patch_section(data, at, flags=0xFFFFFFFE), "seek"),
                                   np.load(GOLDEN / "k256_raw.npy"))
+
+
+# -- the quality_report section (version 1.1, SPEC.md 5.2) ---------------------------------------
+
+QUALITY = {"writer": "test", "rates": [{"steps": 1, "mse": 0.5, "cosine": 0.75}], "sample": {"rows": 3}}
+
+
+def test_quality_report_round_trip_makes_a_1_1_file_and_its_absence_a_1_0_file(tmp_path):
+    codes = random_codes(30, 3, 256)
+    kwargs = dict(n=30, dim=4, source_dtype="float32", K=256, M=3, model_sha256=SHA,
+                  model_config={"K": 256}, metadata={"m": 1}, chunk_rows=8)
+    for quality, version in ((QUALITY, (1, 1)), (None, (1, 0))):
+        path = tmp_path / f"{version[1]}.qnc"
+        with QncWriter(path, quality_report=quality, **kwargs) as w:
+            w.write_codes(codes)
+        data = path.read_bytes()
+        for mode in MODES:
+            with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+                assert r.header.version == version and r.header.quality_report == quality
+                np.testing.assert_array_equal(r.codes(), codes)
+        kinds = [kind for _, kind, _, _ in sections_of(data)]
+        assert kinds == sorted(kinds) and (SECTION_QUALITY_REPORT in kinds) == (quality is not None)
+        f = spec_reader.spec_open(data)
+        assert (f.version_major, f.version_minor) == version and f.quality_report == quality
+    # with the report, the other sections and the codes are those of the file without it
+    without = (tmp_path / "0.qnc").read_bytes()
+    assert read_all(without, "seek").tobytes() == read_all((tmp_path / "1.qnc").read_bytes(), "seek").tobytes()
+
+
+def test_a_reader_that_does_not_know_quality_report_skips_it(monkeypatch):
+    """What a 1.0 reader does (SPEC.md 5, 10): type 4 is unknown to it, REQUIRED is clear."""
+    data = (GOLDEN / "quality_report.qnc").read_bytes()
+    expected = np.load(GOLDEN / "quality_report.npy")
+    for table in (spec_reader.MAX_OCCURRENCES, spec_reader.EXACT_FLAGS):
+        monkeypatch.delitem(table, spec_reader.SEC_QUALITY_REPORT)
+    monkeypatch.setattr(spec_reader, "JSON_TYPES", (1, 2))
+    monkeypatch.setattr(spec_reader, "SEC_QUALITY_REPORT", -1)  # no type is 4 to it
+    f = spec_reader.spec_open(data)
+    assert f.quality_report is None
+    np.testing.assert_array_equal(spec_reader.spec_codes(f), expected)
+    monkeypatch.undo()
+    f = spec_reader.spec_open(data)
+    assert f.quality_report["writer"] == "qinco-codec 0.1.0"
+    np.testing.assert_array_equal(read_all(data, "seek"), expected)
+
+
+def test_quality_report_flags_and_occurrences_are_checked():
+    data = (GOLDEN / "quality_report.qnc").read_bytes()
+    at = next(at for at, kind, _, _ in sections_of(data) if kind == SECTION_QUALITY_REPORT)
+    expect_error(patch_section(data, at, flags=SECTION_FLAG_REQUIRED), "quality_report section .* flags")
+    with pytest.raises(Exception, match="flags"):
+        spec_reader.spec_open(patch_section(data, at, flags=SECTION_FLAG_REQUIRED))
+    payload = encode_json({"rates": []}, "quality_report")
+    twice = single_chunk_file([(ENCODING_RAW, b"\x01", 1)], rows=1, sections=[
+        (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}"),
+        (SECTION_QUALITY_REPORT, 0, payload), (SECTION_QUALITY_REPORT, 0, payload)])
+    expect_error(twice, "duplicate quality_report")
+    not_json = single_chunk_file([(ENCODING_RAW, b"\x01", 1)], rows=1, sections=[
+        (SECTION_MODEL_CONFIG, SECTION_FLAG_REQUIRED, b"{}"), (SECTION_QUALITY_REPORT, 0, b"[1]")])
+    expect_error(not_json, "quality_report section must hold a JSON object")
 
 
 @pytest.mark.parametrize("minor,extension", [(0, bytes(8)), (0, b"\xff" * (4096 - 88)),

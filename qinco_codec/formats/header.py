@@ -32,6 +32,7 @@ class QncHeader:
     model_config: dict
     metadata: Optional[dict]
     has_embedded_model: bool
+    quality_report: Optional[dict] = None  # the quality_report section (version 1.1), if any
 
     @property
     def num_chunks(self):
@@ -79,9 +80,13 @@ def parameter_problem(*, n, dim, K, M, chunk_rows, bpc):
     return None
 
 
-def encode_fixed_header(*, n, sections_length, dim, K, M, chunk_rows, source_dtype, model_sha256):
-    """The 88-byte version 1.0 fixed header, checksum included."""
-    fields = HEADER_FIELDS.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE_V1_0, n,
+def encode_fixed_header(*, n, sections_length, dim, K, M, chunk_rows, source_dtype, model_sha256,
+                        minor=0):
+    """The 88-byte fixed header of version 1.`minor` (no minor version up to VERSION_MINOR adds
+    header fields), checksum included."""
+    if not 0 <= minor <= VERSION_MINOR:
+        raise ValueError(f"minor version {minor} is not in [0, {VERSION_MINOR}]")
+    fields = HEADER_FIELDS.pack(MAGIC, VERSION_MAJOR, minor, HEADER_SIZE_V1_0, n,
                                 sections_length, dim, K, M, chunk_rows, DTYPE_IDS[source_dtype],
                                 bytes_per_code(K), 0, model_sha256)
     return fields + HEADER_CRC.pack(crc32(fields))

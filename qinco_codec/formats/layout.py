@@ -13,7 +13,7 @@ CHUNK_TAG = b"QCHK"
 INDEX_TAG = b"QIDX"
 
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # the latest minor version this implementation reads and writes
 
 # Fixed header: magic, version_major, version_minor, header_size, n, sections_length, dim, K, M,
 # chunk_rows, source_dtype, bytes_per_code, header_flags, model_sha256; then (after any bytes a
@@ -36,17 +36,29 @@ SECTION_RESERVED = 0  # never valid
 SECTION_MODEL_CONFIG = 1
 SECTION_USER_METADATA = 2
 SECTION_EMBEDDED_MODEL = 3
+SECTION_QUALITY_REPORT = 4  # since version 1.1
 SECTION_NAMES = {
     SECTION_MODEL_CONFIG: "model_config",
     SECTION_USER_METADATA: "user_metadata",
     SECTION_EMBEDDED_MODEL: "embedded_model",
+    SECTION_QUALITY_REPORT: "quality_report",
+}
+# The minor version that defines each section type: a writer writes the highest among the
+# sections of its file, so a file without a 1.1 section stays a 1.0 file, byte for byte.
+SECTION_MINOR = {
+    SECTION_MODEL_CONFIG: 0,
+    SECTION_USER_METADATA: 0,
+    SECTION_EMBEDDED_MODEL: 0,
+    SECTION_QUALITY_REPORT: 1,
 }
 # The exact flags of each known section type; readers reject any other value.
 SECTION_FLAGS = {
     SECTION_MODEL_CONFIG: SECTION_FLAG_REQUIRED,
     SECTION_USER_METADATA: 0,
     SECTION_EMBEDDED_MODEL: 0,
+    SECTION_QUALITY_REPORT: 0,
 }
+JSON_SECTIONS = (SECTION_MODEL_CONFIG, SECTION_USER_METADATA, SECTION_QUALITY_REPORT)
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
 MAX_JSON_DEPTH = 64  # nesting levels a writer may use; the top-level object is level 1
 JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # a writer's JSON integers lie in [JSON_INT_MIN, JSON_INT_END)

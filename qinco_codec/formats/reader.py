@@ -17,9 +17,9 @@ from .errors import InputError, QncFormatError
 from .chunks import decode_chunk_header, decode_plane
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer
-from .layout import (ENCODING_ZSTD, HEADER_PREFIX, MAX_JSON_SECTION,
+from .layout import (ENCODING_ZSTD, HEADER_PREFIX, JSON_SECTIONS, MAX_JSON_SECTION,
                      SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_MODEL_CONFIG,
-                     SECTION_NAMES, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
+                     SECTION_QUALITY_REPORT, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
                      chunk_row_count, index_size)
 from .sections import check_section_payload, decode_json, decode_section_header, is_required
 from .source import ByteSource
@@ -149,7 +149,8 @@ class QncReader:
             K=fixed.K, bytes_per_code=fixed.bytes_per_code, M=fixed.M,
             chunk_rows=fixed.chunk_rows, model_sha256=fixed.model_sha256,
             model_config=found[SECTION_MODEL_CONFIG],
-            metadata=found.get(SECTION_USER_METADATA), has_embedded_model=self._model is not None)
+            metadata=found.get(SECTION_USER_METADATA), has_embedded_model=self._model is not None,
+            quality_report=found.get(SECTION_QUALITY_REPORT))
 
     def _read_sections(self, length):
         """Parse the sections area; returns {type: decoded JSON, or for the model (section
@@ -175,7 +176,7 @@ class QncReader:
                 if payload is None:
                     src.skip(section.length, what)
                 found[section.type] = (section, offset, payload)
-            elif section.type in SECTION_NAMES:
+            elif section.type in JSON_SECTIONS:
                 if section.length > MAX_JSON_SECTION:
                     raise QncFormatError(f"{what} is {section.length} bytes, over the "
                                          f"{MAX_JSON_SECTION}-byte limit for JSON sections")

@@ -15,8 +15,9 @@ from .errors import InputError
 from .chunks import PlaneEncoder
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
-from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MODEL_CONFIG,
-                     SECTION_USER_METADATA, ZSTD_DEFAULT_LEVEL, bytes_per_code)
+from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MINOR,
+                     SECTION_MODEL_CONFIG, SECTION_QUALITY_REPORT, SECTION_USER_METADATA,
+                     ZSTD_DEFAULT_LEVEL, bytes_per_code)
 from .sections import encode_json, encode_section
 
 
@@ -47,11 +48,14 @@ class QncWriter:
     `zstd_level` 1-22 tries zstd on every plane at that level (SPEC.md 12); 0 or None stores
     every plane raw, as `qinco-compress --zstd-level 0` does (unlike libzstd, where level 0
     means its default level).
+
+    `quality_report` (a dict, optional) is written as the quality_report section (SPEC.md 5,
+    version 1.1; the file is then a 1.1 file, else a 1.0 file).
     """
 
     def __init__(self, path, *, n, dim, source_dtype, K, M, model_sha256, model_config,
                  metadata=None, model_bytes=None, chunk_rows=65536,
-                 zstd_level=ZSTD_DEFAULT_LEVEL):
+                 zstd_level=ZSTD_DEFAULT_LEVEL, quality_report=None):
         n, dim, K, M, chunk_rows = (_as_int(v, name) for v, name in (
             (n, "n"), (dim, "dim"), (K, "K"), (M, "M"), (chunk_rows, "chunk_rows")))
         problem = parameter_problem(n=n, dim=dim, K=K, M=M, chunk_rows=chunk_rows,
@@ -65,9 +69,11 @@ class QncWriter:
         sha = bytes(model_sha256)
         if len(sha) != 32:
             raise InputError(f"model_sha256 must be 32 bytes (a SHA-256 digest), got {len(sha)}")
+        types = [SECTION_MODEL_CONFIG]
         sections = [encode_section(SECTION_MODEL_CONFIG, SECTION_FLAGS[SECTION_MODEL_CONFIG],
                                    encode_json(model_config, "model_config"))]
         if metadata is not None:
+            types.append(SECTION_USER_METADATA)
             sections.append(encode_section(SECTION_USER_METADATA,
                                            SECTION_FLAGS[SECTION_USER_METADATA],
                                            encode_json(metadata, "metadata")))
@@ -76,12 +82,19 @@ class QncWriter:
             if hashlib.sha256(model_bytes).digest() != sha:
                 raise InputError("model_bytes do not hash to model_sha256: the embedded model "
                                  "must be the safetensors file the header names")
+            types.append(SECTION_EMBEDDED_MODEL)
             sections.append(encode_section(SECTION_EMBEDDED_MODEL,
                                            SECTION_FLAGS[SECTION_EMBEDDED_MODEL], model_bytes))
+        if quality_report is not None:
+            types.append(SECTION_QUALITY_REPORT)
+            sections.append(encode_section(SECTION_QUALITY_REPORT,
+                                           SECTION_FLAGS[SECTION_QUALITY_REPORT],
+                                           encode_json(quality_report, "quality_report")))
         body = b"".join(sections)
         self._preamble = encode_fixed_header(
             n=n, sections_length=len(body), dim=dim, K=K, M=M, chunk_rows=chunk_rows,
-            source_dtype=_dtype_name(source_dtype), model_sha256=sha) + body
+            source_dtype=_dtype_name(source_dtype), model_sha256=sha,
+            minor=max(SECTION_MINOR[t] for t in types)) + body
         self._path = path
         self._n, self._K, self._M, self._chunk_rows = n, K, M, chunk_rows
         self._encoder = PlaneEncoder(bytes_per_code(K), zstd_level or None)

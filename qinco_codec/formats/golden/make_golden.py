@@ -96,6 +96,17 @@ CASES = {
         dict(n=0, dim=8, source_dtype="float32", K=256, M=4, model_sha256=MODEL_SHA,
              model_config=_config(256, 4, 8), zstd_level=3),
         np.zeros((0, 4), np.uint8)),
+    "quality_report": (
+        "version 1.1: a quality_report section (SPEC.md 5.2) after the user metadata, raw planes, 2 chunks",
+        dict(n=24, dim=8, source_dtype="float32", K=256, M=4, model_sha256=MODEL_SHA,
+             model_config=_config(256, 4, 8), metadata={"source": "golden"}, chunk_rows=16,
+             zstd_level=None, quality_report={
+                 "writer": "qinco-codec 0.1.0",
+                 "model": {"weight_dtype": "float16", "trained": {"epochs": 3, "samples": 3072, "val_mse": 0.5}},
+                 "sample": {"rows": 24, "held_out": None},
+                 "rates": [{"steps": m, "bytes_per_vector": m, "mse": 1.0 / m, "rel_mse": 0.25 / m,
+                            "cosine": 1.0 - 0.125 / m} for m in (1, 2, 4)]}),
+        _codes(6, 24, 4, 256, 0)),
 }
 FUTURE_MINOR = ("minor_1_1_unknown_section",
                 "version 1.1 variant of k256_raw: 8 extra fixed-header bytes and an unknown "
