@@ -69,7 +69,7 @@ def rq_model(glove_train):
     from qinco_codec.rq_init import init_from_rq
 
     model = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 8), glove_train, seed=0)
-    model.config["B"] = 1
+    model.config = model.config.replace(B=1)
     return model
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from qinco_codec.config import ModelConfig
+
 from qinco_codec.bench import speed
 
 faiss = pytest.importorskip("faiss")
@@ -108,7 +110,7 @@ def test_parse_settings():
 
 # ---------------------------------------------------------------- FLOP counts
 def test_flop_counts_match_a_hand_count():
-    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    cfg = ModelConfig(arch="qinco2", dim=4, embed=3, hidden=5, L=2, K=8, M=3)
     # step 1: K·D = 32 MACs. Steps 2 and 3, B = 2 hypotheses each:
     #   per hypothesis  D·de (W_x x̂) 12 + de·h (W1 W_x x̂) 15 + K·D (pre-selection) 32 = 59
     #   per candidate   h·de 15 + (L−1)·2·de·h 30 + de·D (out) 12 + D (error) 4 = 61, A = 2 of them
@@ -119,7 +121,7 @@ def test_flop_counts_match_a_hand_count():
     assert speed.encode_flops(cfg, A=8, B=1) == speed.encode_flops(cfg, A=0, B=1)   # A >= K: all K
     # decode per step: D·de 12 + L·2·de·h 60 + de·D 12 = 84, two steps
     assert speed.decode_flops(cfg) == 2 * 2 * 84
-    q1 = {"arch": "qinco1", "dim": 4, "embed": 0, "hidden": 5, "L": 1, "K": 8, "M": 2}
+    q1 = ModelConfig(arch="qinco1", dim=4, embed=0, hidden=5, L=1, K=8, M=2)
     # QINCo1 (de = D = 4), L = 1: per hypothesis 16 + 20; per candidate h·D 20 + D 4 = 24
     assert speed.encode_flops(q1, A=4, B=1) == 2 * (32 + (16 + 20 + 8 * 24))   # no pre-selection
     # faiss: per candidate 2D·D 32 + L·2·D·h 40 + D 4; decode per step 32 + 40
@@ -128,7 +130,7 @@ def test_flop_counts_match_a_hand_count():
 
 
 def test_matmul_shapes_follow_the_architecture():
-    cfg = {"arch": "qinco2", "dim": 4, "embed": 3, "hidden": 5, "L": 2, "K": 8, "M": 3}
+    cfg = ModelConfig(arch="qinco2", dim=4, embed=3, hidden=5, L=2, K=8, M=3)
     assert speed.matmul_shapes(cfg, 10) == [(10, 5, 3, 1), (10, 3, 5, 1), (10, 5, 3, 1), (10, 3, 4, 1)]
     rate = speed.matmul_rate([(64, 8, 8, 1)], torch.float32, torch.device("cpu"), min_seconds=0.001, repeats=1)
     assert rate > 0

@@ -184,9 +184,9 @@ def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
     blob = model_to_bytes(model, weights)
     if weights != "float32":  # encode and decode with the weights the file would hold
         model = model_from_bytes(blob)
-    trained = model.config.get("trained", {})
-    A = model.config.get("A") if opts["A"] is None else opts["A"]
-    B = model.config.get("B") if opts["B"] is None else opts["B"]
+    trained = model.config.trained or {}
+    A = model.config.A if opts["A"] is None else opts["A"]
+    B = model.config.B if opts["B"] is None else opts["B"]
 
     def encoded(beam):
         with Timer() as t_enc:
