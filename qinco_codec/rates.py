@@ -10,8 +10,13 @@ import warnings
 
 import numpy as np
 
+from .config import LIMITS
 from .errors import InputError
 from .formats.layout import bytes_per_code
+
+# The most steps a model may have (MODEL-SPEC.md 2): the bound of a rate no model is given for
+MAX_MODEL_STEPS = LIMITS["M"]
+MODEL_LIMIT = "the model format's limit"
 
 
 def _is_int(value):
@@ -19,13 +24,15 @@ def _is_int(value):
 
 
 def check_steps(steps, max_steps, what, name="steps"):
-    """`steps` as an int in [1, max_steps] (None: max_steps; max_steps None: no upper bound).
-    `what` names the bound in the error, e.g. "the file's rate"."""
+    """`steps` as an int in [1, max_steps] (None: max_steps; max_steps None: the most a model
+    may have, MAX_MODEL_STEPS). `what` names the bound in the error, e.g. "the file's rate"."""
     if steps is None:
         return max_steps
+    if max_steps is None:
+        max_steps, what = MAX_MODEL_STEPS, MODEL_LIMIT
     if not _is_int(steps) or steps < 1:
         raise InputError(f"{name}={steps!r} must be a positive integer (codes per vector)")
-    if max_steps is not None and steps > max_steps:
+    if steps > max_steps:
         raise InputError(f"{name}={steps} exceeds {what} of {max_steps} steps")
     return int(steps)
 
@@ -33,18 +40,21 @@ def check_steps(steps, max_steps, what, name="steps"):
 def steps_for_bytes(nbytes, K, max_steps, what, name="bytes"):
     """The steps that `nbytes` bytes per vector stand for with codes of K values (None: max_steps).
 
-    `nbytes` must be a positive whole number of codes and, when `max_steps` is not None, at most
-    max_steps codes; `what` names that bound and `name` the option in the error message
-    ("--bytes" on the command line)."""
+    `nbytes` must be a positive whole number of codes, at most max_steps codes (None: the most
+    a model may have, MAX_MODEL_STEPS, so that a rate to train is refused before any work);
+    `what` names that bound and `name` the option in the error message ("--bytes" on the
+    command line)."""
     if nbytes is None:
         return max_steps
+    if max_steps is None:
+        max_steps, what = MAX_MODEL_STEPS, MODEL_LIMIT
     bpc = bytes_per_code(K)
     if not _is_int(nbytes) or nbytes <= 0:
         raise InputError(f"{name}={nbytes!r} must be a positive integer (bytes per vector)")
     if nbytes % bpc:
         raise InputError(f"{name}={nbytes} is not a whole number of codes ({bpc} bytes per code "
                          f"with K={K})")
-    if max_steps is not None and nbytes // bpc > max_steps:
+    if nbytes // bpc > max_steps:
         raise InputError(f"{name}={nbytes} exceeds {what} of {max_steps * bpc} bytes per vector")
     return int(nbytes // bpc)
 

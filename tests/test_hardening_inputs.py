@@ -344,3 +344,52 @@ def test_within_float16_names_the_rows_of_the_first_overflowing_batch():
     with pytest.raises(InputError, match=r"6 decoded values in rows 3 to 5 \(the first rows "
                                          r"that hold any; decoding stopped there\).*largest 100000"):
         next(it)
+
+
+# --- bug 13: a rate beyond the most steps a model may have ---------------------------------------
+
+@pytest.mark.parametrize("command,extra", [
+    ("train", ["--bytes", "1025"]),
+    ("train", ["--bytes", "2050", "--K", "65536"]),   # two bytes per code: 1025 steps
+    ("compress", ["--bytes", "1025"]),
+])
+def test_a_rate_beyond_the_model_limit_is_refused_before_any_vector_is_read(
+        tmp_path, x, monkeypatch, command, extra):
+    """It used to be refused by the model config only after the training sample was read (and
+    for train, after training had begun): now by the rate itself, first, in one line naming
+    --bytes and the limit. No vector may be read."""
+    import time
+
+    from cli_util import cli_runner
+    from qinco_codec.cli import compress, train
+    from qinco_codec.readers import VectorSource
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("vectors were read before the rate was checked")
+
+    monkeypatch.setattr(VectorSource, "_read_as", no_reading)
+    inp = npy(tmp_path / "x.npy", x[:50])
+    args = ([inp, tmp_path / "out.qnc"] if command == "compress" else
+            [inp, "-o", tmp_path / "m.safetensors"])
+    t0 = time.perf_counter()
+    result = cli_runner().invoke({"compress": compress.main, "train": train.main}[command],
+                                 [str(a) for a in args] + extra)
+    elapsed = time.perf_counter() - t0
+    assert result.exit_code == 1, (result.exception, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"qinco-{command}: error: --bytes={extra[1]} exceeds the model " \
+        f"format's limit of {1024 * (2 if '65536' in extra else 1)} bytes per vector" in lines[0], \
+        result.stderr
+    assert elapsed < 1.0, f"refused after {elapsed:.2f} s"
+    assert leftovers(tmp_path, keep={"x.npy"}) == []
+
+
+def test_the_python_api_refuses_more_steps_than_a_model_may_have(tmp_path, x):
+    import qinco_codec
+
+    for call in (lambda: qinco_codec.train(x[:50], steps=1025),
+                 lambda: qinco_codec.compress(x[:50], tmp_path / "o.qnc", steps=1025)):
+        with pytest.raises(InputError, match="steps=1025 exceeds the model format's limit of "
+                                             "1024 steps"):
+            call()
+    assert leftovers(tmp_path) == []
