@@ -42,6 +42,31 @@ def size_accounting(n, dim, source_dtype, file_size, model_bytes, embedded):
             "source_ratio_with_model": _ratio(source_bytes, with_model)}
 
 
+def chunk_cost(steps):
+    """Bytes each chunk of a file with `steps` planes adds outside its codes: its header and its
+    index entry (formats/layout.py)."""
+    from .formats.layout import INDEX_ENTRY, chunk_header_size
+
+    return chunk_header_size(steps) + INDEX_ENTRY.size
+
+
+def chunking_warning(n, dim, steps, bytes_per_code, chunk_rows):
+    """A warning (or None) when the chunks' headers and index entries make a file of raw codes
+    larger than the vectors stored as float32, although the codes alone are not."""
+    from .formats.layout import chunk_count
+
+    codes = n * steps * bytes_per_code
+    per_chunk = chunk_cost(steps)
+    overhead = chunk_count(n, chunk_rows) * per_chunk
+    float32_bytes = n * dim * FLOAT32_BYTES
+    if not codes <= float32_bytes < codes + overhead:
+        return None
+    return (f"warning: --chunk-rows {chunk_rows}: each chunk adds {per_chunk} bytes (its header "
+            f"and index entry), {overhead:,} bytes in all, so the file ({codes + overhead:,} bytes "
+            f"before the model) will be larger than the vectors as float32 ({float32_bytes:,} "
+            f"bytes); a larger --chunk-rows keeps random access (a read decodes whole chunks)")
+
+
 def plane_summary(sizes, M):
     """Per step, from QncReader.plane_sizes(): stored and raw bytes summed over chunks, the
     number of zstd-coded chunks and the zstd saving."""
@@ -67,12 +92,14 @@ def prefix_rates(planes, bytes_per_code, n):
 
 def external_model_size(model_arg, sha256_hex):
     """(size in bytes or None, model store path or None) of the model a file does not embed:
-    the model file given as a path, else the model store's copy."""
+    the model file given as a path (or the model a .qnc given as the model embeds), else the
+    model store's copy."""
     from . import model_store
+    from .model_resolution import model_file_size
 
     store = model_store.find(sha256_hex)
     if isinstance(model_arg, (str, os.PathLike)) and os.path.isfile(model_arg):
-        return os.path.getsize(model_arg), store
+        return model_file_size(model_arg), store
     return (os.path.getsize(store) if store else None), store
 
 

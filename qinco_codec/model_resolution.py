@@ -5,6 +5,9 @@ embedded in the file, else the one the caller gives (a path or a QincoModel), el
 that id in the model store; whichever it is must hash to the file's id and fit the file's header:
 same dim, same K, and the file's M (the stored prefix) at most the model's M.
 
+A model path may name a .qnc file instead of a model file: its embedded model (the bytes as
+stored, so the same model id) is the model.
+
 A QincoModel the caller passes is never used (and so never moved to another device) itself:
 decoding uses a copy.
 """
@@ -24,8 +27,61 @@ class ModelFile(NamedTuple):
 
     @classmethod
     def read(cls, path):
-        from .serialize import read_model_file
-        return cls(*read_model_file(path))
+        """Read a model file, or the model embedded in a .qnc file (see read_model_path)."""
+        return cls(*read_model_path(path))
+
+
+def is_qnc_file(path):
+    """True when `path` is a regular file that starts with the .qnc magic number."""
+    from .formats.layout import MAGIC
+
+    try:
+        if not os.path.isfile(path):  # never open a pipe or a device to look
+            return False
+        fd = os.open(path, os.O_RDONLY)  # a peek at 8 bytes, not a read of the file
+        try:
+            return os.read(fd, len(MAGIC)) == MAGIC
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+
+
+def embedded_model_bytes(path):
+    """The model embedded in the .qnc file `path`, exactly as stored (checked against the
+    file's model id); InputError when the file only names its model."""
+    from .formats import QncReader
+
+    with QncReader(path) as reader:
+        data = reader.model_bytes()
+        if data is None:
+            raise InputError(f"{os.fspath(path)} does not embed its model "
+                             f"({reader.header.model_sha256.hex()}); give the model file itself")
+    return data
+
+
+def read_model_path(path):
+    """(QincoModel, bytes, SHA-256 hex) of a model file or of the model a .qnc file embeds. The
+    model has `.sha256` set."""
+    from .serialize import model_from_bytes, read_model_file, sha256_hex
+
+    if is_qnc_file(path):
+        data = embedded_model_bytes(path)
+        model, sha = model_from_bytes(data, source=f"{os.fspath(path)} (embedded model)"), \
+            sha256_hex(data)
+    else:
+        model, data, sha = read_model_file(path)
+    model.sha256 = sha
+    return model, data, sha
+
+
+def model_file_size(path):
+    """Size in bytes of the model a path names: the file, or the model a .qnc embeds."""
+    if is_qnc_file(path):
+        from .formats import QncReader
+        with QncReader(path) as reader:
+            return reader.model_size
+    return os.path.getsize(path)
 
 
 def load_model_arg(model):
@@ -68,10 +124,10 @@ def own_copy(model):
 
 def _given_model(model_arg, want):
     """(model, where) from what the caller gave, after checking its id against `want`."""
-    from .serialize import model_to_bytes, read_model_file, sha256_hex
+    from .serialize import model_to_bytes, sha256_hex
 
     if isinstance(model_arg, (str, os.PathLike)):
-        model, _, got = read_model_file(model_arg)
+        model, _, got = read_model_path(model_arg)
         where = os.fspath(model_arg)
     elif isinstance(model_arg, ModelFile):
         model, where, got = own_copy(model_arg.model), "the given model file", model_arg.sha256

@@ -110,7 +110,7 @@ def test_train_then_eval(work, data, trained):
     assert qinco_codec.load_model(model_path).M == 4
     assert (work / "train.ckpt").is_file()
     # the same command again resumes from the checkpoint (all epochs done): the same model
-    again = run(train.main, *args[:-1])
+    again = run(train.main, *args[:-1], "--force")  # -o exists now
     assert "resuming from checkpoint" in again.stderr
     assert again.stdout == result.stdout
 
@@ -224,9 +224,14 @@ def test_summary_and_info_give_the_ratio_to_a_non_float32_source(work, data, tra
     text = run(info.main, out).stdout
     d = qinco_codec.open(out).describe()
     assert d["source_ratio_without_model"] == pytest.approx(d["ratio_without_model"] / 2)
+    assert "vs the source float16" in text  # qinco-info: the vectors in their source dtype
+    assert f"{fmt_ratio(d['source_ratio_without_model'])} without it" in text
+    # qinco-compress: the input file itself (its .npy header included), like zstd
+    input_ratio = os.path.getsize(src) / d["bytes_without_model"]
+    assert f"vs the input {src}" in summary
+    assert f"{fmt_ratio(input_ratio)} without it" in summary
     for where in (summary, text):
-        assert "vs the source float16" in where
-        assert f"{fmt_ratio(d['source_ratio_without_model'])} without it" in where
+        assert "vs float32" in where
 
 
 # ---------------------------------------------------------------- decompress

@@ -39,7 +39,7 @@ TMP_NAME = re.compile(r"^\.out\.qnc\..+\.tmp$")
 
 def compress_args(src, out, model):
     return [cli("qinco-compress"), src, out, "--model", model, "--chunk-rows", 50, "--B", 1,
-            "--quiet"]
+            "--quiet", "--force"]  # half the trials replace a previous OUTPUT
 
 
 def spawn(args, cwd=None):
@@ -240,7 +240,8 @@ TRAIN_SEQUENCES = 3
 def train_args(data, out, ckpt, *, real=False):
     head = [cli("qinco-train")] if real else [sys.executable, TESTS / "reliability_train_cli.py"]
     return head + [data, "-o", out, "--preset", "qinco2-XS", "--bytes", 4, "--K", 16,
-                   "--epochs", TRAIN_EPOCHS, "--resume", ckpt, "--quiet"]
+                   "--epochs", TRAIN_EPOCHS, "--resume", ckpt, "--quiet",
+                   "--force"]  # a run killed after saving leaves MODEL for the resumed run
 
 
 def train_env():

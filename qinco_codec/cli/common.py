@@ -1,4 +1,4 @@
-"""The options the qinco-* commands share: --device, --threads, --quiet, and the encoder's
+"""The options the qinco-* commands share: --device, --threads, --quiet, -f/--force, and the encoder's
 search effort (--A, --B).
 
 The other shared helpers each have their own module: `commands` (one-line errors, command and
@@ -32,6 +32,14 @@ def threads_option(f):
                         expose_value=False, is_eager=False,
                         help="CPU threads. [default: $OMP_NUM_THREADS if set, else the cores this "
                              "process may run on (os.sched_getaffinity)]")(f)
+
+
+def force_option(what="OUTPUT"):
+    """-f/--force: replace outputs that already exist (without it they are refused, as zstd does)."""
+    return click.option("-f", "--force", is_flag=True,
+                        help=f"Replace {what} if it already exists (refused otherwise). A replaced "
+                             f"file keeps its permissions; a symbolic link is kept and the file it "
+                             f"points to is replaced.")
 
 
 def quiet_option(what="the progress bars and notes on stderr"):

@@ -1,11 +1,14 @@
 """qinco-compress: encode vectors into a .qnc file, with a given model or one trained on the spot."""
+import os
+
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
 from .arguments import parse_json_object
 from .commands import command
-from .common import device_option, quiet_option, search_options, threads_option
+from .common import device_option, force_option, quiet_option, search_options, threads_option
 from .formatting import fmt_size, size_lines
+from .paths import check_distinct, check_output, existing_input
 from .stdio import STDIO, container_output, vector_source
 
 EXAMPLE = """
@@ -18,10 +21,12 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
 
 
 @command("qinco-compress", EXAMPLE)
-@click.argument("input_path", metavar="INPUT")
+@click.argument("input_path", metavar="INPUT", is_eager=True, callback=existing_input("INPUT"))
 @click.argument("output", metavar="OUTPUT.qnc")
-@click.option("--model", "model_path", metavar="PATH", default=None,
-              help="Encode with this model (.safetensors). Without it a model is trained on a sample "
+@click.option("--model", "model_path", metavar="PATH", default=None, is_eager=True,
+              callback=existing_input("--model"),
+              help="Encode with this model (.safetensors, or a .qnc file: its embedded model, as "
+                   "stored). Without it a model is trained on a sample "
                    "of INPUT first (see --preset, --bytes, --max-minutes).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Architecture of the model to train when no --model is given. [default: qinco2-XS]")
@@ -53,37 +58,54 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
               help="User metadata stored in the file: a JSON object, or @FILE to read it from FILE.")
 @click.option("--model-out", metavar="PATH", default=None,
               help="Also write the model used (trained or converted to --weights) to PATH.")
+@force_option("OUTPUT.qnc and --model-out")
 @search_options
 @device_option("training and encoding")
 @threads_option
 @quiet_option("the summary, progress bars and notes on stderr")
 def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
-         no_embed_model, zstd_level, weights, metadata, model_out, A, B, device, quiet):
+         no_embed_model, zstd_level, weights, metadata, model_out, force, A, B, device, quiet):
     """Compress the vectors in INPUT into OUTPUT.qnc.
 
     INPUT is a vector file (.npy, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .ibin) or '-' for an .npy
     stream on stdin (read once: the training sample is its first rows). OUTPUT.qnc '-' writes the
     container to stdout (once it is complete). Unless --quiet, a summary goes to stderr:
     vectors, bytes per vector, file size, the model's share of the file, and the compression
-    ratio to float32 (and to the source dtype) with and without the model.
-    """
-    from .. import compress
-    from ..compressor import TRAIN_K
-    from ..model_resolution import ModelFile
-    from ..qncfile import QncFile
-    from ..rates import steps_for_bytes
+    ratio with and without the model: against INPUT first (its file size, as zstd reports it),
+    then against the vectors as float32.
 
+    An existing OUTPUT.qnc (or --model-out) is refused unless -f/--force; no output may be the
+    same file as an input or as the other output. --model may name a .qnc file: its embedded
+    model is used, exactly as stored.
+    """
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
                                           ("--train-size", train_size)) if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
+    metadata_file = metadata[1:] if metadata and metadata.startswith("@") else None
+    check_distinct(inputs=[("INPUT", input_path), ("--model", model_path),
+                           ("--metadata", metadata_file)],
+                   outputs=[("OUTPUT", output), ("--model-out", model_out)])
+    check_output(output, "OUTPUT", force)
+    check_output(model_out, "--model-out", force)
     meta = parse_json_object(metadata, "--metadata")
+    from .. import compress  # torch: imported only once the paths are known to be right
+    from ..compressor import DEFAULT_STEPS, TRAIN_K
+    from ..description import chunking_warning
+    from ..formats.layout import bytes_per_code
+    from ..model_resolution import ModelFile
+    from ..qncfile import QncFile
+    from ..rates import steps_for_bytes
+    from ..sources import as_source
+
     with container_output(output) as path:  # checks OUTPUT (a directory? stdout a terminal?) first
+        source = as_source(vector_source(input_path))  # opens INPUT: its n and dim
         kwargs = {}
         if model_path is None:
             model = None
             steps = steps_for_bytes(nbytes, TRAIN_K, None, "", name="--bytes")
+            K, stored = TRAIN_K, DEFAULT_STEPS if steps is None else steps
             kwargs = {"preset": preset or DEFAULT_PRESET}
             if max_minutes is not None:
                 kwargs["max_minutes"] = max_minutes
@@ -93,7 +115,11 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
             model = ModelFile.read(model_path)  # read once: its K and M turn --bytes into steps
             steps = steps_for_bytes(nbytes, model.model.K, model.model.M, "the model's rate",
                                     name="--bytes")
-        compress(vector_source(input_path), path, model, steps=steps, chunk_rows=chunk_rows,
+            K, stored = model.model.K, model.model.M if steps is None else steps
+        warning = chunking_warning(source.n, source.dim, stored, bytes_per_code(K), chunk_rows)
+        if warning and not quiet:
+            click.echo(warning, err=True)
+        compress(source, path, model, steps=steps, chunk_rows=chunk_rows,
                  embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level, A=A, B=B,
                  weight_dtype=weights, model_out=model_out, device=device, quiet=quiet, seed=seed,
                  **kwargs)
@@ -101,16 +127,27 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
             with QncFile(path) as f:
                 info = f.describe()
     if not quiet:
-        for line in summary_lines("stdout" if output == STDIO else output, info):
+        for line in summary_lines("stdout" if output == STDIO else output, info,
+                                  *_input_size(input_path, source)):
             click.echo(line, err=True)
 
 
-def summary_lines(where, info):
-    """The end-of-run summary: what was written, its size accounting and the model's id."""
+def _input_size(input_path, source):
+    """(name, bytes) of what INPUT was: the file's size, or for stdin the bytes of its vectors
+    (the .npy header aside)."""
+    if input_path == STDIO:
+        import numpy as np
+        return "stdin", source.n * source.dim * np.dtype(source.dtype).itemsize
+    return input_path, os.path.getsize(input_path)
+
+
+def summary_lines(where, info, input_name=None, input_bytes=None):
+    """The end-of-run summary: what was written, its size accounting (ratios against the input
+    first, then float32) and the model's id."""
     lines = [f"wrote {where}: {info['n']:,} vectors of dim {info['dim']}, "
              f"{info['bytes_per_vector']} bytes/vector ({fmt_size(info['codes_raw_bytes'], short=True)} "
              f"of codes before zstd)"]
-    lines += size_lines(info)
+    lines += size_lines(info, input_name, input_bytes)
     lines.append(f"model id:    {info['model_sha256']}")
     if not info["model_embedded"]:
         lines.append(f"model store: {info['model_in_store']}")

@@ -4,6 +4,7 @@ import click
 from .commands import command
 from .common import device_option, search_options, threads_option
 from .formatting import echo_json
+from .paths import existing_input
 from .stdio import load_vectors
 
 EXAMPLE = """
@@ -13,11 +14,13 @@ qinco-eval model.safetensors base.fvecs --queries query.fvecs --gt groundtruth.i
 
 
 @command("qinco-eval", EXAMPLE)
-@click.argument("model_path", metavar="MODEL")
-@click.argument("data", metavar="DATA")
-@click.option("--queries", metavar="PATH", default=None,
+@click.argument("model_path", metavar="MODEL", is_eager=True, callback=existing_input("MODEL"))
+@click.argument("data", metavar="DATA", is_eager=True, callback=existing_input("DATA"))
+@click.option("--queries", metavar="PATH", default=None, is_eager=True,
+              callback=existing_input("--queries"),
               help="Query vectors; with --gt, adds R@1 and R@10 (search in the decoded DATA).")
-@click.option("--gt", metavar="PATH", default=None,
+@click.option("--gt", metavar="PATH", default=None, is_eager=True,
+              callback=existing_input("--gt"),
               help="Ground truth: per query, ids of its nearest DATA rows (.ivecs, .ibin or .npy); "
                    "column 0 (the true nearest neighbour) is used.")
 @search_options
@@ -25,18 +28,19 @@ qinco-eval model.safetensors base.fvecs --queries query.fvecs --gt groundtruth.i
 @device_option("encoding and decoding")
 @threads_option
 def main(model_path, data, queries, gt, A, B, as_json, device):
-    """Encode DATA (any vector file; '-' reads an .npy from stdin) with MODEL once at its full
-    rate, decode every prefix of the codes, and print per prefix: steps, bytes per vector, MSE
+    """Encode DATA (any vector file; '-' reads an .npy from stdin) with MODEL (a model file, or a
+    .qnc file whose embedded model is used) once at its full rate, decode every prefix of the
+    codes, and print per prefix: steps, bytes per vector, MSE
     (squared L2 error summed over dimensions, mean over vectors), relative MSE (MSE divided by
     the data's variance around its mean) and, with --queries and --gt, R@1 and R@10.
     """
-    from .. import evaluate, load_model
-    from ..errors import InputError
-    from ..readers import read_ints, read_vectors
-
     if (queries is None) != (gt is None):
         raise click.UsageError("--queries and --gt go together: give both or neither")
-    model = load_model(model_path)
+    from .. import evaluate  # torch: imported only once the inputs are known to exist
+    from ..errors import InputError
+    from ..model_resolution import ModelFile
+    from ..readers import read_ints, read_vectors
+    model = ModelFile.read(model_path).model  # a model file, or a .qnc's embedded model
     x = load_vectors(data)
     q = g = None
     if queries is not None:

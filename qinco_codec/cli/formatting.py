@@ -35,10 +35,21 @@ def fmt_percent(part, whole):
     return "n/a" if not whole or part is None else f"{100.0 * part / whole:.1f}%"
 
 
-def size_lines(info):
+def _ratio_line(label, reference, size_text, info):
+    with_model = info["bytes_with_model"]
+    without = info["bytes_without_model"]
+    r_with = reference / with_model if reference and with_model else None
+    r_without = reference / without if reference and without else None
+    return (f"{label} {fmt_ratio(r_with)} vs {size_text} counting the model, "
+            f"{fmt_ratio(r_without)} without it")
+
+
+def size_lines(info, input_name=None, input_bytes=None):
     """Human-readable lines for the size accounting of QncFile.describe(): file size, where the
-    model is and its share, and the compression ratios (against the source dtype too when the
-    vectors were not float32)."""
+    model is and its share, and the compression ratios, with and without the model: first
+    against the input (like zstd: the input file when `input_name` and `input_bytes` are given,
+    as qinco-compress does, else the vectors in their source dtype when that is not float32),
+    then against the vectors as float32."""
     model = info["model_bytes"]
     if info["model_embedded"]:
         where = f"embedded, {fmt_size(model)} = {fmt_percent(model, info['file_size'])} of the file"
@@ -46,15 +57,16 @@ def size_lines(info):
         where = f"not embedded ({fmt_size(model, short=True)}, kept outside the file)"
     else:
         where = "not embedded (model file not found: size unknown)"
-    lines = [
-        f"file size:   {fmt_size(info['file_size'])}",
-        f"model:       {where}",
-        f"compression: {fmt_ratio(info['ratio_with_model'])} vs float32 "
-        f"({fmt_size(info['float32_bytes'], short=True)}) counting the model, "
-        f"{fmt_ratio(info['ratio_without_model'])} without it",
-    ]
-    if info["source_dtype"] != "float32":
-        lines.append(f"             {fmt_ratio(info['source_ratio_with_model'])} vs the source "
-                     f"{info['source_dtype']} ({fmt_size(info['source_bytes'], short=True)}) "
-                     f"counting the model, {fmt_ratio(info['source_ratio_without_model'])} without it")
+    lines = [f"file size:   {fmt_size(info['file_size'])}", f"model:       {where}"]
+    label = "compression:"
+    if input_bytes is not None:
+        lines.append(_ratio_line(label, input_bytes, f"the input {input_name} "
+                                 f"({fmt_size(input_bytes, short=True)})", info))
+        label = " " * len(label)
+    elif info["source_dtype"] != "float32":
+        lines.append(_ratio_line(label, info["source_bytes"], f"the source {info['source_dtype']} "
+                                 f"({fmt_size(info['source_bytes'], short=True)})", info))
+        label = " " * len(label)
+    lines.append(_ratio_line(label, info["float32_bytes"],
+                             f"float32 ({fmt_size(info['float32_bytes'], short=True)})", info))
     return lines

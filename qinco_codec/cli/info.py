@@ -6,11 +6,14 @@ imports torch, so it is fast on files of any size.
 import click
 
 from .commands import command
-from .formatting import echo_json, fmt_percent, size_lines
+from .common import force_option
+from .formatting import echo_json, fmt_percent, fmt_size, size_lines
+from .paths import check_distinct, check_input, check_output
 
 EXAMPLE = """
 qinco-info base.qnc
 qinco-info base.qnc --json | jq .rates
+qinco-info base.qnc --extract-model model.safetensors   # the embedded model, byte for byte
 """
 
 
@@ -65,7 +68,11 @@ def render(info):
 @click.option("--verify", is_flag=True,
               help="Also read all the codes and the embedded model and check their checksums "
                    "(reads the whole file; exit code 1 on the first problem).")
-def main(path, as_json, verify):
+@click.option("--extract-model", "extract_to", metavar="PATH", default=None,
+              help="Write the embedded model to PATH exactly as stored (its SHA-256 is the file's "
+                   "model id) instead of printing the report.")
+@force_option("PATH (--extract-model)")
+def main(path, as_json, verify, extract_to, force):
     """Describe FILE.qnc: format version, vectors (n, dim, source dtype), codes (K, bytes per code,
     M steps), the rates it can be decoded at, the model (id, embedded or not, configuration), the
     stored size of each code plane summed over chunks with the zstd saving, the file size, the
@@ -76,12 +83,35 @@ def main(path, as_json, verify):
     """
     from .. import open as qnc_open
 
+    if extract_to is not None:
+        if as_json or verify:
+            raise click.UsageError("--extract-model writes the model instead of the report: "
+                                   "not with --json or --verify")
+        extract_model(path, extract_to, force)
+        return
     with qnc_open(path) as f:
         info = f.describe(verify=verify)
     if as_json:
         echo_json(info)
     else:
         click.echo(render(info))
+
+
+def extract_model(path, out, force):
+    """Write the model embedded in `path` to `out`, byte for byte (checked against the model id
+    on the way), and say so on stderr."""
+    import hashlib
+
+    from ..formats.atomic import write_bytes_atomic
+    from ..model_resolution import embedded_model_bytes
+
+    check_input(path, "FILE.qnc")
+    check_distinct(inputs=[("FILE.qnc", path)], outputs=[("--extract-model", out)])
+    check_output(out, "--extract-model", force)
+    data = embedded_model_bytes(path)
+    write_bytes_atomic(out, data)
+    click.echo(f"wrote {out}: the embedded model, {fmt_size(len(data))}, "
+               f"model id {hashlib.sha256(data).hexdigest()}", err=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import os
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import command, device_option, load_vectors, quiet_option, threads_option
+from .common import command, device_option, force_option, load_vectors, quiet_option, threads_option
+from .paths import check_distinct, check_output, existing_input
 
 EXAMPLE = """
 qinco-train base.fvecs -o model.safetensors --preset qinco2-XS --bytes 16 --max-minutes 10
@@ -13,7 +14,7 @@ qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-r
 
 
 @command("qinco-train", EXAMPLE)
-@click.argument("data", metavar="DATA")
+@click.argument("data", metavar="DATA", is_eager=True, callback=existing_input("DATA"))
 @click.option("-o", "--output", required=True, metavar="MODEL",
               help="Where to write the trained model (.safetensors, written atomically).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
@@ -36,21 +37,26 @@ qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-r
               help="Checkpoint file: written after every epoch and, if it already exists, resumed "
                    "from (same data, settings and seed required).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@force_option("MODEL (-o)")
 @device_option("training")
 @threads_option
 @quiet_option("the progress bar on stderr")
-def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, device, quiet):
+def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, force, device,
+         quiet):
     """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads
     an .npy from stdin) and write it to MODEL.
 
     Prints the model id (the SHA-256 of the model file, which .qnc files refer to) and the best
     validation MSE (squared L2 error summed over dimensions, mean over vectors) on stdout.
     """
-    from .. import train
+    check_distinct(inputs=[("DATA", data)],  # --resume is read and written: an output
+                   outputs=[("-o", output), ("--resume", checkpoint)])
+    check_output(output, "-o", force)
+    if checkpoint and not os.path.exists(checkpoint):
+        check_output(checkpoint, "--resume", force=True)  # its directory must take the file
+    from .. import train  # torch: imported only once the paths are known to be right
     from ..rates import steps_for_bytes
-    from .common import check_not_directory
 
-    check_not_directory(output)
     steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
     x = load_vectors(data)
     if checkpoint and os.path.exists(checkpoint) and not quiet:
