@@ -3,6 +3,12 @@ a sample of the input and sized so that the file stays small), codes out into a 
 
 Rates are in steps (codes per vector, see rates.py). The torch-side modules are imported only
 when compress() runs.
+
+Before encoding, a sample of the input (up to SAMPLE_ROWS rows, held out from the training
+sample when compress trains the model) is encoded: its timing gives the estimate printed before
+the encode starts and the size of the pieces the bar moves by, and its error at each report rate
+is the file's quality report (SPEC.md 5.2: written in the quality_report section, shown by
+qinco-info and the end-of-run summary).
 """
 import binascii
 import os
@@ -10,6 +16,7 @@ import time
 
 import numpy as np
 
+from ._version import __version__
 from .errors import InputError
 from .formats import QncWriter
 from .formats.layout import bytes_per_code
@@ -118,6 +125,36 @@ def _timed_encode(model, x, A, B, device):
     return codes, rate
 
 
+def _weight_dtype(data):
+    """The precision of a model file's stored weights: the `weight_dtype` its metadata records,
+    else that of its weight tensors ('mixed' when they differ)."""
+    from .serialize import _parse_header
+
+    header, _ = _parse_header(data, "model")
+    recorded = (header.get("__metadata__") or {}).get("weight_dtype")
+    if recorded:
+        return recorded
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    kinds = {names.get(v.get("dtype"), v.get("dtype")) for k, v in header.items()
+             if k not in ("__metadata__", "mean", "std") and isinstance(v, dict)}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def quality_report(model, data, sample, codes, held_out, device="auto"):
+    """The quality_report section of a file (SPEC.md 5.2): the writer, the model's weight
+    precision and training record, the sample, and the error of its `codes` (the file's prefix
+    of steps) at each report rate (evaluation.prefix_quality). None for an empty sample."""
+    from .evaluation import prefix_quality
+
+    if codes is None or not len(codes):
+        return None
+    trained = model.config.trained
+    return {"writer": f"qinco-codec {__version__}",
+            "model": {"weight_dtype": _weight_dtype(data), "trained": dict(trained) if trained else None},
+            "sample": {"rows": len(sample), "held_out": held_out},
+            "rates": prefix_quality(model, sample, codes, device=device)}
+
+
 def _pieces(batch, rows):
     """`batch` cut into pieces of about `rows` rows, of nearly equal sizes (no tiny tail)."""
     count = max(1, -(-len(batch) // max(1, rows)))
@@ -144,7 +181,7 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
 def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
              metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
              zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
-             device="auto", quiet=False, seed=0, bytes=None):
+             device="auto", quiet=False, seed=0, report=True, bytes=None):
     """Encode vectors x into a .qnc file at `path`; returns a summary dict.
 
     x: an (n, d) array (memory-mapped arrays are read batch by batch), a vector file path, or a
@@ -156,6 +193,8 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     file still opens. `weight_dtype` ('float32', 'float16', 'bfloat16') sets how the model's
     weights are stored. `zstd_level` 1-22 compresses the code planes, 0 or None stores them raw.
     `bytes=` (bytes per vector) is the deprecated former spelling of `steps`.
+    `report=False` leaves out the quality report (the file is then a version 1.0 file); the
+    summary's `quality_report` is the report written (see the module docstring), or None.
     """
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
 
@@ -191,13 +230,15 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     if rate is not None:
         note(f"encode: {src.n:,} vectors in about {duration(src.n / rate)} "
              f"({rate:,.0f} vectors/s, timed on a sample)", quiet)
+    quality = quality_report(model, data, sample, None if sample_codes is None else sample_codes[:, :steps],
+                             held_out, device) if report else None
     with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
                    K=model.K, M=steps, model_sha256=binascii.unhexlify(sha),
                    model_config=config_summary(model), metadata=metadata,
                    model_bytes=data if embed_model else None, chunk_rows=chunk_rows,
-                   zstd_level=zstd_level or None) as w:
+                   zstd_level=zstd_level or None, quality_report=quality) as w:
         _encode_into(w, src, model, steps, A, B, device, batch_size, rate, quiet)
     return {"path": os.fspath(path), "n": src.n, "dim": model.dim, "steps": steps,
             "bytes_per_vector": steps * model.bytes_per_code, "model_sha256": sha,
             "model_bytes": len(data), "model_embedded": bool(embed_model),
-            "code_bytes": code_bytes, "file_size": os.path.getsize(path)}
+            "code_bytes": code_bytes, "file_size": os.path.getsize(path), "quality_report": quality}

@@ -2,7 +2,9 @@
 `qinco-info` (text and --json) and `qinco-compress`'s end-of-run summary both render.
 
 Everything here comes from the header, the sections, the index and the chunk headers (never the
-codes) and the size of the model file; no torch.
+codes) and the size of the model file; no torch. The quality report (MSE, relative MSE and cosine
+per rate, with the model's weight precision, training record and the writer) is the file's own
+quality_report section, measured when it was written.
 """
 import os
 
@@ -119,6 +121,7 @@ def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=N
         "model_in_store": model_in_store,
         "model_config": header.model_config,
         "metadata": header.metadata,
+        "quality_report": header.quality_report,  # SPEC.md 5.2; None when the file has none
         "planes": planes,
         "codes_stored_bytes": sum(p["stored_bytes"] for p in planes),
         "codes_raw_bytes": sum(p["raw_bytes"] for p in planes),

@@ -2,7 +2,8 @@
 
 MSE is the squared L2 error summed over dimensions and averaged over vectors, in the data's own
 units. Relative MSE divides it by the mean squared distance of the vectors to their mean (the
-error of storing nothing but the mean). R@k is the fraction of queries whose true nearest
+error of storing nothing but the mean). Cosine is the mean cosine similarity of each vector and
+its reconstruction. `prefix_quality` is what a .qnc file's quality report holds (SPEC.md 5.2). R@k is the fraction of queries whose true nearest
 neighbour (gt[:, 0]) is among the k nearest decoded vectors, found by exact search (`knn`, the
 one nearest-neighbour search of the package: the GloVe ground truth comes from it too).
 """
@@ -18,6 +19,42 @@ SEARCH_FLOATS = 1 << 25   # float64 distances computed at once (256 MB): bounds 
 def mse(x, recon):
     """Mean over rows of the squared L2 error."""
     return float(((np.asarray(x, dtype=np.float64) - recon) ** 2).sum(1).mean()) if len(x) else 0.0
+
+
+def cosine(x, recon):
+    """Mean over rows of the cosine similarity of x and recon; a pair with a zero row counts 1
+    when both rows are zero, else 0."""
+    if not len(x):
+        return 0.0
+    x = np.asarray(x, dtype=np.float64)
+    recon = np.asarray(recon, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(recon, axis=1)
+    both_zero = (~x.any(1)) & (~recon.any(1))
+    cos = np.where(norms > 0, (x * recon).sum(1) / np.where(norms > 0, norms, 1.0),
+                   both_zero.astype(np.float64))
+    return float(cos.mean())
+
+
+def report_steps(M):
+    """The prefix lengths a quality report measures: every power of two below M, then M."""
+    steps, m = [], 1
+    while m < M:
+        steps.append(m)
+        m *= 2
+    return steps + [M]
+
+
+def prefix_quality(model, x, codes, device="auto"):
+    """Per prefix length m of report_steps(codes' columns), the error of decoding x's codes from
+    their first m columns: a list of {steps, bytes_per_vector, mse, rel_mse, cosine}."""
+    var = variance(x) if len(x) else 0.0
+    rows = []
+    for m in report_steps(codes.shape[1]):
+        recon = model.decode(codes[:, :m], device=device)
+        err = mse(x, recon)
+        rows.append({"steps": m, "bytes_per_vector": m * model.bytes_per_code, "mse": err,
+                     "rel_mse": err / var if var else 0.0, "cosine": cosine(x, recon)})
+    return rows
 
 
 def variance(x):

@@ -142,3 +142,116 @@ def test_the_encode_bar_moves_in_pieces_of_about_half_a_second(small, monkeypatc
     monkeypatch.setattr(compressor, "_timed_encode", lambda *a: (None, 100.0))   # 100 vectors/s
     compressor.compress(x, d / "bar.qnc", model, quiet=True)
     assert sizes and max(sizes) <= 50 and sum(sizes) == len(x), sizes[:5]
+
+
+# -- the quality report ---------------------------------------------------------------------------
+
+def _report_of(path):
+    with qinco_codec.open(path) as f:
+        return f.describe()["quality_report"], f.header.version
+
+
+def test_compress_stores_the_error_of_the_file_codes_on_its_sample(small):
+    from qinco_codec.evaluation import cosine, mse, variance
+    from qinco_codec.sources import _sample_rows
+
+    d, x, model = small
+    summary = compressor.compress(x, d / "r.qnc", model, quiet=True)
+    report, version = _report_of(d / "r.qnc")
+    assert version == (1, 1) and report == summary["quality_report"]
+    assert [r["steps"] for r in report["rates"]] == [1, 2, 4]
+    assert [r["bytes_per_vector"] for r in report["rates"]] == [1, 2, 4]
+    assert report["sample"] == {"rows": 2000, "held_out": None}      # a given model: unknown
+    assert report["model"]["weight_dtype"] == "float32"
+    assert report["model"]["trained"] == dict(model.config.trained)
+    assert report["writer"] == f"qinco-codec {qinco_codec.__version__}"
+    # the figures are those of the file's own codes of the sampled rows, decoded
+    rows = _sample_rows(len(x), 2000, 0 + 1)
+    with qinco_codec.open(d / "r.qnc") as f:
+        codes = f.codes()[rows]
+    for r in report["rates"]:
+        recon = model.decode(codes[:, :r["steps"]])
+        assert r["mse"] == pytest.approx(mse(x[rows], recon), rel=1e-9)
+        assert r["rel_mse"] == pytest.approx(mse(x[rows], recon) / variance(x[rows]), rel=1e-9)
+        assert r["cosine"] == pytest.approx(cosine(x[rows], recon), rel=1e-9)
+    errors = [r["mse"] for r in report["rates"]]
+    assert errors == sorted(errors, reverse=True) and 0 < report["rates"][-1]["cosine"] <= 1
+
+
+def test_a_file_storing_a_prefix_reports_its_own_rates(small):
+    d, x, model = small
+    compressor.compress(x[:500], d / "p.qnc", model, steps=3, quiet=True, weight_dtype="float16")
+    report, _ = _report_of(d / "p.qnc")
+    assert [r["steps"] for r in report["rates"]] == [1, 2, 3]
+    assert report["sample"]["rows"] == 500 and report["model"]["weight_dtype"] == "float16"
+
+
+def test_without_a_report_the_file_stays_version_1_0(small):
+    d, x, model = small
+    summary = compressor.compress(x, d / "n.qnc", model, quiet=True, report=False)
+    report, version = _report_of(d / "n.qnc")
+    assert version == (1, 0) and report is None and summary["quality_report"] is None
+
+
+@pytest.mark.parametrize("kind", ["array", "file", "stream"])
+def test_the_sample_is_held_out_from_the_training_sample(tmp_path, kind):
+    from qinco_codec.readers import iter_npy_stream
+    from qinco_codec.sources import as_source
+
+    x = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+
+    def source():
+        if kind == "array":
+            return as_source(x)
+        if kind == "file":
+            return as_source(str(tmp_path / "x.npy"))
+        return as_source(iter_npy_stream(open(tmp_path / "x.npy", "rb"), batch_size=1000))
+
+    src = source()
+    trained = src.sample(5000, 7)                      # what compress trains on (seed 7)
+    sample, held_out = compressor._sample(src, 5000, 7)
+    assert held_out is True and len(sample) == 1000      # all 1,000 rows not trained on
+    seen = {row.tobytes() for row in trained}
+    assert not any(row.tobytes() in seen for row in sample)
+    assert {row.tobytes() for row in sample} <= {row.tobytes() for row in x}
+    # trained on everything: a sample of all rows, not held out
+    all_rows, held = compressor._sample(source(), 6000, 7)
+    assert held is False and len(all_rows) == 2000
+    # a given model: a sample of all rows, held out unknown
+    given, held = compressor._sample(source(), None, 7)
+    assert held is None and len(given) == 2000
+
+
+def test_qinco_info_and_the_compress_summary_show_the_report(small):
+    import json
+
+    from qinco_codec.cli import info as info_cmd
+
+    d, x, _ = small
+    summary = _compress(d / "x.npy", d / "s.qnc", "--model", d / "m.safetensors").stderr
+    text = cli_runner().invoke(info_cmd.main, [str(d / "s.qnc")]).stdout
+    for out in (summary, text):
+        for needle in ("quality:     measured on 2,000 vectors (the model was given)",
+                       "bytes/vector           MSE  relative MSE  mean cosine", "weights:     float32",
+                       "training:    1 epoch, 1,024 samples, validation MSE",
+                       f"written by:  qinco-codec {qinco_codec.__version__}"):
+            assert needle in out, (needle, out)
+    report, _ = _report_of(d / "s.qnc")
+    for r in report["rates"]:
+        assert f"{r['bytes_per_vector']:>12}  {r['mse']:>12.5g}" in text
+    d_json = json.loads(cli_runner().invoke(info_cmd.main, [str(d / "s.qnc"), "--json"]).stdout)
+    assert d_json["quality_report"] == report and d_json["version"] == "1.1"
+
+
+def test_qinco_info_says_when_a_file_has_no_report():
+    from pathlib import Path
+
+    from qinco_codec import formats
+    from qinco_codec.cli import info as info_cmd
+
+    golden = Path(formats.__file__).parent / "golden"
+    text = cli_runner().invoke(info_cmd.main, [str(golden / "k256_raw.qnc")]).stdout
+    assert "quality:     not recorded" in text
+    text = cli_runner().invoke(info_cmd.main, [str(golden / "quality_report.qnc")]).stdout
+    assert "weights:     float16" in text and "training:    3 epochs, 3,072 samples" in text

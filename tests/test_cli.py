@@ -144,14 +144,14 @@ def test_compress_with_model_and_info(data, trained, qnc):
         assert text in summary, text
 
     text = run(info.main, path).stdout
-    for text_ in ("version 1.0", f"n={N:,}", f"dim={DIM}", "float32", "K=256", "M=4",
+    for text_ in ("version 1.1", f"n={N:,}", f"dim={DIM}", "float32", "K=256", "M=4",
                   "1, 2, 3, 4 bytes/vector", sha256_file(trained[0]), "embedded", "preset=qinco2-XS",
                   "zstd saving", "compression:", '"source": "synthetic"'):
         assert text_ in text, text_
 
     d = json.loads(run(info.main, path, "--json").stdout)
     assert (d["n"], d["dim"], d["K"], d["M"], d["bytes_per_code"]) == (N, DIM, 256, 4, 1)
-    assert d["version"] == "1.0" and d["source_dtype"] == "float32"
+    assert d["version"] == "1.1" and d["source_dtype"] == "float32"
     assert [r["bytes_per_vector"] for r in d["rates"]] == [1, 2, 3, 4]
     assert d["model_sha256"] == sha256_file(trained[0]) and d["model_embedded"] is True
     assert d["model_bytes"] == os.path.getsize(trained[0])

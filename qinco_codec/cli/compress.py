@@ -151,6 +151,8 @@ def summary_lines(where, info, input_name=None, input_bytes=None):
     lines.append(f"model id:    {info['model_sha256']}")
     if not info["model_embedded"]:
         lines.append(f"model store: {info['model_in_store']}")
+    from .info import quality_lines  # the file's quality report, as qinco-info shows it
+    lines += quality_lines(info)
     return lines
 
 

@@ -24,6 +24,50 @@ def _config_text(config):
     return " ".join(parts) if parts else "(none)"
 
 
+def _held_out_text(held_out):
+    return {True: "held out from the model's training sample", False: "the model was trained on all of them",
+            None: "the model was given"}.get(held_out, "")
+
+
+def _trained_text(trained):
+    if not trained:
+        return "no training record"
+    parts = [f"{trained['epochs']} epoch{'' if trained['epochs'] == 1 else 's'}" if "epochs" in trained else None,
+             f"{trained['samples']:,} samples" if isinstance(trained.get("samples"), int) else None,
+             f"validation MSE {trained['val_mse']:.4g}" if isinstance(trained.get("val_mse"), (int, float)) else None]
+    parts += [f"{k}={v}" for k, v in trained.items() if k not in ("epochs", "samples", "val_mse")]
+    return ", ".join(p for p in parts if p)
+
+
+def quality_lines(info):
+    """Lines for the quality report of a QncFile.describe() dict (SPEC.md 5.2): the error per
+    rate on the writer's sample, the model's weight precision and training record, the writer.
+    Files without a report say so."""
+    report = info.get("quality_report")
+    if not isinstance(report, dict):
+        return ["quality:     not recorded (the file has no quality report: written before .qnc 1.1 "
+                "or without one)"]
+    sample, model = report.get("sample") or {}, report.get("model") or {}
+    rows = sample.get("rows")
+    held = _held_out_text(sample.get("held_out"))
+    lines = [f"quality:     measured on {rows:,} vectors" + (f" ({held})" if held else "")
+             if isinstance(rows, int) else "quality:     measured on a sample",
+             "             bytes/vector           MSE  relative MSE  mean cosine"]
+    for r in report.get("rates") or []:
+        try:
+            lines.append(f"             {r['bytes_per_vector']:>12}  {r['mse']:>12.5g}  {r['rel_mse']:>12.4g}"
+                         f"  {r['cosine']:>11.4f}")
+        except (KeyError, TypeError, ValueError):
+            lines.append(f"             {r}")
+    if model.get("weight_dtype"):
+        lines.append(f"weights:     {model['weight_dtype']}")
+    if "trained" in model:
+        lines.append(f"training:    {_trained_text(model['trained'])}")
+    if report.get("writer"):
+        lines.append(f"written by:  {report['writer']}")
+    return lines
+
+
 def render(info):
     """The human-readable report of a QncFile.describe() dict."""
     n, chunks = info["n"], info["chunks"]
@@ -50,6 +94,7 @@ def render(info):
     lines.append(f"             all   {info['codes_stored_bytes']:>12,}  {info['codes_raw_bytes']:>12,}  "
                  f"{fmt_percent(info['codes_raw_bytes'] - info['codes_stored_bytes'], info['codes_raw_bytes']):>11}")
     lines += size_lines(info)
+    lines += quality_lines(info)
     if not info["model_embedded"]:
         lines.append("model store: " + (info["model_in_store"] or
                                         "not found there (decode with qinco-decompress --model PATH)"))
@@ -77,7 +122,9 @@ def main(path, as_json, verify, extract_to, force):
     M steps), the rates it can be decoded at, the model (id, embedded or not, configuration), the
     stored size of each code plane summed over chunks with the zstd saving, the file size, the
     compression ratio to float32 (and to the source dtype when it was another) with and without
-    the model, and the model's share of the file (QncFile.describe(), which --json prints).
+    the model, the model's share of the file, and the quality report written with the file (MSE,
+    relative MSE and mean cosine per rate on a sample, the model's weight precision and training
+    record, the writing program) (QncFile.describe(), which --json prints).
 
     Reads only headers and the index (unless --verify); needs no model and does not load torch.
     """
