@@ -72,7 +72,10 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
     container to stdout (once it is complete). Unless --quiet, a summary goes to stderr:
     vectors, bytes per vector, file size, the model's share of the file, and the compression
     ratio with and without the model: against INPUT first (its file size, as zstd reports it),
-    then against the vectors as float32.
+    then against the vectors as float32, and the quality report stored in the file (MSE,
+    relative MSE and mean cosine per rate on up to 2,000 vectors of INPUT, held out from
+    training when the model is trained here). Before encoding, one line says how long it will
+    take (timed on those vectors). --max-minutes counts all of training, its RQ start included.
 
     An existing OUTPUT.qnc (or --model-out) is refused unless -f/--force; no output may be the
     same file as an input or as the other output. --model may name a .qnc file: its embedded
