@@ -2,6 +2,7 @@
 (`require_faiss`, defined in qinco_codec/optional.py), wall-clock timing, and tables written as
 aligned text, Markdown and JSON."""
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -71,6 +72,34 @@ def format_table(rows, columns, markdown=False):
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     fmt_row = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
     return "\n".join([fmt_row(headers)] + [fmt_row(c) for c in cells])
+
+
+def write_report(result, name, title, markdown_text, out_dir=None, json_path=None):
+    """NAME.json and NAME.md (under `title`) in out_dir, and/or the JSON at json_path ('-' is
+    stdout, written by the caller); returns the paths written."""
+    paths = {}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        paths["json"] = os.path.join(out_dir, f"{name}.json")
+        paths["md"] = os.path.join(out_dir, f"{name}.md")
+        write_json(paths["json"], result)
+        write_text(paths["md"], f"# {title}\n\n{markdown_text}\n")
+    if json_path and json_path != "-":
+        write_json(json_path, result)
+        paths["json_path"] = json_path
+    return paths
+
+
+def emit_report(result, text, paths, json_path, quiet):
+    """What a bench command prints: the JSON (with --json -) or the text report on stdout, then
+    the paths written on stderr."""
+    import json
+
+    import click
+
+    click.echo(json.dumps(result, indent=2) if json_path == "-" else text)
+    if not quiet and paths:
+        click.echo("wrote " + ", ".join(paths.values()), err=True)
 
 
 def write_text(path, text):

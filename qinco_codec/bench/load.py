@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import note
 from ..threads import DEFAULT_WAIT_POLICY, WAIT_POLICY, available_cores, default_threads
-from .common import format_table, write_json, write_text
+from .common import format_table, write_report
 
 WAIT_POLICIES = ("PASSIVE", "ACTIVE", "UNSET")   # UNSET: the OpenMP runtime's own default
 BUSY_MATRIX = 256           # side of the float64 matrices each busy process multiplies
@@ -256,15 +256,5 @@ def text_report(result, markdown=False):
 
 
 def write_outputs(result, out_dir=None, json_path=None):
-    paths = {}
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        paths["json"] = os.path.join(out_dir, "load.json")
-        paths["md"] = os.path.join(out_dir, "load.md")
-        write_json(paths["json"], result)
-        write_text(paths["md"], "# qinco-bench speed under load\n\n"
-                   + text_report(result, markdown=True) + "\n")
-    if json_path and json_path != "-":
-        write_json(json_path, result)
-        paths["json_path"] = json_path
-    return paths
+    """load.json and load.md under out_dir and/or the JSON at json_path; returns the paths."""
+    return write_report(result, "load", "qinco-bench speed under load", text_report(result, markdown=True), out_dir, json_path)

@@ -31,7 +31,7 @@ from ..architecture import (decode_flops, effective_search, encode_flops, faiss_
                             faiss_qinco_encode_flops, faiss_representable, matmul_shapes)
 from ..errors import InputError
 from ..progress import note
-from .common import Inputs, best_of, format_table, require_faiss, write_json, write_text
+from .common import Inputs, best_of, format_table, require_faiss, write_report
 
 DEFAULT_N = 20000
 DEFAULT_TIME_LIMIT = 20.0        # seconds of encoding per mode and thread count
@@ -646,14 +646,5 @@ def text_report(result, markdown=False):
 
 
 def write_outputs(result, out_dir=None, json_path=None):
-    paths = {}
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        paths["json"] = os.path.join(out_dir, "speed.json")
-        paths["md"] = os.path.join(out_dir, "speed.md")
-        write_json(paths["json"], result)
-        write_text(paths["md"], "# qinco-bench speed\n\n" + text_report(result, markdown=True) + "\n")
-    if json_path and json_path != "-":
-        write_json(json_path, result)
-        paths["json_path"] = json_path
-    return paths
+    """speed.json and speed.md under out_dir and/or the JSON at json_path; returns the paths."""
+    return write_report(result, "speed", "qinco-bench speed", text_report(result, markdown=True), out_dir, json_path)

@@ -2,6 +2,7 @@
 import click
 
 from ..presets import DEFAULT_PRESET, PRESETS
+from ..bench.common import emit_report
 from .common import DEVICES, quiet_option
 from .multivalue import many_option, multi_command
 
@@ -125,12 +126,7 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
                        lsq_train_size=lsq_train_size, model=model, bf16=not no_bf16, seed=seed,
                        quiet=quiet)
     paths = bench.write_outputs(result, out_dir, json_path)
-    if json_path == "-":
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(bench.text_report(result))
-    if not quiet and paths:
-        click.echo("wrote " + ", ".join(paths.values()), err=True)
+    emit_report(result, bench.text_report(result), paths, json_path, quiet)
 
 
 def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds, train_size,
@@ -156,9 +152,4 @@ def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_se
     result = load.measure(model, inputs.base, busy, counts, policies, time_limit, desc, inputs.description,
                           quiet)
     paths = load.write_outputs(result, out_dir, json_path)
-    if json_path == "-":
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(load.text_report(result))
-    if not quiet and paths:
-        click.echo("wrote " + ", ".join(paths.values()), err=True)
+    emit_report(result, load.text_report(result), paths, json_path, quiet)
