@@ -14,7 +14,7 @@ from .architecture import NETWORK_MODULES, bytes_per_code, parameter_count
 from .config import ModelConfig
 from .devices import resolve_device
 from .errors import InputError
-from .formats.layout import code_dtype
+from .formats.layout import native_code_dtype
 from .presets import get_preset
 from .steps import QincoStep
 from .validation import as_code_matrix, as_float_matrix
@@ -144,7 +144,7 @@ class QincoModel(nn.Module):
 
     @property
     def code_dtype(self):
-        return np.dtype(code_dtype(self.bytes_per_code))
+        return native_code_dtype(self.bytes_per_code)
 
     @property
     def bytes_per_vector(self):

@@ -12,7 +12,7 @@ import zstandard
 from .errors import QncFormatError
 from .layout import (CHUNK_CRC, CHUNK_PREFIX, CHUNK_TAG, ENCODING_NAMES, ENCODING_RAW,
                      ENCODING_ZSTD, PLANE_ENTRY, ZSTD_MAX_EXPANSION, chunk_header_size,
-                     code_dtype, crc32)
+                     code_dtype, crc32, native_code_dtype)
 
 
 class PlaneEntry(NamedTuple):
@@ -124,7 +124,7 @@ def decode_plane(stored, entry, *, where, bpc, K):
         raise QncFormatError(f"{where}: checksum mismatch (stored 0x{entry.crc32:08x}, "
                              f"computed 0x{computed:08x}): the plane is corrupted")
     raw = stored if entry.encoding == ENCODING_RAW else _unzstd(stored, entry.raw_len, where)
-    native = np.uint8 if bpc == 1 else np.uint16
+    native = native_code_dtype(bpc)
     codes = np.frombuffer(raw, dtype=code_dtype(bpc)).astype(native, copy=False)
     if K < 1 << (8 * bpc) and codes.max() >= K:
         raise QncFormatError(f"{where}: code {codes.max()} is not below K={K}")

@@ -14,7 +14,7 @@ from .errors import QncFormatError
 from .layout import (DTYPE_CODES, DTYPE_IDS, HEADER_CRC, HEADER_FIELDS, HEADER_PREFIX,
                      HEADER_SIZE_V1_0, MAGIC, MAX_CHUNK_ROWS, MAX_CHUNKS, MAX_HEADER_SIZE, MAX_K,
                      MAX_M, MIN_K, VERSION_MAJOR, VERSION_MINOR, bytes_per_code, chunk_count,
-                     crc32)
+                     crc32, native_code_dtype)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class QncHeader:
     @property
     def code_dtype(self):
         """numpy dtype of decoded codes: uint8 when K <= 256, else uint16."""
-        return np.dtype(np.uint8 if self.bytes_per_code == 1 else np.uint16)
+        return native_code_dtype(self.bytes_per_code)
 
 
 class FixedHeader(NamedTuple):

@@ -130,8 +130,14 @@ def bytes_per_code(K):
 
 
 def code_dtype(bpc):
-    """Little-endian numpy dtype string of a code of `bpc` bytes."""
+    """Little-endian numpy dtype string of a code of `bpc` bytes (as stored)."""
     return "<u1" if bpc == 1 else "<u2"
+
+
+def native_code_dtype(bpc):
+    """numpy dtype of codes of `bpc` bytes in memory: uint8 or uint16."""
+    import numpy as np
+    return np.dtype(np.uint8 if bpc == 1 else np.uint16)
 
 
 def chunk_header_size(M):

@@ -17,7 +17,7 @@ from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
 from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MINOR,
                      SECTION_MODEL_CONFIG, SECTION_QUALITY_REPORT, SECTION_USER_METADATA,
-                     ZSTD_DEFAULT_LEVEL, bytes_per_code)
+                     ZSTD_DEFAULT_LEVEL, bytes_per_code, native_code_dtype)
 from .sections import encode_json, encode_section
 
 
@@ -98,7 +98,7 @@ class QncWriter:
         self._path = path
         self._n, self._K, self._M, self._chunk_rows = n, K, M, chunk_rows
         self._encoder = PlaneEncoder(bytes_per_code(K), zstd_level or None)
-        self._buffer = np.empty((min(chunk_rows, n), M), np.uint8 if K <= 256 else np.uint16)
+        self._buffer = np.empty((min(chunk_rows, n), M), native_code_dtype(bytes_per_code(K)))
         self._filled = 0       # rows waiting in self._buffer
         self._written = 0      # rows accepted by write_codes
         self._chunks = []      # (offset, length) of every chunk written

@@ -23,7 +23,8 @@ from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.annotate import annotated_hexdump
 from qinco_codec.formats.index import encode_index, encode_trailer
 from qinco_codec.formats.layout import (HEADER_CRC, HEADER_FIELDS, HEADER_SIZE_V1_0, INDEX_ENTRY,
-                                        INDEX_PREFIX, TRAILER_FIELDS, TRAILER_SIZE, crc32)
+                                        INDEX_PREFIX, TRAILER_FIELDS, TRAILER_SIZE, bytes_per_code, crc32,
+                                        native_code_dtype)
 from qinco_codec.formats.sections import encode_section
 
 GOLDEN_DIR = Path(__file__).resolve().parent
@@ -49,7 +50,7 @@ def _codes(seed, n, M, K, skew):
     codes = rng.integers(0, K, (n, M))
     if skew:
         codes[:, 1:] = np.minimum(rng.geometric(skew, (n, M - 1)) - 1, K - 1)
-    return codes.astype(np.uint8 if K <= 256 else np.uint16)
+    return codes.astype(native_code_dtype(bytes_per_code(K)))
 
 
 def _config(K, M, dim):
