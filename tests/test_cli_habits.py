@@ -273,6 +273,30 @@ def test_a_full_disk_names_the_output(work, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["store"] or os.listdir(tmp_path) == []
 
 
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 64 KiB tmpfs (skipped where mount is not permitted)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_real_full_disk_names_the_output(work, tiny_fs):
+    """A real ENOSPC, from the header write as the container opens (before the caller's `with`
+    block): '[Errno 28] No space left on device' named no file."""
+    out = tiny_fs / "o.qnc"
+    fails(compress.main, work / "x.npy", out, "--model", work / "m.safetensors", "-q",
+          match=f"No space left on device: {out}")
+    fails(info.main, work / "a.qnc", "--extract-model", tiny_fs / "m.safetensors",
+          match=f"No space left on device: {tiny_fs / 'm.safetensors'}")
+    assert os.listdir(tiny_fs) == []
+
+
 def test_describe_os_error_names_the_path():
     from qinco_codec.cli.commands import describe_os_error
     assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "o.qnc")) == \

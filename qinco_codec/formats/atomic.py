@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import io
 import os
 import stat
 import tempfile
@@ -38,6 +39,34 @@ def _named(exc, path):
     return None
 
 
+class _Output(io.BufferedWriter):
+    """The temporary file, a buffered binary writer whose write errors name the final path
+    (they can happen before the caller's `with` block starts, e.g. writing a header on entry,
+    where atomic_output's own handler does not see them)."""
+
+    def __init__(self, fd, shown):
+        super().__init__(io.FileIO(fd, "wb"))
+        self.shown = shown
+
+    def write(self, data):
+        try:
+            return super().write(data)
+        except OSError as exc:
+            named = _named(exc, self.shown)
+            if named is None:
+                raise
+            raise named from exc
+
+    def flush(self):
+        try:
+            return super().flush()
+        except OSError as exc:
+            named = _named(exc, self.shown)
+            if named is None:
+                raise
+            raise named from exc
+
+
 @contextlib.contextmanager
 def atomic_output(path, mode="wb"):
     """Yield a file object; on clean exit it is fsynced and renamed to `path`, else deleted."""
@@ -53,7 +82,7 @@ def atomic_output(path, mode="wb"):
         try:
             os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; give the usual (or the old) mode
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel however this process ends
-            with os.fdopen(fd, mode) as f:
+            with (_Output(fd, shown) if mode == "wb" else os.fdopen(fd, mode)) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())

@@ -109,7 +109,12 @@ class QncWriter:
     def __enter__(self):
         self._output = atomic_output(self._path)
         self._file = self._output.__enter__()
-        self._write(self._preamble)
+        try:
+            self._write(self._preamble)
+        except BaseException as error:  # e.g. a full disk: remove the temporary file now
+            self._file = None
+            self._output.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
