@@ -109,20 +109,37 @@ def _sample(src, trained_rows, seed):
     return as_float_matrix(x, dim=src.dim, name="input", allow_empty=True), held
 
 
-def _timed_encode(model, x, A, B, device):
-    """Codes of x encoded in pieces of doubling size (from 16 rows) until ESTIMATE_SECONDS have
-    passed or x is done, and the encoding rate in vectors per second measured on the last piece
-    (the largest: the least per-call overhead); None for no rows."""
+def _piece_rows(rate, batch_size):
+    """Rows encoded between two moves of a bar: about UPDATE_SECONDS' worth at `rate`."""
+    return batch_size if rate is None else min(batch_size, max(16, int(rate * UPDATE_SECONDS)))
+
+
+def _timed_encode(model, x, A, B, device, n, quiet):
+    """Codes of the sample x and the encoding rate (vectors per second; None for no rows).
+
+    x is encoded in pieces of doubling size from 16 rows until ESTIMATE_SECONDS have passed; the
+    rate of the last piece (the largest: the least per-call overhead) gives the estimate for the
+    n vectors of the input, printed before the rest of the sample is encoded (under its own bar:
+    on a slow model the quality sample itself takes a while)."""
     parts, start, size, spent, rate = [], 0, 16, 0.0, None
-    while start < len(x) and (spent < ESTIMATE_SECONDS or rate is None):
+    while start < len(x) and spent < ESTIMATE_SECONDS:
         t0 = time.monotonic()
         parts.append(model.encode(x[start:start + size], A=A, B=B, device=device))
         seconds = time.monotonic() - t0
         rate = len(parts[-1]) / max(seconds, 1e-9)
         spent, start, size = spent + seconds, start + size, size * 2
-    rest = model.encode(x[start:], A=A, B=B, device=device) if start < len(x) else None
-    codes = np.concatenate(parts + ([rest] if rest is not None else [])) if parts else None
-    return codes, rate
+    if rate is None:
+        return None, None
+    rest = x[start:]
+    after = f", after {duration(len(rest) / rate)} for the rest of the quality sample" if len(rest) else ""
+    note(f"encode: {n:,} vectors in about {duration(n / rate)} ({rate:,.0f} vectors/s, timed on "
+         f"a sample){after}", quiet)
+    if len(rest):
+        with bar(total=len(rest), desc="quality sample", unit="vec", quiet=quiet) as pbar:
+            for part in _pieces(rest, _piece_rows(rate, len(rest))):
+                parts.append(model.encode(part, A=A, B=B, device=device))
+                pbar.update(len(part))
+    return np.concatenate(parts), rate
 
 
 def _weight_dtype(data):
@@ -149,10 +166,22 @@ def quality_report(model, data, sample, codes, held_out, device="auto"):
     if codes is None or not len(codes):
         return None
     trained = model.config.trained
-    return {"writer": f"qinco-codec {__version__}",
+    return _finite({"writer": f"qinco-codec {__version__}",
             "model": {"weight_dtype": _weight_dtype(data), "trained": dict(trained) if trained else None},
             "sample": {"rows": len(sample), "held_out": held_out},
-            "rates": prefix_quality(model, sample, codes, device=device)}
+            "rates": prefix_quality(model, sample, codes, device=device)})
+
+
+def _finite(value):
+    """`value` with every NaN or infinite float replaced by None (JSON sections refuse them: a
+    diverged training record must not stop the file from being written)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _pieces(batch, rows):
@@ -167,7 +196,7 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
     so: each batch is encoded in pieces of the rows the measured `rate` does in that time.
     Codes do not depend on how rows are grouped (codec._chunks keeps every piece's matmuls
     large), so the file is the same whatever the pieces."""
-    piece = batch_size if rate is None else min(batch_size, max(16, int(rate * UPDATE_SECONDS)))
+    piece = _piece_rows(rate, batch_size)
     with bar(total=src.n, desc="encode", unit="vec", quiet=quiet) as pbar:
         start = 0
         for batch in src.iter_batches(batch_size):
@@ -226,10 +255,7 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
              f"({code_bytes:,} bytes); share one model across files with --no-embed-model and the "
              f"model store{hint}", quiet)
     sample, held_out = _sample(src, trained_rows, seed)
-    sample_codes, rate = _timed_encode(model, sample, A, B, device)
-    if rate is not None:
-        note(f"encode: {src.n:,} vectors in about {duration(src.n / rate)} "
-             f"({rate:,.0f} vectors/s, timed on a sample)", quiet)
+    sample_codes, rate = _timed_encode(model, sample, A, B, device, src.n, quiet)
     quality = quality_report(model, data, sample, None if sample_codes is None else sample_codes[:, :steps],
                              held_out, device) if report else None
     with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
