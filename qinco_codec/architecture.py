@@ -160,17 +160,29 @@ def aligned_floats(n):
 class CandidateLayout(NamedTuple):
     """Row layout of the encoder's candidate buffer G = [z | p | e] (and of the per-codeword
     table [t0 | t1 | c] it is filled from): z (de floats) at 0, the first block's pre-activation p
-    (h floats, when L > 0) at `p_off`, and (QINCo2) c − r / the error e (D floats) at `e_off`;
-    `width` floats per row, every part starting on a cache line."""
+    (h floats, when L > 0) at `p_off`, and (QINCo2) at `e_off` either c − r / the error e (D
+    floats), or with the expanded error (`expands_error`) 2·W_outᵀ(c − r) + (W_outᵀW_out)·z
+    (de floats); `width` floats per row, every part starting on a cache line."""
     p_off: int
     e_off: int
     width: int
 
     @classmethod
-    def of(cls, s):
+    def of(cls, s, expanded=False):
         p_off = aligned_floats(s.de)
         e_off = p_off + (aligned_floats(s.h) if s.L else 0)
-        return cls(p_off, e_off, aligned_floats(e_off + (s.D if s.out_proj else 0)))
+        tail = (s.de if expanded else s.D) if s.out_proj else 0
+        return cls(p_off, e_off, aligned_floats(e_off + tail))
+
+
+def expands_error(s):
+    """Whether the encoder scores a QINCo2 step's candidates by the expanded error
+    ‖c − r + W_out z‖² = ‖c‖² − 2 c·r + ‖r‖² + z·(2 W_outᵀ(c − r) + W_outᵀW_out z): de·de + de
+    multiply-adds a candidate (the Gram product and a dot), whatever D, instead of de·D + D for
+    the output projection and the error; c·r comes from one (hypotheses x K) matmul per step.
+    Worth it once D > de + 1 (it is exact algebra; only the rounding differs). The kept
+    hypotheses are then reconstructed by the decoder's own step."""
+    return s.out_proj and s.de * s.de + s.de < s.de * s.D
 
 
 def faiss_representable(config):
@@ -191,16 +203,22 @@ def effective_search(config, A, B):
 
 def candidate_macs(s):
     """Multiply-adds per candidate with the split-layer tables: the first block's second layer
-    (its first layer comes from the per-codeword table), the L−1 further blocks, the output
-    projection (QINCo2) and the squared error."""
-    return ((s.h * s.de if s.L else 0) + max(s.L - 1, 0) * 2 * s.de * s.h
-            + (s.de * s.D if s.out_proj else 0) + s.D)
+    (its first layer comes from the per-codeword table), the L−1 further blocks, then either the
+    output projection (QINCo2) and the squared error, or with the expanded error the Gram
+    product, its dot with z and c·r."""
+    blocks = (s.h * s.de if s.L else 0) + max(s.L - 1, 0) * 2 * s.de * s.h
+    if expands_error(s):
+        return blocks + s.de * s.de + s.de
+    return blocks + (s.de * s.D if s.out_proj else 0) + s.D
 
 
 def hypothesis_macs(s, A):
-    """Multiply-adds per hypothesis and step, shared by its candidates: W_x x̂, W1 W_x x̂ (L > 0)
-    and, with pre-selection, the distances to the K pre-selection codewords."""
-    return s.D * s.de + (s.de * s.h if s.L else 0) + (s.K * s.D if A else 0)
+    """Multiply-adds per hypothesis and step, shared by its candidates: W_x x̂, W1 W_x x̂ (L > 0),
+    with pre-selection the distances to the K pre-selection codewords, and with the expanded
+    error W_outᵀ r, c·r for all K codewords and the kept hypothesis's reconstruction by one
+    decoding step."""
+    return (s.D * s.de + (s.de * s.h if s.L else 0) + (s.K * s.D if A else 0)
+            + ((s.D * s.de + s.K * s.D + decode_macs(s)) if expands_error(s) else 0))
 
 
 def decode_macs(s):

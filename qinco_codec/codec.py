@@ -72,18 +72,20 @@ def _chunks(n, size, device):
 
 
 @torch.no_grad()
-def encode_normalized(model, x, A=0, B=1, dtype=torch.float32):
+def encode_normalized(model, x, A=0, B=1, dtype=torch.float32, expanded=None):
     """Codes (N, M) int64 for normalised vectors x (N, D).
 
     A: candidates pre-selected per hypothesis with the step's plain codebook (0 or >= K: all K).
     B: beam width (1: greedy). The best final hypothesis is returned.
     dtype: float32 (exact) or bfloat16 (the candidate networks run in bfloat16; faster on CPUs
     with bf16 matmul, distances and reconstructions stay float32).
+    expanded: score QINCo2 candidates by the expanded error (None: where it saves work, see
+    `architecture.expands_error`; False: the direct ‖f − r‖², the reference in tests).
     """
     K, M = model.K, model.M
     B = max(1, min(B, K))
     use_pre = [0 < A < K and step.preselect is not None for step in model.steps]
-    tables = [step.candidate_tables(dtype) for step in model.steps]
+    tables = [step.candidate_tables(dtype, expanded) for step in model.steps]
     pre_sq = [(s.preselect * s.preselect).sum(1) if u else None for s, u in zip(model.steps, use_pre)]
     c0_sq = (model.codebook0 * model.codebook0).sum(1)
     width = max(A, 1) if any(use_pre) else K
@@ -105,22 +107,26 @@ def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws):
         keep = 1 if m == M else B
         F = xhat.shape[1]
         r = x.unsqueeze(1) - xhat                                        # (N, F, D)
+        tb = tables[m - 2]
+        cand = None
         if use_pre[m - 2]:
-            pre = step.preselect
-            cand = _smallest(_sq_dist_to_rows(r.reshape(N * F, D), pre, pre_sq[m - 2]), A)  # (N·F, A)
-            e = step.candidate_residuals(tables[m - 2], xhat.reshape(N * F, D), r.reshape(N * F, D),
-                                         cand, ws)
+            cand = _smallest(_sq_dist_to_rows(r.reshape(N * F, D), step.preselect, pre_sq[m - 2]), A)  # (N·F, A)
+        if tb.expanded:
+            err = step.candidate_errors(tb, xhat.reshape(N * F, D), r.reshape(N * F, D), cand, ws)
+            n_cand = err.shape[1]
+            _, j = torch.topk(err.view(N, F * n_cand), keep, dim=1, largest=False, sorted=True)
         else:
-            cand = None
-            e = step.candidate_residuals(tables[m - 2], xhat.reshape(N * F, D), r.reshape(N * F, D),
-                                         None, ws)
-        n_cand = e.shape[1]
-        e = e.view(N, F * n_cand, D)                                     # f − r per candidate
-        err = torch.linalg.vecdot(e, e)                                  # (N, F·n_cand)
-        _, j = torch.topk(err, keep, dim=1, largest=False, sorted=True)
+            e = step.candidate_residuals(tb, xhat.reshape(N * F, D), r.reshape(N * F, D), cand, ws)
+            n_cand = e.shape[1]
+            e = e.view(N, F * n_cand, D)                                 # f − r per candidate
+            _, j = torch.topk(torch.linalg.vecdot(e, e), keep, dim=1, largest=False, sorted=True)
         parent = torch.div(j, n_cand, rounding_mode="floor")
         code = j % n_cand if cand is None else cand.reshape(N, -1).gather(1, j)
-        xhat = x.unsqueeze(1) + _gather_rows(e, j)                       # x + (f − r) = x̂ + f
+        if tb.expanded:   # the kept hypotheses, reconstructed as the decoder will: x̂ + f
+            xhat = step.decode_step(tb, _gather_rows(xhat, parent).reshape(N * keep, D),
+                                    code.reshape(-1)).view(N, keep, D)
+        else:
+            xhat = x.unsqueeze(1) + _gather_rows(e, j)                   # x + (f − r) = x̂ + f
         codes = torch.cat([_gather_rows(codes, parent), code.unsqueeze(-1)], dim=-1)
     return codes[:, 0, :]
 

@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from .architecture import CandidateLayout, StepShape
+from .architecture import CandidateLayout, StepShape, expands_error
 
 
 class StepTables(NamedTuple):
@@ -34,8 +34,15 @@ class StepTables(NamedTuple):
     out_weight: Optional[torch.Tensor]
     codebook: torch.Tensor
     dtype: torch.dtype
-    combined: Optional[torch.Tensor] = None   # float32: [t0 | t1 | codebook (QINCo2)], (K, width)
-    layout: Optional[CandidateLayout] = None   # where t1 and the codebook start in combined
+    combined: Optional[torch.Tensor] = None   # float32: [t0 | t1 | codebook or 2·W_outᵀc (QINCo2)], (K, width)
+    layout: Optional[CandidateLayout] = None   # where t1 and the last part start in combined
+    gram: Optional[torch.Tensor] = None        # expanded error: W_outᵀ W_out, (de, de)
+    c_sq: Optional[torch.Tensor] = None        # expanded error: ‖c_k‖², (K,)
+
+    @property
+    def expanded(self):
+        """Whether candidates are scored by the expanded error (`candidate_errors`)."""
+        return self.gram is not None
 
 
 class Workspace:
@@ -113,26 +120,34 @@ class QincoStep(nn.Module):
             out_weight=cast(self.out_proj.weight.T) if self.out_proj is not None else None,
             codebook=self.codebook)
 
-    def candidate_tables(self, dtype=torch.float32):
+    def candidate_tables(self, dtype=torch.float32, expanded=None):
         """Everything candidate evaluation needs, in `dtype`: the per-codeword parts of the first
-        two matmuls ((K, de) and (K, hidden) tables, computed in float32) and the weights."""
+        two matmuls ((K, de) and (K, hidden) tables, computed in float32) and the weights.
+        expanded: score candidates by the expanded error (`candidate_errors`); None lets the
+        architecture decide (`architecture.expands_error`), float32 only."""
         t0 = self.first_layer_table()
         t1 = t0 @ self.blocks[0][0].weight.T if self.L else None
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
-        combined = layout = None
+        combined = layout = gram = c_sq = None
         if dtype == torch.float32:
-            # [t0 | t1 | c] with each part starting on a 64-byte boundary (zero padding between):
-            # matmuls on row slices of the candidate buffer then run on aligned rows
-            layout = CandidateLayout.of(self.shape)
+            expanded = expands_error(self.shape) if expanded is None else bool(expanded and self.out_proj is not None)
+            # [t0 | t1 | c or 2·W_outᵀc] with each part starting on a 64-byte boundary (zero padding
+            # between): matmuls on row slices of the candidate buffer then run on aligned rows
+            layout = CandidateLayout.of(self.shape, expanded)
             de, h = self.embed, self.hidden
             combined = torch.zeros(self.K, layout.width, dtype=torch.float32, device=t0.device)
             combined[:, :de] = t0
             if t1 is not None:
                 combined[:, layout.p_off:layout.p_off + h] = t1
-            if self.out_proj is not None:
+            if expanded:
+                w_out = self.out_proj.weight                               # (D, de)
+                combined[:, layout.e_off:layout.e_off + de] = 2.0 * (self.codebook @ w_out)
+                gram = w_out.T @ w_out                                     # (de, de)
+                c_sq = (self.codebook * self.codebook).sum(1)              # (K,)
+            elif self.out_proj is not None:
                 combined[:, layout.e_off:layout.e_off + self.dim] = self.codebook
         return StepTables(t0=cast(t0), t1=cast(t1), dtype=dtype, combined=combined, layout=layout,
-                          **self._weights(cast))
+                          gram=gram, c_sq=c_sq, **self._weights(cast))
 
     def corrections(self, tables, xhat, idx=None):
         """f for candidate codewords of each hypothesis, as float32.
@@ -173,6 +188,8 @@ class QincoStep(nn.Module):
         tb = tables
         if tb.dtype != torch.float32:
             return self.corrections(tb, xhat, idx) - r.unsqueeze(-2)
+        if tb.expanded:
+            raise ValueError("tables built for the expanded error: use candidate_errors")
         ws = workspace if workspace is not None else Workspace()
         R, D = xhat.shape
         C = self.K if idx is None else idx.shape[-1]
@@ -208,6 +225,53 @@ class QincoStep(nn.Module):
             return z
         G2[:, e_off:e_off + D].addmm_(z2, tb.out_weight)                  # c − r + W_out z
         return G[:, :, e_off:e_off + D]
+
+    def candidate_errors(self, tables, xhat, r, idx=None, workspace=None):
+        """‖f(c, x̂) − r‖² for candidate codewords of each hypothesis, float32 (R, C), from tables
+        built with the expanded error (QINCo2; `architecture.expands_error`).
+
+        With e = c − r + W_out z: ‖e‖² = ‖c‖² − 2 c·r + ‖r‖² + z·q, q = 2 W_outᵀ(c − r) + Gz,
+        G = W_outᵀ W_out. The buffer G = [z | p | q] is filled as in `candidate_residuals`, from
+        the per-codeword tables [t0 | t1 | 2 W_outᵀc] and the per-hypothesis terms
+        [W_x x̂ | W1 W_x x̂ | −2 W_outᵀr]; after the blocks one (de, de) matmul accumulates Gz
+        into q. No D-wide product is evaluated per candidate: c·r comes from one (R, K) matmul.
+        The winners' reconstructions are the decoder's (`decode_step`). Same arguments as
+        `candidate_residuals`.
+        """
+        tb = tables
+        ws = workspace if workspace is not None else Workspace()
+        R, D = xhat.shape
+        C = self.K if idx is None else idx.shape[-1]
+        de, h, L = self.embed, self.hidden, len(tb.block_in)
+        W, p_off, e_off = tb.layout.width, tb.layout.p_off, tb.layout.e_off
+        hv = ws.get("hv", (R, W), xhat)                                  # per-hypothesis terms
+        x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
+        if L:
+            torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
+        torch.mm(r, tb.out_weight.T, out=hv[:, e_off:e_off + de]).mul_(-2.0)   # −2 W_outᵀ r
+        G = ws.get("G", (R, C, W), xhat)
+        if idx is None:
+            torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
+        else:
+            torch.index_select(tb.combined, 0, idx.reshape(-1), out=G.view(R * C, W))
+            G.add_(hv.unsqueeze(1))
+        G2 = G.view(R * C, W)
+        z, z2 = G[:, :, :de], G2[:, :de]
+        if L:
+            p2 = G2[:, p_off:p_off + h]
+        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
+            if i:
+                torch.mm(z2, w_in, out=p2)
+            p2.relu_()
+            z2.addmm_(p2, w_out)
+        q = G2[:, e_off:e_off + de].addmm_(z2, tb.gram).view(R, C, de)   # 2 W_outᵀ(c − r) + Gz
+        err = torch.linalg.vecdot(z, q)                                   # (R, C)
+        cr = torch.mm(r, tb.codebook.T)             # (R, K): one GEMM beats gathering C rows of D
+        c_sq = tb.c_sq.unsqueeze(0)
+        if idx is not None:
+            cr, c_sq = cr.gather(1, idx), tb.c_sq[idx]
+        err.add_(c_sq).add_(cr, alpha=-2.0).add_(torch.linalg.vecdot(r, r).unsqueeze(1))
+        return err
 
     def decode_tables(self, dtype=torch.float32):
         """What `decode_step` needs: the (K, de) first-layer table and the weights (no K x h table:
