@@ -68,3 +68,15 @@ def env_threads(environ=None):
 def default_threads(environ=None):
     """Threads to use when none are asked for: OMP_NUM_THREADS if set, else `available_cores()`."""
     return env_threads(environ) or available_cores()
+
+
+def request_threads(n):
+    """Use n CPU threads for torch, without importing it: torch started already is told now;
+    otherwise OMP_NUM_THREADS is set for the thread pool it starts on import (so a command that
+    fails on its arguments or inputs never pays torch's import). Returns n."""
+    import sys
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    else:
+        os.environ[NUM_THREADS] = str(n)
+    return n

@@ -25,9 +25,8 @@ def threads_option(f):
     """--threads: CPU threads for torch. Default: $OMP_NUM_THREADS when set, else the cores this
     process may run on (`qinco_codec.threads.default_threads`)."""
     def apply(ctx, param, value):
-        from ..devices import use_threads
-        from ..threads import default_threads
-        return use_threads(value or default_threads())
+        from ..threads import default_threads, request_threads
+        return request_threads(value or default_threads())
     return click.option("--threads", type=click.IntRange(min=1), default=None, callback=apply,
                         expose_value=False, is_eager=False,
                         help="CPU threads. [default: $OMP_NUM_THREADS if set, else the cores this "
