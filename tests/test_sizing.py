@@ -41,3 +41,23 @@ def test_compress_sizes_the_model_and_the_file_stays_below_float16(tmp_path, cap
     with qinco_codec.open(path) as f:
         assert f.model.config.hidden < 128 or summary["model_bytes"] < 1_000_000
         assert f.decode().shape == x.shape
+
+
+@pytest.mark.parametrize("dim", [30_000, 100_000])
+def test_sizing_a_huge_model_is_refused_at_once(dim):
+    """Issue 17, bug 7: sizing a self-trained model for 20 vectors of 30,000 (100,000) floats built
+    and serialised whole models (5.3 GB and 20 s; out of memory). By arithmetic it is refused in
+    well under a second with a few kilobytes."""
+    import time
+    import tracemalloc
+
+    from qinco_codec.errors import InputError
+    from qinco_codec.sizing import fit_model_to_file
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="too few to carry their own model|'dim' must be in"):
+        fit_model_to_file(20, dim, 16, 256, "qinco2-XS")
+    elapsed, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 1 << 20, (elapsed, peak)
