@@ -1,15 +1,13 @@
-"""Compare our residual k-means start with faiss's ResidualQuantizer trained the same way.
+"""Compare our residual k-means start with faiss's ResidualQuantizer, step by step.
 
-Both are greedy with plain k-means per step (qinco_codec.rq_init against faiss with train_type 0
-and beam 1); the MSE after every step is printed on the training vectors and on vectors neither saw.
-
-A diagnostic for the RQ start of every model: it printed the per-step MSE that showed our start
-falling behind faiss's after about 6 steps at d=384
-(docs/experiments/2026-11-25-minilm384-probes-and-rq-start.md).
+Ours (qinco_codec.rq_init) against faiss trained greedily (beam 1) with plain k-means per step
+(train_type 0: the same algorithm) and with its progressive-dimension k-means (train_type 1); the
+MSE after every step on the training vectors and on vectors none of them saw, as Markdown tables.
 
     python scripts/experiments/rq_init_vs_faiss.py --train out/minilm384/train.npy --base out/minilm384/base.npy --M 16
 """
 import argparse
+import time
 
 import faiss
 import numpy as np
@@ -20,12 +18,20 @@ from qinco_codec.rq_init import nearest, residual_kmeans
 
 def prefix_errors(x, codebooks):
     """MSE after each step of greedy encoding of x with these codebooks."""
-    r, errs = torch.from_numpy(np.ascontiguousarray(x)).clone(), []
+    r, errs = x.clone(), []
     for cb in codebooks:
         idx, _ = nearest(r, cb)
         r -= cb[idx]
-        errs.append(round(float(r.square().sum(1).mean()), 4))
+        errs.append(float(r.square().sum(1).mean()))
     return errs
+
+
+def faiss_codebooks(xt, M, K, iters, train_type):
+    rq = faiss.ResidualQuantizer(xt.shape[1], M, int(np.log2(K)))
+    rq.max_beam_size, rq.train_type = 1, train_type
+    rq.cp.niter = iters
+    rq.train(xt.numpy())
+    return [torch.from_numpy(c) for c in faiss.vector_to_array(rq.codebooks).reshape(M, K, xt.shape[1])]
 
 
 def main():
@@ -33,20 +39,30 @@ def main():
     ap.add_argument("--train", required=True)
     ap.add_argument("--base", required=True)
     ap.add_argument("--M", type=int, default=16)
-    ap.add_argument("--iters", type=int, default=25, help="k-means iterations (faiss's default is 25)")
+    ap.add_argument("--K", type=int, default=256)
+    ap.add_argument("--iters", type=int, default=10, help="k-means iterations (ours: 10)")
     ap.add_argument("--n-eval", type=int, default=5000)
     args = ap.parse_args()
-    xt, xb = np.load(args.train).astype(np.float32), np.load(args.base)[:args.n_eval].astype(np.float32)
-    ours = residual_kmeans(torch.from_numpy(xt.copy()), args.M, 256, args.iters, 0)
-    rq = faiss.ResidualQuantizer(xt.shape[1], args.M, 8)
-    rq.max_beam_size, rq.train_type = 1, 0  # greedy, plain k-means per step: the same algorithm
-    rq.cp.niter = args.iters
-    rq.train(xt)
-    theirs = [torch.from_numpy(c) for c in
-              faiss.vector_to_array(rq.codebooks).reshape(args.M, 256, xt.shape[1])]
-    for name, x in (("train", xt), ("base", xb)):
-        print(f"ours  {name}: {prefix_errors(x, ours)}")
-        print(f"faiss {name}: {prefix_errors(x, theirs)}")
+    xt = torch.from_numpy(np.ascontiguousarray(np.load(args.train), dtype=np.float32))
+    xb = torch.from_numpy(np.ascontiguousarray(np.load(args.base)[:args.n_eval], dtype=np.float32))
+    runs, seconds = {}, {}
+    for name, fit in (("ours", lambda: residual_kmeans(xt, args.M, args.K, args.iters, 0)),
+                      ("faiss RQ, plain k-means", lambda: faiss_codebooks(xt, args.M, args.K, args.iters, 0)),
+                      ("faiss RQ, progressive-dim", lambda: faiss_codebooks(xt, args.M, args.K, args.iters, 1))):
+        t0 = time.perf_counter()
+        runs[name] = fit()
+        seconds[name] = time.perf_counter() - t0
+    names = list(runs)
+    print(f"{len(xt):,} training vectors of d={xt.shape[1]}, {len(xb):,} held-out; K={args.K}, "
+          f"{args.iters} k-means iterations, greedy; seconds: "
+          + ", ".join(f"{n} {s:.0f}" for n, s in seconds.items()))
+    for split, x in (("training vectors", xt), ("held-out vectors", xb)):
+        table = {n: prefix_errors(x, runs[n]) for n in names}
+        print(f"\nMSE on the {split}\n\n| step | " + " | ".join(names) + " | ours / plain |")
+        print("|---" * (len(names) + 2) + "|")
+        for m in range(args.M):
+            print(f"| {m + 1} | " + " | ".join(f"{table[n][m]:.4f}" for n in names)
+                  + f" | {table['ours'][m] / table[names[1]][m]:.3f} |")
 
 
 if __name__ == "__main__":
