@@ -328,7 +328,7 @@ def m_section(rng, base):
                 expect = "reject"  # the model no longer hashes to model_sha256
         desc = f"section {i} (type {secs[i].type}) payload of {len(secs[i].payload)} bytes"
     elif op == "add":
-        kind = rng.choice([0, 1, 2, 3, 4, 0x1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+        kind = rng.choice([0, 1, 2, 3, 4, 5, 0x1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
         flags = rng.choice([0, 1, 2, 0x80000000, 0xFFFFFFFF])
         payload = rng.choice([b"", b"{}", _rand_bytes(rng, rng.randrange(1, 300))])
         secs.insert(rng.randrange(len(secs) + 1), Section(kind, flags, payload))
@@ -336,11 +336,13 @@ def m_section(rng, base):
         if kind == 3 and flags == 0 and base.model is None and \
                 hashlib.sha256(payload).digest() == parts.header["model_sha256"]:
             model, expect = payload, "accept"  # (the golden tiny_example names the empty model)
-        elif kind in (0, 3) or (kind == 1 and flags == 1):
-            expect = "reject"  # type 0, a second model_config, a model of another hash
-        elif kind >= 4 and flags & 1:
+        elif kind in (0, 3) or (kind == 1 and flags == 1) or (kind == 4 and flags != 0):
+            # type 0, a second model_config, a model of another hash, quality_report (type 4
+            # since 1.1) with flags other than its exact 0
+            expect = "reject"
+        elif kind >= 5 and flags & 1:
             expect = "reject"  # an unknown section marked REQUIRED
-        elif kind >= 4:
+        elif kind >= 5:
             expect = "accept"  # an unknown optional section is skipped
     elif op == "duplicate":
         i = rng.randrange(len(secs))
@@ -516,7 +518,7 @@ def m_header_valid_variants(rng, base):
         parts.header["source_dtype"] = rng.randrange(1, 13)
     else:
         parts.sections.insert(rng.randrange(len(parts.sections) + 1),
-                              Section(rng.choice([4, 0x1000, 0x80000000]), 0,
+                              Section(rng.choice([5, 0x1000, 0x80000000]), 0,
                                       _rand_bytes(rng, rng.randrange(300))))
     return Case(bytes(emit(parts).buf), f"valid variant: {op}", expect="accept")
 
