@@ -160,6 +160,7 @@ def test_busy_compares_thread_counts_and_wait_policies():
 def test_busy_default_threads_text_and_files(tmp_path, monkeypatch):
     """Without --threads: the default count (OMP_NUM_THREADS here) against 1; text and files."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")   # the policy in force, whatever the load
     result = invoke("--busy", "0", *TINY[:6], "--n", "20", *TINY[8:], "--out", tmp_path)
     assert result.exit_code == 0, (result.stderr, result.exception)
     data = json.loads((tmp_path / "load.json").read_text())

@@ -1,6 +1,8 @@
-"""The thread policy (qinco_codec/threads.py): importing the package sets OMP_WAIT_POLICY=PASSIVE
-before torch loads its OpenMP runtime unless the user chose a policy, and the commands' default
-thread count honours OMP_NUM_THREADS. Each check runs in a fresh interpreter, since the OpenMP
+"""The thread policy (qinco_codec/threads.py): on a busy machine importing the package sets
+OMP_WAIT_POLICY=PASSIVE before torch loads its OpenMP runtime (on an idle one it leaves the
+runtime's default) unless the user chose a policy, and the commands' default thread count
+honours OMP_NUM_THREADS, else leaves out the busy cores. QINCO_BUSY_CORES stands in for the load
+average so that the checks do not depend on what else the machine runs. Each check runs in a fresh interpreter, since the OpenMP
 runtime reads its environment once per process."""
 import os
 import subprocess
@@ -34,37 +36,60 @@ SHOW = ("import os, qinco_codec, torch; torch.ones(4) + 1; "
 NO_SPIN = "GOMP_SPINCOUNT = '0'"
 
 
-def test_import_sets_passive_when_unset_and_torch_sees_it():
-    r = _python(SHOW, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
+def test_import_sets_passive_on_a_busy_machine_and_torch_sees_it():
+    r = _python(SHOW, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None,
+                QINCO_BUSY_CORES="1")
     assert "env PASSIVE" in r.stdout
     assert NO_SPIN in r.stderr, r.stderr                       # what libgomp read
+
+
+def test_import_leaves_the_runtime_default_on_an_idle_machine():
+    code = "import os, qinco_codec, torch; print('env', os.environ.get('OMP_WAIT_POLICY'))"
+    r = _python(code, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None,
+                QINCO_BUSY_CORES="0")
+    assert "env None" in r.stdout and NO_SPIN not in r.stderr, r.stderr
 
 
 def test_torch_imported_first_keeps_the_runtime_default():
     """The control for the test above: set after torch has loaded, the policy is too late."""
     late = "import os, torch, qinco_codec; print('env', os.environ['OMP_WAIT_POLICY'])"
-    r = _python(late, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
+    r = _python(late, OMP_WAIT_POLICY=None, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None,
+                QINCO_BUSY_CORES="1")
     assert "env PASSIVE" in r.stdout and NO_SPIN not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("value", ["ACTIVE", "passive"])
 def test_import_keeps_the_users_policy(value):
-    r = _python(SHOW, OMP_WAIT_POLICY=value, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None)
+    r = _python(SHOW, OMP_WAIT_POLICY=value, OMP_DISPLAY_ENV="VERBOSE", GOMP_SPINCOUNT=None,
+                QINCO_BUSY_CORES="1")
     assert f"env {value}" in r.stdout
     assert f"OMP_WAIT_POLICY = '{value.upper()}'" in r.stderr, r.stderr
     assert (NO_SPIN in r.stderr) == (value.upper() == "PASSIVE")
 
 
 def test_apply_wait_policy_on_a_mapping():
-    assert threads.apply_wait_policy(env := {}) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": " "}) == "PASSIVE"
-    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert threads.apply_wait_policy(env := {}, busy=1) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": " "}, busy=1) == "PASSIVE"
+    assert threads.apply_wait_policy(env := {"OMP_WAIT_POLICY": "ACTIVE"}, busy=1) == "ACTIVE"
+    assert threads.apply_wait_policy(env := {}, busy=0) == "UNSET" and env == {}
+
+
+def test_busy_cores_from_the_environment_and_bounds():
+    cores = threads.available_cores()
+    assert threads.busy_cores({"QINCO_BUSY_CORES": "0"}) == 0
+    assert threads.busy_cores({"QINCO_BUSY_CORES": "99"}) == cores - 1   # always one core left
+    assert 0 <= threads.busy_cores({}) <= cores - 1                       # from the load average
+    with pytest.raises(InputError, match="QINCO_BUSY_CORES: expected a whole number of cores, got 'x'"):
+        threads.busy_cores({"QINCO_BUSY_CORES": "x"})
+    assert threads.default_threads({"QINCO_BUSY_CORES": "0"}) == cores
+    assert threads.default_threads({"QINCO_BUSY_CORES": "99"}) == 1
 
 
 def test_default_threads_honours_omp_num_threads():
     cores = threads.available_cores()
-    assert threads.default_threads({}) == cores
-    assert threads.default_threads({"OMP_NUM_THREADS": ""}) == cores
+    idle = {"QINCO_BUSY_CORES": "0"}
+    assert threads.default_threads(idle) == cores
+    assert threads.default_threads({"OMP_NUM_THREADS": "", **idle}) == cores
     assert threads.default_threads({"OMP_NUM_THREADS": "3"}) == 3
     assert threads.default_threads({"OMP_NUM_THREADS": "5,2"}) == 5      # per nesting level
     for bad in ("0", "two", "-1"):
@@ -90,10 +115,10 @@ OTHER = threads.available_cores() + 1   # a count the affinity default would not
 @pytest.mark.parametrize("env,args,expected", [
     (str(OTHER), [], OTHER),                 # the default honours OMP_NUM_THREADS
     (str(OTHER), ["--threads", "2"], 2),     # --threads wins over it
-    (None, [], threads.available_cores()),   # unset: the cores this process may run on
+    (None, [], threads.available_cores()),   # unset: the cores this process may run on (idle)
 ])
 def test_cli_default_threads(env, args, expected):
-    r = _python(CLI.replace("ARGS", repr(args)), OMP_NUM_THREADS=env)
+    r = _python(CLI.replace("ARGS", repr(args)), OMP_NUM_THREADS=env, QINCO_BUSY_CORES="0")
     assert r.stdout.strip() == f"threads {expected}"
 
 

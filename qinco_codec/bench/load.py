@@ -32,10 +32,13 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import note
-from ..threads import DEFAULT_WAIT_POLICY, WAIT_POLICY, available_cores, default_threads
+from ..threads import WAIT_POLICY, available_cores, default_threads
 from .common import format_table, write_report
 
-WAIT_POLICIES = ("PASSIVE", "ACTIVE", "UNSET")   # UNSET: the OpenMP runtime's own default
+# UNSET: the OpenMP runtime's own default; DEFAULT: what the package chooses by itself (policy
+# and thread count from the load, qinco_codec imported before torch)
+WAIT_POLICIES = ("PASSIVE", "ACTIVE", "UNSET", "DEFAULT")
+LOAD_SETTLE_SECONDS = 75    # how long the 1-minute load average may take to show the busy processes
 BUSY_MATRIX = 256           # side of the float64 matrices each busy process multiplies
 WORKER_TIMEOUT = 3600       # seconds: a worker that takes longer has hung
 
@@ -96,6 +99,9 @@ def worker(model_path, vectors_path, threads, time_limit, policy_seen=None):
     from .common import best_of
     from .speed import _timed_prefix
 
+    from ..threads import default_threads
+
+    threads = threads or default_threads()   # 0: the package's own choice
     torch.set_num_threads(threads)
     model = load_model(model_path)
     model.eval()
@@ -115,9 +121,12 @@ def worker(model_path, vectors_path, threads, time_limit, policy_seen=None):
             "codes": np.ascontiguousarray(codes).tolist()}
 
 
-# torch first, so that an unset policy reaches the OpenMP runtime unset (qinco_codec sets PASSIVE)
+# torch first, so that an unset policy reaches the OpenMP runtime unset (qinco_codec may set PASSIVE)
 _WORKER = ("import os, sys; seen = os.environ.get('OMP_WAIT_POLICY'); import torch; "
            "from qinco_codec.bench.load import worker_main; worker_main(sys.argv[1:], seen)")
+# the package first: it picks the policy and (threads 0) the thread count, as the commands do
+_DEFAULT_WORKER = ("import os, sys, qinco_codec; seen = os.environ.get('OMP_WAIT_POLICY'); import torch; "
+                   "from qinco_codec.bench.load import worker_main; worker_main(sys.argv[1:], seen)")
 
 
 def worker_main(argv, policy_seen):
@@ -129,10 +138,13 @@ def worker_main(argv, policy_seen):
 def _run_worker(model_path, vectors_path, threads, policy, time_limit):
     env = dict(os.environ)
     env.pop(WAIT_POLICY, None)
-    if policy != "UNSET":
+    if policy == "DEFAULT":
+        env.pop("OMP_NUM_THREADS", None)
+        threads = 0
+    elif policy != "UNSET":
         env[WAIT_POLICY] = policy
-    args = [sys.executable, "-c", _WORKER, model_path, vectors_path, str(threads),
-            repr(float(time_limit))]
+    args = [sys.executable, "-c", _DEFAULT_WORKER if policy == "DEFAULT" else _WORKER, model_path,
+            vectors_path, str(threads), repr(float(time_limit))]
     try:
         r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -147,6 +159,18 @@ def _run_worker(model_path, vectors_path, threads, policy, time_limit):
 
 
 # ---------------------------------------------------------------- the comparison
+def _wait_for_load(busy, quiet):
+    """Wait (up to LOAD_SETTLE_SECONDS) until the 1-minute load average shows `busy` processes
+    (within half a process) or, with none, has fallen below half a process."""
+    deadline = time.monotonic() + LOAD_SETTLE_SECONDS
+    note(f"[busy={busy}] waiting for the load average to settle (at most {LOAD_SETTLE_SECONDS} s)", quiet)
+    while time.monotonic() < deadline:
+        load = os.getloadavg()[0]
+        if (load >= busy - 0.5) if busy else (load < 0.5):
+            return
+        time.sleep(2.0)
+
+
 def parse_policies(values):
     """('passive,active',) -> ('PASSIVE', 'ACTIVE'); empty -> the policy in force."""
     out = []
@@ -156,7 +180,7 @@ def parse_policies(values):
                 raise InputError(f"--wait-policy: expected one of {', '.join(WAIT_POLICIES)}, "
                                  f"got {item!r}")
             out.append(item.upper())
-    return tuple(dict.fromkeys(out)) or (os.environ.get(WAIT_POLICY, DEFAULT_WAIT_POLICY).upper(),)
+    return tuple(dict.fromkeys(out)) or ((os.environ.get(WAIT_POLICY) or "UNSET").upper(),)
 
 
 def measure(model, x, busy, threads=None, policies=None, time_limit=5.0, model_desc="", source="",
@@ -178,9 +202,11 @@ def measure(model, x, busy, threads=None, policies=None, time_limit=5.0, model_d
         load_start = _load()
         with BusyLoad(busy) as load:
             time.sleep(0.5 if busy else 0.0)   # let the busy processes start spinning
+            if "DEFAULT" in policies:          # the package reads the load average: let it rise
+                _wait_for_load(busy, quiet)
             for policy in policies:
-                for t in threads:
-                    note(f"[busy={busy}] {policy}, {t} thread(s): encoding and decoding", quiet)
+                for t in (threads if policy != "DEFAULT" else (0,)):   # DEFAULT picks its own count
+                    note(f"[busy={busy}] {policy}, {t or 'default'} thread(s): encoding and decoding", quiet)
                     runs.append(_run_worker(model_path, vectors_path, t, policy, time_limit))
             still = load.alive()
         load_end = _load()
@@ -195,7 +221,8 @@ def measure(model, x, busy, threads=None, policies=None, time_limit=5.0, model_d
     for r, c in zip(runs, codes):
         r["codes_sha256"] = hashlib.sha256(np.ascontiguousarray(c[:common], np.int64).tobytes()).hexdigest()[:16]
     for r in runs:
-        one = next((o for o in runs if o["wait_policy"] == r["wait_policy"] and o["threads"] == 1), None)
+        same = r["wait_policy"] if r["wait_policy"] != "DEFAULT" else "UNSET"   # vs the runtime's 1 thread
+        one = next((o for o in runs if o["wait_policy"] == same and o["threads"] == 1), None)
         r["encode_x_one_thread"] = _ratio(r["encode_vps"], one["encode_vps"]) if one else None
         r["decode_x_one_thread"] = _ratio(r["decode_vps"], one["decode_vps"]) if one else None
     notes.append(f"each row: a fresh process with OMP_WAIT_POLICY set as shown (UNSET: not set, "

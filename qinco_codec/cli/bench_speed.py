@@ -10,7 +10,7 @@ EXAMPLE = """
 qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --settings 0/1,16/1,16/4 --out speed-xs
 qinco-bench speed --model model.safetensors --threads 1 --json speed.json
-qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait-policy passive,unset
+qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait-policy default,unset,passive
 """
 
 
@@ -70,12 +70,14 @@ def parse_threads(values, cores, default=None):
                    "(the model's own search setting, float32, CPU) at each --threads count "
                    "(default: the default count, then 1), each in a fresh process per "
                    "--wait-policy. The faiss table is not measured then.")
-@many_option("--wait-policy", "wait_policies", item=str, choices={"passive", "active", "unset"},
+@many_option("--wait-policy", "wait_policies", item=str, choices={"passive", "active", "unset", "default"},
              metavar="POLICY...",
              help="With --busy: the OMP_WAIT_POLICY values to measure, e.g. "
-                  "'passive,unset,active'. PASSIVE: waiting threads sleep (the package's "
-                  "default); ACTIVE: they spin; UNSET: the OpenMP runtime's own default, what "
-                  "torch got before this package set PASSIVE. Default: the policy in force.")
+                  "'default,unset,passive'. PASSIVE: waiting threads sleep; ACTIVE: they spin; "
+                  "UNSET: the OpenMP runtime's own default (torch imported first); DEFAULT: what "
+                  "the package chooses by itself from the load average, policy and thread count "
+                  "(measured once, after the load average has settled). Default: the policy in "
+                  "force.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the results as JSON to PATH ('-': to stdout, instead of the table).")

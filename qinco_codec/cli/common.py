@@ -23,14 +23,15 @@ def device_option(what="computation"):
 
 def threads_option(f):
     """--threads: CPU threads for torch. Default: $OMP_NUM_THREADS when set, else the cores this
-    process may run on (`qinco_codec.threads.default_threads`)."""
+    process may run on less those other work keeps busy (`qinco_codec.threads.default_threads`)."""
     def apply(ctx, param, value):
         from ..threads import default_threads, request_threads
         return request_threads(value or default_threads())
     return click.option("--threads", type=click.IntRange(min=1), default=None, callback=apply,
                         expose_value=False, is_eager=False,
                         help="CPU threads. [default: $OMP_NUM_THREADS if set, else the cores this "
-                             "process may run on (os.sched_getaffinity)]")(f)
+                             "process may run on (os.sched_getaffinity) less those the 1-minute load "
+                             "average shows busy ($QINCO_BUSY_CORES overrides), at least 1]")(f)
 
 
 def force_option(what="OUTPUT"):
