@@ -429,3 +429,23 @@ def test_the_summary_gives_the_ratio_against_the_input_first(work, tmp_path):
     text = run(info.main, out).stdout.splitlines()
     at = next(i for i, line in enumerate(text) if line.startswith("compression:"))
     assert "vs the source float16" in text[at] and "vs float32" in text[at + 1]
+
+
+@pytest.mark.parametrize("name,args", [
+    ("train", ["DATA", "-o", "OUT.safetensors", "--bytes", "1025"]),
+    ("compress", ["DATA", "OUT.qnc", "--bytes", "1025"]),
+])
+def test_a_rate_over_the_format_limit_is_refused_before_torch_is_imported(work, tmp_path, name, args):
+    """Issue 17, bug 13: --bytes 1025 is refused in a fresh process without importing torch (the
+    --threads option no longer imports it while the arguments are parsed)."""
+    np.save(tmp_path / "x.npy", np.zeros((10, 16), np.float32))
+    args = [str(tmp_path / "x.npy") if a == "DATA" else str(tmp_path / a) if a.startswith("OUT") else a
+            for a in args]
+    code = (f"import sys\nfrom qinco_codec.cli.{name} import main\n"
+            f"rc = main({args!r}, standalone_mode=False)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"qinco-{name}: error: --bytes=1025 exceeds the model format's limit of 1024 bytes per vector"]

@@ -54,10 +54,10 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     check_output(output, "-o", force)
     if checkpoint and not os.path.exists(checkpoint):
         check_output(checkpoint, "--resume", force=True)  # its directory must take the file
-    from .. import train  # torch: imported only once the paths are known to be right
     from ..rates import steps_for_bytes
 
     steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
+    from .. import train  # torch: imported only once the paths and the rate are known to be right
     x = load_vectors(data)
     if checkpoint and os.path.exists(checkpoint) and not quiet:
         click.echo(f"resuming from checkpoint {checkpoint}", err=True)
