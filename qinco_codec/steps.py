@@ -171,6 +171,45 @@ class QincoStep(nn.Module):
         return c + (z @ tb.out_weight).float()
 
     # ---- fused float32 kernels (encoding and decoding hot paths) ----
+    def _evaluate_candidates(self, tb, xhat, idx, workspace, tail=None, before_last=None):
+        """The step network for every candidate, in place in one buffer G (R, C, W) = [z | p | t]
+        (see CandidateLayout): G is filled by one broadcast add (or gather and add) of the
+        per-codeword tables [t0 | t1 | ·] and the per-hypothesis terms [W_x x̂ | W1 W_x x̂ | ·],
+        whose last part `tail(hv[:, e_off:])` writes; then every block is one matmul into its
+        slice, `before_last(z)` running before the last accumulation. Nothing of size (R, C, ·)
+        is allocated. Returns (G, z (R, C, de), z as (R·C, de))."""
+        ws = workspace if workspace is not None else Workspace()
+        R = xhat.shape[0]
+        C = self.K if idx is None else idx.shape[-1]
+        de, h, L = self.embed, self.hidden, len(tb.block_in)
+        W, p_off, e_off = tb.layout.width, tb.layout.p_off, tb.layout.e_off
+        hv = ws.get("hv", (R, W), xhat)            # per-hypothesis terms (padding left unset)
+        x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
+        if L:
+            torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
+        if tail is not None:
+            tail(hv[:, e_off:])
+        G = ws.get("G", (R, C, W), xhat)
+        if idx is None:
+            torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
+        else:
+            torch.index_select(tb.combined, 0, idx.reshape(-1), out=G.view(R * C, W))
+            G.add_(hv.unsqueeze(1))
+        G2 = G.view(R * C, W)
+        z, z2 = G[:, :, :de], G2[:, :de]
+        if L:
+            p2 = G2[:, p_off:p_off + h]
+        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
+            if i:
+                torch.mm(z2, w_in, out=p2)
+            p2.relu_()
+            if before_last is not None and i == L - 1:
+                before_last(z)
+            z2.addmm_(p2, w_out)
+        if before_last is not None and L == 0:
+            before_last(z)
+        return G, z, z2
+
     def candidate_residuals(self, tables, xhat, r, idx=None, workspace=None):
         """e = f(c, x̂) − r for candidate codewords of each hypothesis, float32 (R, C, dim).
 
@@ -190,40 +229,21 @@ class QincoStep(nn.Module):
             return self.corrections(tb, xhat, idx) - r.unsqueeze(-2)
         if tb.expanded:
             raise ValueError("tables built for the expanded error: use candidate_errors")
-        ws = workspace if workspace is not None else Workspace()
-        R, D = xhat.shape
-        C = self.K if idx is None else idx.shape[-1]
-        de, h, L = self.embed, self.hidden, len(tb.block_in)
         projected = tb.out_weight is not None   # QINCo2: e accumulates in its own slice
-        W, p_off, e_off = tb.layout.width, tb.layout.p_off, tb.layout.e_off
-        hv = ws.get("hv", (R, W), xhat)            # per-hypothesis terms (padding left unset)
-        x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
-        if L:
-            torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
-        if projected:
-            torch.neg(r, out=hv[:, e_off:e_off + D])
-        G = ws.get("G", (R, C, W), xhat)
-        if idx is None:
-            torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
-        else:
-            torch.index_select(tb.combined, 0, idx.reshape(-1), out=G.view(R * C, W))
-            G.add_(hv.unsqueeze(1))
-        G2 = G.view(R * C, W)
-        z, z2 = G[:, :, :de], G2[:, :de]
-        if L:
-            p2 = G2[:, p_off:p_off + h]
-        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
-            if i:
-                torch.mm(z2, w_in, out=p2)
-            p2.relu_()
-            if not projected and i == L - 1:
-                z.sub_(r.unsqueeze(1))                                   # z − r: e accumulates in z
-            z2.addmm_(p2, w_out)
+        D = xhat.shape[1]
+
+        def tail(part):                          # −r, so that the tables' c make c − r
+            torch.neg(r, out=part[:, :D])
+
+        def before_last(z):                      # QINCo1: z − r, so that e accumulates in z
+            z.sub_(r.unsqueeze(1))
+
+        G, z, z2 = self._evaluate_candidates(tb, xhat, idx, workspace, tail if projected else None,
+                                             None if projected else before_last)
         if not projected:
-            if L == 0:
-                z.sub_(r.unsqueeze(1))
             return z
-        G2[:, e_off:e_off + D].addmm_(z2, tb.out_weight)                  # c − r + W_out z
+        e_off = tb.layout.e_off
+        G.view(-1, G.shape[-1])[:, e_off:e_off + D].addmm_(z2, tb.out_weight)   # c − r + W_out z
         return G[:, :, e_off:e_off + D]
 
     def candidate_errors(self, tables, xhat, r, idx=None, workspace=None):
@@ -239,31 +259,14 @@ class QincoStep(nn.Module):
         `candidate_residuals`.
         """
         tb = tables
-        ws = workspace if workspace is not None else Workspace()
-        R, D = xhat.shape
-        C = self.K if idx is None else idx.shape[-1]
-        de, h, L = self.embed, self.hidden, len(tb.block_in)
-        W, p_off, e_off = tb.layout.width, tb.layout.p_off, tb.layout.e_off
-        hv = ws.get("hv", (R, W), xhat)                                  # per-hypothesis terms
-        x_term = torch.mm(xhat, tb.x_weight, out=hv[:, :de])             # (R, de)
-        if L:
-            torch.mm(x_term, tb.block_in[0], out=hv[:, p_off:p_off + h])  # (R, h)
-        torch.mm(r, tb.out_weight.T, out=hv[:, e_off:e_off + de]).mul_(-2.0)   # −2 W_outᵀ r
-        G = ws.get("G", (R, C, W), xhat)
-        if idx is None:
-            torch.add(tb.combined.unsqueeze(0), hv.unsqueeze(1), out=G)   # (R, K, W)
-        else:
-            torch.index_select(tb.combined, 0, idx.reshape(-1), out=G.view(R * C, W))
-            G.add_(hv.unsqueeze(1))
-        G2 = G.view(R * C, W)
-        z, z2 = G[:, :, :de], G2[:, :de]
-        if L:
-            p2 = G2[:, p_off:p_off + h]
-        for i, (w_in, w_out) in enumerate(zip(tb.block_in, tb.block_out)):
-            if i:
-                torch.mm(z2, w_in, out=p2)
-            p2.relu_()
-            z2.addmm_(p2, w_out)
+        R, C, de = xhat.shape[0], self.K if idx is None else idx.shape[-1], self.embed
+
+        def tail(part):                          # −2 W_outᵀ r
+            torch.mm(r, tb.out_weight.T, out=part[:, :de]).mul_(-2.0)
+
+        G, z, z2 = self._evaluate_candidates(tb, xhat, idx, workspace, tail)
+        e_off = tb.layout.e_off
+        G2 = G.view(R * C, -1)
         q = G2[:, e_off:e_off + de].addmm_(z2, tb.gram).view(R, C, de)   # 2 W_outᵀ(c − r) + Gz
         err = torch.linalg.vecdot(z, q)                                   # (R, C)
         cr = torch.mm(r, tb.codebook.T)             # (R, K): one GEMM beats gathering C rows of D

@@ -235,6 +235,18 @@ def test_version(name):
 
 
 # ---------------------------------------------------------------- missing input before torch
+def _error_without_torch(name, args):
+    """stderr lines of `qinco-NAME ARGS` run in a fresh process that must fail (exit 1) without
+    importing torch."""
+    code = (f"import sys\nfrom qinco_codec.cli.{name} import main\n"
+            f"rc = main({args!r}, standalone_mode=False)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    return proc.stderr.strip().splitlines()
+
+
 @pytest.mark.parametrize("argv", [
     ("compress", ["MISSING", "OUT.qnc", "--model", "MODEL"]),
     ("compress", ["MISSING", "OUT.qnc"]),
@@ -246,13 +258,7 @@ def test_a_missing_input_is_reported_before_torch_is_imported(work, tmp_path, ar
     name, args = argv
     args = [str(work / "m.safetensors") if a == "MODEL" else str(tmp_path / "missing.npy")
             if a == "MISSING" else str(tmp_path / a) if a.startswith("OUT") else a for a in args]
-    code = (f"import sys\nfrom qinco_codec.cli.{name} import main\n"
-            f"rc = main({args!r}, standalone_mode=False)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "sys.exit(rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
+    assert _error_without_torch(name, args) == [
         f"qinco-{name}: error: No such file or directory: {tmp_path / 'missing.npy'}"]
 
 
@@ -441,11 +447,5 @@ def test_a_rate_over_the_format_limit_is_refused_before_torch_is_imported(work, 
     np.save(tmp_path / "x.npy", np.zeros((10, 16), np.float32))
     args = [str(tmp_path / "x.npy") if a == "DATA" else str(tmp_path / a) if a.startswith("OUT") else a
             for a in args]
-    code = (f"import sys\nfrom qinco_codec.cli.{name} import main\n"
-            f"rc = main({args!r}, standalone_mode=False)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "sys.exit(rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
+    assert _error_without_torch(name, args) == [
         f"qinco-{name}: error: --bytes=1025 exceeds the model format's limit of 1024 bytes per vector"]
