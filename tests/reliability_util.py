@@ -146,6 +146,13 @@ def set_torch_threads(n):
     torch.set_num_threads(n)
 
 
+def start_worker(n, barrier):
+    """Pool initializer: `n` torch threads, then wait (at most 120 s) until every worker of the
+    pool is up, so that the jobs spread over the processes."""
+    set_torch_threads(n)
+    barrier.wait(timeout=120)
+
+
 def rss_growth_when_refused(call, error, path, timeout, preload=()):
     """Run `call` (Python code using the path `sys.argv[1]`) in a fresh process, after importing
     qinco_codec and the modules in `preload`. Returns ('refused', MiB by which the process's

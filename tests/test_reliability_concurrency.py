@@ -18,7 +18,7 @@ import qinco_codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_util import one_torch_thread  # noqa: F401 - autouse fixture
-from reliability_util import (decode_digests, decode_digests_star, glove, set_torch_threads,
+from reliability_util import (decode_digests, decode_digests_star, glove, start_worker,
                               small_model)
 
 N = 5000
@@ -74,8 +74,9 @@ def test_processes_spawned_get_identical_results(qnc):
     for nbytes in (None, 2):
         expected[nbytes] = decode_digests(path, nbytes)[:3]
     jobs = [(str(path), nbytes) for _ in range(2) for nbytes in (None, 2)]
-    with multiprocessing.get_context("spawn").Pool(2, initializer=set_torch_threads,
-                                                   initargs=(1,)) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    both_up = ctx.Barrier(2)   # no job starts before both workers have (else one may do them all)
+    with ctx.Pool(2, initializer=start_worker, initargs=(1, both_up)) as pool:
         results = pool.map(decode_digests_star, jobs, chunksize=1)
     assert len({pid for *_, pid in results}) >= 2
     for (path_, nbytes), got in zip(jobs, results):
