@@ -68,6 +68,16 @@ class ModelConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_preset(cls, name, dim, M, K=256, **overrides):
+        """The config of preset `name` (with any field overridden) for `dim`-dimensional vectors
+        and M codes of K values."""
+        from .presets import get_preset
+        p = get_preset(name, **overrides)
+        return cls(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
+                   embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
+                   preset=p.name)
+
     # ---- JSON form (the `config` string of a model file)
     def to_dict(self):
         """The config as the model file stores it: MODEL-SPEC.md's keys, defaults included, the

@@ -15,7 +15,6 @@ from .config import ModelConfig
 from .devices import resolve_device
 from .errors import InputError
 from .formats.layout import native_code_dtype
-from .presets import get_preset
 from .steps import QincoStep
 from .validation import as_code_matrix, as_float_matrix
 
@@ -123,10 +122,7 @@ class QincoModel(nn.Module):
     @classmethod
     def from_preset(cls, name, dim, M, K=256, **overrides):
         """An untrained model of preset `name` for `dim`-dimensional vectors and M codes of K values."""
-        p = get_preset(name, **overrides)
-        return cls(ModelConfig(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
-                               embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
-                               preset=p.name))
+        return cls(ModelConfig.from_preset(name, dim, M, K, **overrides))
 
     # ---- shape facts
     dim = property(lambda self: self.config.dim)

@@ -42,11 +42,7 @@ def _model_bytes(preset, dim, M, K, overrides, weight_dtype):
     arithmetic (nothing is built)."""
     from .architecture import data_bytes, inventory_size
     from .config import ModelConfig
-    from .presets import get_preset
-    p = get_preset(preset, **overrides)
-    config = ModelConfig(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
-                         embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
-                         preset=p.name)
+    config = ModelConfig.from_preset(preset, dim, M, K, **overrides)
     return data_bytes(config, weight_dtype) + HEADER_BYTES_PER_TENSOR * inventory_size(config).tensors \
         + HEADER_BYTES_FIXED
 
