@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[data,test,bench]"
+	$(BIN)/pip install -q -e ".[data,test,bench,distributed]"
 	touch $(STAMP)
 
 demo: $(STAMP)
