@@ -1,0 +1,5 @@
+"""qinco-shard (being written)."""
+
+
+def main():
+    raise SystemExit("qinco-shard: error: not built yet")
