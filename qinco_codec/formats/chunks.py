@@ -39,6 +39,27 @@ class ChunkHeader(NamedTuple):
         return sum(p.stored_len for p in self.planes[:planes])
 
 
+class RawChunk(NamedTuple):
+    """A chunk as stored: its decoded header and the stored bytes of all its planes (each plane's
+    CRC verified). Copying it into another file with `encode_raw_chunk` moves codes without
+    decoding or recompressing a plane (merging shards, adding a section to a file)."""
+    header: ChunkHeader
+    planes: bytes
+
+
+def _chunk_header_bytes(index, rows, entries):
+    """Chunk header bytes (prefix, plane table, CRC-32) for plane-table rows `entries`."""
+    head = CHUNK_PREFIX.pack(CHUNK_TAG, index, rows, len(entries)) + b"".join(
+        PLANE_ENTRY.pack(*entry) for entry in entries)
+    return head + CHUNK_CRC.pack(crc32(head))
+
+
+def encode_raw_chunk(raw, index):
+    """The bytes of `raw` as chunk number `index` of another file: a new header (the chunk index
+    is part of it), the planes byte for byte."""
+    return _chunk_header_bytes(index, raw.header.rows, raw.header.planes) + raw.planes
+
+
 def zstd_compressor(level):
     """The compressor whose frames SPEC.md section 12 pins down: one-shot compression of the
     whole plane (source size known) at `level`, Frame_Content_Size written, no content checksum,
@@ -64,11 +85,9 @@ class PlaneEncoder:
                 packed = self._zstd.compress(raw)
                 if len(packed) < len(raw):
                     stored, encoding = packed, ENCODING_ZSTD
-            entries.append(PLANE_ENTRY.pack(len(stored), len(raw), crc32(stored), encoding))
+            entries.append(PlaneEntry(len(stored), len(raw), crc32(stored), encoding))
             planes.append(stored)
-        head = CHUNK_PREFIX.pack(CHUNK_TAG, index, codes.shape[0], codes.shape[1])
-        head += b"".join(entries)
-        return head + CHUNK_CRC.pack(crc32(head)) + b"".join(planes)
+        return _chunk_header_bytes(index, codes.shape[0], entries) + b"".join(planes)
 
 
 def decode_chunk_header(data, *, index, rows, M, bpc):
@@ -112,6 +131,18 @@ def _check_plane_entry(p, where, raw_len):
         raise QncFormatError(f"{where}: a zstd frame of stored_len={p.stored_len} bytes cannot "
                              f"decompress to raw_len={raw_len} (zstd expands at most "
                              f"{ZSTD_MAX_EXPANSION}x)")
+
+
+def verify_planes(chunk, stored):
+    """Check the stored bytes of all of `chunk`'s planes against their CRC-32s (no decoding)."""
+    view, position = memoryview(stored), 0
+    for step, entry in enumerate(chunk.planes, 1):
+        computed = crc32(view[position:position + entry.stored_len])
+        if computed != entry.crc32:
+            raise QncFormatError(f"chunk {chunk.index}, plane {step}: checksum mismatch (stored "
+                                 f"0x{entry.crc32:08x}, computed 0x{computed:08x}): the plane "
+                                 f"is corrupted")
+        position += entry.stored_len
 
 
 def decode_plane(stored, entry, *, where, bpc, K):

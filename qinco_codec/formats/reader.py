@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from .errors import InputError, QncFormatError
-from .chunks import decode_chunk_header, decode_plane
+from .chunks import RawChunk, decode_chunk_header, decode_plane, verify_planes
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer
 from .layout import (ENCODING_ZSTD, HEADER_PREFIX, JSON_SECTIONS, MAX_JSON_SECTION,
@@ -116,6 +116,22 @@ class QncReader:
         steps = self._check_steps(steps)
         for c, block in self._blocks(steps, None):
             yield c * self.header.chunk_rows, block
+
+    def raw_chunks(self):
+        """Yield every chunk as a `RawChunk` (header and stored planes, CRCs verified, nothing
+        decompressed), in order: what a writer's `write_raw_chunk` copies byte for byte. On a
+        pipe this consumes the code stream and checks index and trailer at its end."""
+        if self.seekable:
+            for c in range(self.header.num_chunks):
+                with self._lock:
+                    chunk = self._seek_chunk_header(c)
+                    stored = self._src.read(chunk.stored_len(), f"chunk {c} planes")
+                verify_planes(chunk, stored)
+                yield RawChunk(chunk, stored)
+        else:
+            for _, chunk, stored in self._stream(None, None, raw=True):
+                verify_planes(chunk, stored)
+                yield RawChunk(chunk, stored)
 
     def plane_sizes(self):
         """Per chunk, per plane: (stored_len, raw_len, is_zstd). Reads only chunk headers on a
@@ -321,9 +337,10 @@ class QncReader:
             return np.empty((chunk.rows, 0), self.header.code_dtype)
         return np.stack(planes, axis=1)
 
-    def _stream(self, steps, wanted):
+    def _stream(self, steps, wanted, raw=False):
         """One pass over a pipe: yield (chunk index, chunk header, codes or None) for the chunks
-        in `wanted` (None: all, then check index, trailer and end of file)."""
+        in `wanted` (None: all, then check index, trailer and end of file); with `raw`, all the
+        chunk's stored plane bytes instead of codes."""
         if self._stream_used:
             raise InputError("this reader reads a pipe, whose code stream can be read only once; "
                              "open a seekable file for repeated or random access")
@@ -336,11 +353,13 @@ class QncReader:
                 return
             offset = src.position
             chunk = self._read_chunk_header(c)
-            take = steps if remaining is None or c in remaining else 0
+            take = h.M if raw else steps if remaining is None or c in remaining else 0
             data = src.read(chunk.stored_len(take), f"chunk {c} planes 1..{take}")
             src.skip(chunk.stored_len() - len(data), f"chunk {c} remaining planes")
             observed.append((offset, src.position - offset))
-            if take or remaining is None:
+            if raw:
+                yield c, chunk, data
+            elif take or remaining is None:
                 yield c, chunk, self._decode_planes(chunk, data, take) if take else None
             if remaining is not None:
                 remaining.discard(c)

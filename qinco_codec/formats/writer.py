@@ -12,7 +12,7 @@ import numpy as np
 
 from .atomic import atomic_output
 from .errors import InputError
-from .chunks import PlaneEncoder
+from .chunks import PlaneEncoder, encode_raw_chunk
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
 from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MINOR,
@@ -156,6 +156,35 @@ class QncWriter:
                 if self._filled == self._chunk_rows:
                     self._emit(self._buffer)
             start += take
+
+    def write_raw_chunk(self, raw):
+        """Append a chunk read by `QncReader.raw_chunks()` byte for byte (a new chunk header, the
+        planes untouched): no decoding, no recompression. Allowed where a chunk boundary falls
+        (no rows buffered by `write_codes`), for a chunk of this file's M and bytes per code
+        holding `chunk_rows` rows, or the rows that remain when it is the last chunk."""
+        if self._file is None:
+            raise InputError("QncWriter.write_raw_chunk called outside its `with` block")
+        if self._filled:
+            raise InputError(f"write_raw_chunk: {self._filled} rows from write_codes are waiting "
+                             f"for a full chunk; raw chunks can only start at a chunk boundary")
+        rows, planes = raw.header.rows, raw.header.planes
+        expected = min(self._chunk_rows, self._n - self._written)
+        if rows != expected:
+            raise InputError(f"write_raw_chunk: the chunk holds {rows} rows; chunk "
+                             f"{len(self._chunks)} of this file must hold {expected} "
+                             f"(chunk_rows={self._chunk_rows}, {self._n - self._written} rows "
+                             f"left of n={self._n})")
+        if len(planes) != self._M:
+            raise InputError(f"write_raw_chunk: the chunk has {len(planes)} planes, this file "
+                             f"has M={self._M}")
+        raw_len = rows * bytes_per_code(self._K)
+        if any(p.raw_len != raw_len for p in planes):
+            raise InputError(f"write_raw_chunk: the chunk's planes are not {raw_len} bytes raw "
+                             f"(rows x bytes per code for K={self._K})")
+        self._written += rows
+        data = encode_raw_chunk(raw, len(self._chunks))
+        self._chunks.append((self._offset, len(data)))
+        self._write(data)
 
     def _emit(self, codes):
         """Write one chunk holding `codes` and record it for the index."""
