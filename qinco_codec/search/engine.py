@@ -1,0 +1,266 @@
+"""Nearest-neighbour search over QINCo codes without decoding the database.
+
+The pipeline (QINCo paper §4.3, QINCo2 §5), per block of queries:
+
+1. IVF probe (when an IVF is given): the `nprobe` nearest coarse centroids; only the rows of
+   those lists are scored. Without one every row is.
+2. Additive shortlist: each candidate row is scored with per-query lookup tables over the
+   additive codebooks (additive.py, lut.py) and the best `shortlist` rows are kept.
+3. Re-rank: the shortlist rows are decoded with the QINCo model (batched, once per distinct row
+   of the block, on the CPU or CUDA, at the codes' prefix) and ranked by their exact distance
+   to the query; the best k are returned.
+
+When the shortlist covers every candidate row the result is exactly a brute-force search over
+the decoded vectors (of the probed lists): the additive stage only decides which rows reach the
+exact one.
+
+Results follow faiss's convention: D (nq, k) float32, I (nq, k) int64, nearest first; rows that
+do not exist (k larger than the candidates) are I = -1 with D = +inf for "l2" (squared L2
+distances) and -inf for "ip" (inner products, larger is nearer).
+"""
+import numpy as np
+
+from ..errors import InputError
+from ..validation import as_float_matrix
+from .additive import fit_additive
+from .ivf import IVF, probe
+from .lut import (METRICS, code_offsets, lookup_tables, row_sqnorms, scan_all, scan_rows,
+                  top_smallest)
+
+# Shortlist size when none is given: max(k, DEFAULT_SHORTLIST) (measured on GloVe-50; see
+# README "Search").
+DEFAULT_SHORTLIST = 100
+# Lists probed when none is given: an eighth of them, at least 1 (measured on GloVe-50).
+DEFAULT_NPROBE_FRACTION = 1 / 8
+# Rows of the file decoded to fit the additive codebooks (all rows when fewer).
+FIT_SAMPLE = 32768
+# Candidate pairs (queries x shortlist) re-ranked per block: bounds the decoded block's memory.
+RERANK_PAIRS = 1 << 17
+
+
+def _check_codes(codes, model):
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.dtype.kind not in "iu":
+        raise InputError(f"codes: expected a 2-D integer array (n, steps), got dtype "
+                         f"{codes.dtype}, shape {codes.shape}")
+    if not 1 <= codes.shape[1] <= model.M:
+        raise InputError(f"codes: expected 1 to {model.M} columns (the model's steps), got "
+                         f"{codes.shape[1]}")
+    return codes
+
+
+def _check_metric(metric):
+    if metric not in METRICS:
+        raise InputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metric
+
+
+def sample_rows(n, size, seed=0):
+    """Sorted row indices of a random sample of min(n, size) rows (all rows when n <= size)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def fit_for_codes(codes, model, *, sample=FIT_SAMPLE, seed=0, device="auto", centroids=None,
+                  list_ids=None):
+    """Additive codebooks (m, K, d) for `codes` (n, m): decode a sample of them with the model
+    at that prefix and fit (additive.fit_additive). With `centroids` (nlist, d) and `list_ids`
+    (n,), each row's centroid is subtracted from its decoded vector first (codebooks of
+    residuals)."""
+    rows = sample_rows(len(codes), sample, seed)
+    sample_codes = codes[rows]
+    decoded = model.decode(sample_codes, device=device)
+    if centroids is not None:
+        decoded -= centroids[list_ids[rows]]
+    return fit_additive(sample_codes, decoded, model.K)
+
+
+class SearchIndex:
+    """Codes (n, m) prepared for search: the additive codebooks, each row's flat table indices
+    and ‖a‖², and (optionally) the inverted lists, with the rows grouped by list.
+
+    Building it fits the additive codebooks (unless given) and does one pass over the codes;
+    keep it to search many query blocks (QncFile.search caches one per prefix).
+
+    relative=True (needs an IVF) fits the codebooks to the residuals x̂ − c_list and adds each
+    probed list's ⟨q, c⟩ term to its rows' scores: the coarse centroid then carries
+    information into the shortlist that the codes (encoded without the IVF) do not.
+    """
+
+    def __init__(self, codes, model, *, additive=None, ivf=None, relative=False, device="auto",
+                 sample=FIT_SAMPLE):
+        self.codes = _check_codes(codes, model)
+        self.model = model
+        self.n, self.steps = self.codes.shape
+        self.K = model.K
+        self.ivf = None if ivf is None else IVF.of(ivf)
+        if self.ivf is not None:
+            if len(self.ivf.lists.list_ids) != self.n:
+                raise InputError(f"ivf: {len(self.ivf.lists.list_ids):,} list ids for "
+                                 f"{self.n:,} rows of codes")
+            if self.ivf.centroids.shape[1] != model.dim:
+                raise InputError(f"ivf: centroids of dimension {self.ivf.centroids.shape[1]}, "
+                                 f"expected {model.dim} (the model's)")
+        if relative and self.ivf is None:
+            raise InputError("relative=True needs an IVF (codebooks of residuals to centroids)")
+        self.relative = bool(relative)
+        base = (self.ivf.centroids, self.ivf.lists.list_ids) if self.relative else (None, None)
+        if additive is None:
+            additive = fit_for_codes(self.codes, model, sample=sample, device=device,
+                                     centroids=base[0], list_ids=base[1])
+        additive = np.ascontiguousarray(additive, dtype=np.float32)
+        if additive.shape != (self.steps, self.K, model.dim):
+            raise InputError(f"additive: expected codebooks of shape {(self.steps, self.K, model.dim)}"
+                             f" (steps, K, dim), got {additive.shape}")
+        self.codebooks = additive
+        offsets = code_offsets(self.codes, self.K)                       # (n, m)
+        sqnorms = row_sqnorms(offsets, additive, *base)                 # (n,)
+        if self.ivf is None:
+            self._offsets, self._sqnorms, self._rows = offsets, sqnorms, None
+        else:   # grouped by list: a probed list is one contiguous slice
+            order = self.ivf.lists.rows
+            self._offsets, self._sqnorms, self._rows = offsets[order], sqnorms[order], order
+
+    # ---- the stages
+    def shortlist(self, queries, S, *, nprobe=None, metric="l2"):
+        """The additive stage: (nq, S) candidate rows (int64, -1 where fewer), best first."""
+        tables = lookup_tables(queries, self.codebooks, metric)        # (nq, m, K)
+        terms = self._sqnorms if metric == "l2" else None
+        if self.ivf is None:
+            return scan_all(tables, self._offsets, S, terms)[1]
+        nprobe = self.default_nprobe() if nprobe is None else int(nprobe)
+        if nprobe < 1:
+            raise InputError(f"nprobe must be at least 1, got {nprobe}")
+        lists, _ = probe(queries, self.ivf.centroids, nprobe)           # (nq, p)
+        if self.relative:
+            qc = queries @ self.ivf.centroids.T                          # (nq, nlist)
+            qc *= -2.0 if metric == "l2" else -1.0
+        out = np.full((len(queries), S), -1, np.int64)
+        offs = self.ivf.lists.offsets
+        for i, probed in enumerate(lists):
+            starts, stops = offs[probed], offs[probed + 1]
+            pos = _concat_ranges(starts, stops)
+            if len(pos) == 0:
+                continue
+            sc = scan_rows(tables[i].reshape(-1), self._offsets[pos],
+                           None if terms is None else terms[pos])
+            if self.relative:
+                sc += np.repeat(qc[i, probed], stops - starts)
+            top = top_smallest(sc, S)
+            out[i, :len(top)] = self._rows[pos[top]]
+        return out
+
+    def default_nprobe(self):
+        return max(1, int(round(self.ivf.nlist * DEFAULT_NPROBE_FRACTION)))
+
+    def rerank(self, queries, candidates, k, *, metric="l2", device="auto"):
+        """Exact stage: decode the candidate rows (nq, S) and keep the k nearest. Returns D, I."""
+        nq = len(queries)
+        big = np.float32(np.inf)
+        D = np.full((nq, k), big if metric == "l2" else -big, np.float32)
+        I = np.full((nq, k), -1, np.int64)
+        valid = candidates >= 0
+        if not valid.any():
+            return D, I
+        uniq, inverse = np.unique(candidates[valid], return_inverse=True)
+        decoded = self.model.decode(self.codes[uniq], device=device)     # (U, d)
+        qi = np.nonzero(valid)[0]
+        x = decoded[inverse]                                             # (P, d) pairs
+        if metric == "l2":
+            diff = queries[qi] - x
+            score = np.einsum("ij,ij->i", diff, diff)
+        else:
+            score = -np.einsum("ij,ij->i", queries[qi], x)
+        full = np.full(candidates.shape, np.inf, np.float32)             # smaller is nearer
+        full[valid] = score
+        kk = min(k, full.shape[1])
+        if kk < full.shape[1]:
+            part = np.argpartition(full, kk - 1, axis=1)[:, :kk]
+        else:
+            part = np.broadcast_to(np.arange(kk), (nq, kk))
+        order = np.take_along_axis(part, np.argsort(np.take_along_axis(full, part, 1), 1,
+                                                    kind="stable"), 1)
+        best = np.take_along_axis(full, order, 1)
+        rows = np.take_along_axis(candidates, order, 1)
+        found = np.isfinite(best)
+        I[:, :kk] = np.where(found, rows, -1)
+        D[:, :kk] = np.where(found, best if metric == "l2" else -best, D[:, :kk])
+        return D, I
+
+    def search(self, queries, k=10, *, shortlist=None, nprobe=None, metric="l2", device="auto"):
+        """D, I (nq, k) for the queries (nq, dim): the whole pipeline (see the module docstring)."""
+        q = check_queries(queries, self.model.dim)
+        k, S = check_k(k), shortlist_size(k, shortlist)
+        _check_metric(metric)
+        if len(q) == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        S = min(S, max(self.n, 1))
+        block = max(1, RERANK_PAIRS // S)
+        Ds, Is = [], []
+        for s in range(0, len(q), block):
+            qb = q[s:s + block]
+            cand = self.shortlist(qb, S, nprobe=nprobe, metric=metric)
+            D, I = self.rerank(qb, cand, k, metric=metric, device=device)
+            Ds.append(D)
+            Is.append(I)
+        return np.concatenate(Ds), np.concatenate(Is)
+
+
+def _concat_ranges(starts, stops):
+    """np.concatenate of the ranges [starts[j], stops[j]) as one int64 array, vectorised."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, np.int64)
+    nz = lengths > 0
+    starts, lengths = starts[nz], lengths[nz]
+    step = np.ones(total, np.int64)
+    ends = np.cumsum(lengths)
+    step[0] = starts[0]
+    step[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1]) + 1
+    return np.cumsum(step)
+
+
+def check_queries(queries, dim):
+    """Queries as float32 (nq, dim): a 2-D numeric array of the model's dimension, all finite."""
+    return as_float_matrix(queries, dim=dim, name="queries")
+
+
+def check_k(k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def shortlist_size(k, shortlist):
+    """The shortlist size: `shortlist` (at least k), or max(k, DEFAULT_SHORTLIST)."""
+    if shortlist is None:
+        return max(k, DEFAULT_SHORTLIST)
+    if isinstance(shortlist, bool) or not isinstance(shortlist, (int, np.integer)) or shortlist < 1:
+        raise InputError(f"shortlist must be a positive integer, got {shortlist!r}")
+    return max(int(k), int(shortlist))
+
+
+def search(queries, codes, model, k=10, *, shortlist=None, ivf=None, nprobe=None, steps=None,
+           metric="l2", additive=None, device="auto"):
+    """The k nearest rows of `codes` (n, m) for each query (nq, dim): D (nq, k) float32 and I
+    (nq, k) int64, nearest first, I = -1 with D = inf (-inf for "ip") where fewer than k.
+
+    shortlist: rows re-ranked with the QINCo decoder per query (default max(k, 100)); ivf: an
+    object with .centroids (nlist, d) and .list_ids (n,) (an ivf.IVF, or the .qnc section), so
+    that only the `nprobe` nearest lists are scanned (default nlist / 8); steps: search at that
+    prefix of the codes (default all their columns); metric "l2" (squared distances) or "ip"
+    (inner products, larger is nearer); additive: codebooks (steps, K, dim) from
+    additive.fit_additive (default: fitted here on up to FIT_SAMPLE decoded rows); device:
+    where the re-ranking decodes. To search several query blocks, build a SearchIndex once.
+    """
+    model_dim = model.dim
+    q = check_queries(queries, model_dim)
+    codes = _check_codes(codes, model)
+    if steps is not None:
+        from ..rates import check_steps
+        codes = codes[:, :check_steps(steps, codes.shape[1], "the codes' columns")]
+    _check_metric(metric)
+    index = SearchIndex(codes, model, additive=additive, ivf=ivf, device=device)
+    return index.search(q, k, shortlist=shortlist, nprobe=nprobe, metric=metric, device=device)
