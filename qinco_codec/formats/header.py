@@ -33,6 +33,7 @@ class QncHeader:
     metadata: Optional[dict]
     has_embedded_model: bool
     quality_report: Optional[dict] = None  # the quality_report section (version 1.1), if any
+    has_ivf: bool = False  # whether the file has an ivf section (version 1.2; QncReader.ivf())
 
     @property
     def num_chunks(self):

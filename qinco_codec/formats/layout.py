@@ -13,7 +13,7 @@ CHUNK_TAG = b"QCHK"
 INDEX_TAG = b"QIDX"
 
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # the latest minor version this implementation reads and writes
+VERSION_MINOR = 2  # the latest minor version this implementation reads and writes
 
 # Fixed header: magic, version_major, version_minor, header_size, n, sections_length, dim, K, M,
 # chunk_rows, source_dtype, bytes_per_code, header_flags, model_sha256; then (after any bytes a
@@ -37,11 +37,13 @@ SECTION_MODEL_CONFIG = 1
 SECTION_USER_METADATA = 2
 SECTION_EMBEDDED_MODEL = 3
 SECTION_QUALITY_REPORT = 4  # since version 1.1
+SECTION_IVF = 5  # since version 1.2: coarse centroids and each row's inverted list (formats/ivf.py)
 SECTION_NAMES = {
     SECTION_MODEL_CONFIG: "model_config",
     SECTION_USER_METADATA: "user_metadata",
     SECTION_EMBEDDED_MODEL: "embedded_model",
     SECTION_QUALITY_REPORT: "quality_report",
+    SECTION_IVF: "ivf",
 }
 # The minor version that defines each section type: a writer writes the highest among the
 # sections of its file, so a file without a 1.1 section stays a 1.0 file, byte for byte.
@@ -50,6 +52,7 @@ SECTION_MINOR = {
     SECTION_USER_METADATA: 0,
     SECTION_EMBEDDED_MODEL: 0,
     SECTION_QUALITY_REPORT: 1,
+    SECTION_IVF: 2,
 }
 # The exact flags of each known section type; readers reject any other value.
 SECTION_FLAGS = {
@@ -57,6 +60,7 @@ SECTION_FLAGS = {
     SECTION_USER_METADATA: 0,
     SECTION_EMBEDDED_MODEL: 0,
     SECTION_QUALITY_REPORT: 0,
+    SECTION_IVF: 0,
 }
 JSON_SECTIONS = (SECTION_MODEL_CONFIG, SECTION_USER_METADATA, SECTION_QUALITY_REPORT)
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
@@ -66,6 +70,25 @@ JSON_INT_MIN, JSON_INT_END = -(1 << 63), 1 << 64  # a writer's JSON integers lie
 # to Python's 4300-digit integers and hundreds of nesting levels (SPEC.md 5).
 READ_MAX_JSON_DEPTH = 512
 READ_MAX_INT_DIGITS = 4300
+
+# ivf section payload (SPEC.md 5.3): a fixed 32-byte head (n, dim, nlist, id_bytes,
+# ids_encoding, 6 reserved bytes, ids_stored_len), then nlist x dim float32 centroids, then the
+# list id of every row (u16 or u32 each, raw or one zstd frame). Its length is exactly
+# IVF_HEAD.size + 4 * nlist * dim + ids_stored_len: nothing may follow.
+IVF_HEAD = struct.Struct("<QIIBB6xQ")
+IVF_CENTROID_DTYPE = "<f4"
+MAX_NLIST = 1 << 24
+
+
+def ivf_id_bytes(nlist):
+    """Width of one stored list id: 2 bytes for nlist <= 65536, else 4."""
+    return 2 if nlist <= 1 << 16 else 4
+
+
+def ivf_id_dtype(id_bytes):
+    """Little-endian numpy dtype string of a stored list id of `id_bytes` bytes."""
+    return "<u2" if id_bytes == 2 else "<u4"
+
 
 # Chunk header: tag, chunk_index, row_count, plane_count, then plane_count plane entries
 # (stored_len, raw_len, crc32 of the stored bytes, encoding, 3 reserved bytes), then a CRC-32 of

@@ -17,8 +17,9 @@ from .errors import InputError, QncFormatError
 from .chunks import RawChunk, decode_chunk_header, decode_plane, verify_planes
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer
+from .ivf import decode_ivf
 from .layout import (ENCODING_ZSTD, HEADER_PREFIX, JSON_SECTIONS, MAX_JSON_SECTION,
-                     SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_MODEL_CONFIG,
+                     SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_IVF, SECTION_MODEL_CONFIG,
                      SECTION_QUALITY_REPORT, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
                      chunk_row_count, index_size)
 from .sections import check_section_payload, decode_json, decode_section_header, is_required
@@ -97,6 +98,28 @@ class QncReader:
                                  f"header's model_sha256 {self.header.model_sha256.hex()}")
         return payload
 
+    @property
+    def ivf_size(self):
+        """Length in bytes of the ivf section's payload; None when the file has none."""
+        return None if self._ivf_section is None else self._ivf_section[0].length
+
+    def ivf(self):
+        """The file's inverted lists (formats.ivf.IvfSection: centroids and each row's list id,
+        SPEC.md 5.3), or None when it has no ivf section. Read, checked and decoded on the first
+        call (on a pipe its payload was kept when the sections were read), then kept."""
+        if self._ivf_section is None:
+            return None
+        with self._lock:
+            if self._ivf is None:
+                section, offset, payload = self._ivf_section
+                if payload is None:
+                    self._src.seek(offset)
+                    payload = self._src.read(section.length, "ivf section")
+                check_section_payload(section, payload)
+                self._ivf = decode_ivf(payload, dim=self.header.dim, n=self.header.n)
+                self._ivf_section = (section, offset, None)  # the decoded form is kept instead
+        return self._ivf
+
     def codes(self, steps=None, rows=None):
         """Codes of the first `steps` steps (default M) for `rows`: None (all rows), a slice with
         step 1, or a 1-D integer index array. Returns (len(rows), steps) uint8/uint16.
@@ -160,17 +183,18 @@ class QncReader:
         if SECTION_MODEL_CONFIG not in found:
             raise QncFormatError("the model_config section is missing")
         self._model = found.get(SECTION_EMBEDDED_MODEL)
+        self._ivf_section, self._ivf = found.get(SECTION_IVF), None
         self.header = QncHeader(
             version=fixed.version, n=fixed.n, dim=fixed.dim, source_dtype=fixed.source_dtype,
             K=fixed.K, bytes_per_code=fixed.bytes_per_code, M=fixed.M,
             chunk_rows=fixed.chunk_rows, model_sha256=fixed.model_sha256,
             model_config=found[SECTION_MODEL_CONFIG],
             metadata=found.get(SECTION_USER_METADATA), has_embedded_model=self._model is not None,
-            quality_report=found.get(SECTION_QUALITY_REPORT))
+            quality_report=found.get(SECTION_QUALITY_REPORT), has_ivf=SECTION_IVF in found)
 
     def _read_sections(self, length):
         """Parse the sections area; returns {type: decoded JSON, or for the model (section
-        header, payload offset, payload or None)}. Unknown optional sections are skipped."""
+        header, payload offset, payload or None) of the embedded model and the ivf section}. Unknown optional sections are skipped."""
         src, found = self._src, {}
         end = src.position + length
         while src.position < end:
@@ -185,8 +209,9 @@ class QncReader:
             what = f"{section.name} section"
             if section.type in found:
                 raise QncFormatError(f"duplicate {what}")
-            if section.type == SECTION_EMBEDDED_MODEL:
-                # kept in memory only on a pipe, where it cannot be read again later
+            if section.type in (SECTION_EMBEDDED_MODEL, SECTION_IVF):
+                # read when asked for; kept in memory only on a pipe, where it cannot be read
+                # again later
                 offset = src.position
                 payload = None if src.seekable else src.read(section.length, what)
                 if payload is None:

@@ -15,7 +15,8 @@ from .errors import InputError
 from .chunks import PlaneEncoder, encode_raw_chunk
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
-from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_MINOR,
+from .ivf import encode_ivf, ivf_problem
+from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_IVF, SECTION_MINOR,
                      SECTION_MODEL_CONFIG, SECTION_QUALITY_REPORT, SECTION_USER_METADATA,
                      ZSTD_DEFAULT_LEVEL, bytes_per_code, native_code_dtype)
 from .sections import encode_json, encode_section
@@ -51,11 +52,15 @@ class QncWriter:
 
     `quality_report` (a dict, optional) is written as the quality_report section (SPEC.md 5,
     version 1.1; the file is then a 1.1 file, else a 1.0 file).
+
+    `ivf` (a formats.ivf.IvfSection, optional) is written as the ivf section (SPEC.md 5.3,
+    version 1.2: the file is then a 1.2 file): centroids (nlist, dim) and the list id of each of
+    the n rows, in row order; its list ids are zstd-coded at `zstd_level` when that is shorter.
     """
 
     def __init__(self, path, *, n, dim, source_dtype, K, M, model_sha256, model_config,
                  metadata=None, model_bytes=None, chunk_rows=65536,
-                 zstd_level=ZSTD_DEFAULT_LEVEL, quality_report=None):
+                 zstd_level=ZSTD_DEFAULT_LEVEL, quality_report=None, ivf=None):
         n, dim, K, M, chunk_rows = (_as_int(v, name) for v, name in (
             (n, "n"), (dim, "dim"), (K, "K"), (M, "M"), (chunk_rows, "chunk_rows")))
         problem = parameter_problem(n=n, dim=dim, K=K, M=M, chunk_rows=chunk_rows,
@@ -90,6 +95,13 @@ class QncWriter:
             sections.append(encode_section(SECTION_QUALITY_REPORT,
                                            SECTION_FLAGS[SECTION_QUALITY_REPORT],
                                            encode_json(quality_report, "quality_report")))
+        if ivf is not None:
+            problem = ivf_problem(ivf, n=n, dim=dim)
+            if problem:
+                raise InputError(problem)
+            types.append(SECTION_IVF)
+            sections.append(encode_section(SECTION_IVF, SECTION_FLAGS[SECTION_IVF],
+                                           encode_ivf(ivf, zstd_level=zstd_level or None)))
         body = b"".join(sections)
         self._preamble = encode_fixed_header(
             n=n, sections_length=len(body), dim=dim, K=K, M=M, chunk_rows=chunk_rows,

@@ -22,9 +22,11 @@ import zstandard
 from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.annotate import annotated_hexdump
 from qinco_codec.formats.index import encode_index, encode_trailer
-from qinco_codec.formats.layout import (HEADER_CRC, HEADER_FIELDS, HEADER_SIZE_V1_0, INDEX_ENTRY,
-                                        INDEX_PREFIX, TRAILER_FIELDS, TRAILER_SIZE, bytes_per_code, crc32,
-                                        native_code_dtype)
+from qinco_codec.formats.ivf import IvfSection
+from qinco_codec.formats.layout import (ENCODING_ZSTD, HEADER_CRC, HEADER_FIELDS, HEADER_SIZE_V1_0,
+                                        INDEX_ENTRY, INDEX_PREFIX, IVF_HEAD, SECTION_FIELDS,
+                                        SECTION_HEADER_SIZE, SECTION_IVF, TRAILER_FIELDS, TRAILER_SIZE,
+                                        bytes_per_code, crc32, native_code_dtype)
 from qinco_codec.formats.sections import encode_section
 
 GOLDEN_DIR = Path(__file__).resolve().parent
@@ -108,6 +110,23 @@ CASES = {
                  "rates": [{"steps": m, "bytes_per_vector": m, "mse": 1.0 / m, "rel_mse": 0.25 / m,
                             "cosine": 1.0 - 0.125 / m} for m in (1, 2, 4)]}),
         _codes(6, 24, 4, 256, 0)),
+    "ivf": (
+        "version 1.2: an ivf section (SPEC.md 5.3), nlist=5 with one empty list, raw u16 list ids, "
+        "raw planes, 4 chunks",
+        dict(n=50, dim=4, source_dtype="float32", K=16, M=3, model_sha256=MODEL_SHA,
+             model_config=_config(16, 3, 4), chunk_rows=16, zstd_level=None,
+             ivf=IvfSection(np.arange(20, dtype=np.float32).reshape(5, 4) * 0.25 - 2.0,
+                            np.random.default_rng(7).choice([0, 1, 2, 4], 50).astype(np.uint16))),
+        _codes(7, 50, 3, 16, 0)),
+    "ivf_zstd": (
+        "version 1.2: a quality_report and an ivf section whose list ids (rows in list order, "
+        "nlist=3) are one zstd frame; zstd planes, 3 chunks",
+        dict(n=600, dim=8, source_dtype="float16", K=256, M=4, model_sha256=MODEL_SHA,
+             model_config=_config(256, 4, 8), chunk_rows=256, zstd_level=3,
+             quality_report={"writer": "qinco-codec 0.1.0", "sample": {"rows": 600, "held_out": None}},
+             ivf=IvfSection(np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(3, 8),
+                            np.repeat(np.arange(3, dtype=np.uint16), 200))),
+        _codes(8, 600, 4, 256, 0.3)),
 }
 FUTURE_MINOR = ("minor_1_1_unknown_section",
                 "version 1.1 variant of k256_raw: 8 extra fixed-header bytes and an unknown "
@@ -158,9 +177,23 @@ def future_minor_variant(data, *, minor=1, extension=bytes(8), unknown_section=T
 
 
 def uses_zstd(data):
-    """Whether any plane of the file is zstd-compressed (its bytes then depend on zstd)."""
+    """Whether any plane, or the ivf section's list ids, of the file is zstd-compressed (its
+    bytes then depend on zstd)."""
     with QncReader(io.BytesIO(data)) as reader:
-        return any(z for chunk in reader.plane_sizes() for _, _, z in chunk)
+        return any(z for chunk in reader.plane_sizes() for _, _, z in chunk) or \
+            ivf_ids_encoding(data) == ENCODING_ZSTD
+
+
+def ivf_ids_encoding(data):
+    """The ids_encoding byte of the file's ivf section (SPEC.md 5.3), None without one."""
+    header_size = int.from_bytes(data[12:16], "little")
+    at, end = header_size, header_size + HEADER_FIELDS.unpack_from(data)[5]
+    while at < end:
+        kind, _, length, _ = SECTION_FIELDS.unpack_from(data, at)
+        if kind == SECTION_IVF:
+            return IVF_HEAD.unpack_from(data, at + SECTION_HEADER_SIZE)[4]  # ids_encoding
+        at += SECTION_HEADER_SIZE + length
+    return None
 
 
 def zstd_version():
