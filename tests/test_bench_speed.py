@@ -213,3 +213,91 @@ def test_threads_spellings_agree(spelling):
 
     values = speed.make_context("speed", ["--threads", *spelling]).params["threads"]
     assert parse_threads(values, cores=6) == (1, 6)
+
+
+# ---------------------------------------------------------------- cost against the dimension (--dims)
+DIMS_TINY = ["--dims", "8,80", "--bytes", "3", "--n", "120", "--threads", "1", "--train-size", "400",
+             "--time-limit", "0.02", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dims_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dims")
+    result = invoke(*DIMS_TINY, "--json", out / "r.json", "--out", out / "md")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    return result, json.loads((out / "r.json").read_text()), out
+
+
+def test_dims_records_follow_the_architecture(dims_run):
+    """One record per dimension, its FLOPs those architecture.py counts for the default preset at
+    that d, the encoder's own choice of error its `expands_error`, and every rate measured."""
+    from qinco_codec import architecture as arch
+    from qinco_codec.presets import DEFAULT_PRESET
+
+    _, data, _ = dims_run
+    assert data["benchmark"] == "speed-dims" and data["config"]["preset"] == DEFAULT_PRESET
+    assert [r["dim"] for r in data["dims"]] == [8, 80] and data["config"]["threads"] == 1
+    for r in data["dims"]:
+        cfg = ModelConfig.from_preset(DEFAULT_PRESET, r["dim"], 3)
+        assert r["encode_flops"] == arch.encode_flops(cfg, cfg.A, cfg.B)
+        assert r["decode_flops"] == arch.decode_flops(cfg)
+        assert r["default_path"] == ("expanded" if arch.expands_error(cfg.step) else "direct")
+        assert r["encode_vps"] == r[f"encode_vps_{r['default_path']}"]
+        for key in ("encode_vps_expanded", "encode_vps_direct", "decode_vps", "train_samples_per_s",
+                    "faiss_rq_encode_vps"):
+            assert r[key] > 0, key
+        assert 0 < r["train_encode_share"] < 1 and r["train_batches"] >= 2 and 1 <= r["n"] <= 120
+    assert [r["default_path"] for r in data["dims"]] == ["direct", "expanded"]   # de = 64 < 80
+
+
+def test_dims_expanded_and_direct_errors_give_the_same_codes(dims_run):
+    _, data, _ = dims_run
+    for r in data["dims"]:
+        assert r["same_codes"] >= 0.99, r["same_codes"]
+        assert abs(r["mse_expanded"] - r["mse_direct"]) <= 1e-5 * r["mse_direct"]
+
+
+def test_dims_cost_ratios_and_reports(dims_run):
+    result, data, out = dims_run
+    first, last = data["dims"]
+    ratios = data["cost_ratios"]
+    assert all(v == 1.0 for v in ratios[0].values())
+    assert ratios[1]["dim"] == 10.0
+    assert ratios[1]["encode_flops"] == pytest.approx(last["encode_flops"] / first["encode_flops"])
+    assert ratios[1]["encode_vps"] == pytest.approx(first["encode_vps"] / last["encode_vps"])
+    assert ratios[1]["train_samples_per_s"] == pytest.approx(first["train_samples_per_s"] / last["train_samples_per_s"])
+    assert "cost per vector at d over the cost at d = 8" in result.output
+    md = (out / "md" / "speed-dims.md").read_text()
+    assert "| d | n | own choice |" in md and "| encode FLOPs |" in md
+    assert json.loads((out / "md" / "speed-dims.json").read_text())["dims"] == data["dims"]
+
+
+def test_dims_training_steps_move_the_networks_off_zero():
+    """The encoder is measured after the timed training batches: the networks (zero at the RQ
+    start, where both errors agree trivially) have then moved."""
+    import numpy as np
+
+    from qinco_codec.bench.dscaling import measure_training
+    from qinco_codec.model import QincoModel
+    from qinco_codec.rq_init import init_from_rq
+
+    model = QincoModel.from_preset("qinco2-XS", 80, 3)
+    train = np.random.default_rng(0).standard_normal((300, 80)).astype(np.float32)
+    init_from_rq(model, train)
+    assert not model.steps[0].out_proj.weight.any()
+    rec = measure_training(model, train, batch_size=64, time_limit=0.01, seed=0)
+    assert model.steps[0].out_proj.weight.any() and not model.training
+    assert rec["train_batches"] >= 2 and rec["train_batch_size"] == 64 and rec["train_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["--dims", "8", "--dim", "50"], 2, "--dim does not go with --dims"),
+    (["--dims", "8", "--busy", "0"], 2, "--busy does not go with --dims"),
+    (["--dims", "8", "--threads", "1,2"], 2, "one thread count"),
+    (["--dims", "8,0"], 1, "--dims must be positive"),
+    (["--dims", "x"], 2, "--dims"),
+])
+def test_dims_usage_errors(args, code, match):
+    result = invoke(*args, "--n", "10", "--quiet")
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert match in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

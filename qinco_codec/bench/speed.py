@@ -96,10 +96,16 @@ def prepare_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0):
         return Inputs("glove50", np.ascontiguousarray(train[:train_size]), np.ascontiguousarray(base[:n]),
                       description=f"GloVe-50 base[:{n}] (train split[:{min(train_size, len(train))}] "
                                   "for training)")
+    return gaussian_vectors(dim, n, train_size, seed,
+                            why="" if dim != 50 else " (GloVe-50 data not installed)")
+
+
+def gaussian_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0, why=""):
+    """Standard Gaussian vectors of dimension dim: n measured, a separate draw of train_size for
+    training (the same seed gives the same vectors)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32)
     train = rng.standard_normal((train_size, dim), dtype=np.float32)
-    why = "" if dim != 50 else " (GloVe-50 data not installed)"
     return Inputs("gaussian", train, x, description=f"standard Gaussian, d={dim}, n={n}{why} "
                                                    f"(separate draw of {train_size} for training)")
 

@@ -11,7 +11,12 @@ qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --settings 0/1,16/1,16/4 --out speed-xs
 qinco-bench speed --model model.safetensors --threads 1 --json speed.json
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait-policy default,unset,passive
+qinco-bench speed --dims 50,128,384,768 --bytes 16 --threads 1 --train-size 5000 --out speed-dims
 """
+
+# options the d-scaling mode (--dims) does not use: giving one with --dims is a usage error
+NOT_WITH_DIMS = ("dim", "model_path", "settings", "no_bf16", "train_seconds", "lsq_train_size", "busy",
+                 "wait_policies")
 
 
 def thread_count(token):
@@ -78,14 +83,22 @@ def parse_threads(values, cores, default=None):
                   "the package chooses by itself from the load average, policy and thread count "
                   "(measured once, after the load average has settled). Default: the policy in "
                   "force.")
+@many_option("--dims", item=int, metavar="D...",
+             help="Measure how the cost grows with the dimension instead: for --preset at --bytes, on "
+                  "Gaussian vectors of each dimension (e.g. '50,128,384,768'), encode vectors/s with "
+                  "the expanded and the direct error (and whether their codes agree), decode vectors/s, "
+                  "training-step samples/s, FLOPs per vector and faiss RQ (beam 5) encode vectors/s, "
+                  "each cost over its value at the first dimension; one --threads count "
+                  "(speed-dims.json / speed-dims.md with --out). --time-limit is per measurement.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the results as JSON to PATH ('-': to stdout, instead of the table).")
 @click.option("--out", "out_dir", metavar="DIR", default=None,
               help="Write speed.json and speed.md (Markdown tables) to DIR.")
 @quiet_option()
-def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_bf16, train_seconds,
-          train_size, lsq_train_size, time_limit, busy, wait_policies, seed, json_path, out_dir,
+@click.pass_context
+def speed(ctx, preset, dim, nbytes, K, model_path, n, threads, device, settings, no_bf16, train_seconds,
+          train_size, lsq_train_size, time_limit, busy, wait_policies, dims, seed, json_path, out_dir,
           quiet):
     """Encode and decode throughput (vectors/s) of our modes (exact float32, bfloat16, QINCo2
     pre-selection / beam settings) and of faiss IndexQINCo on the same weights, plus faiss RQ
@@ -99,6 +112,9 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
     With --busy N: vectors/s of our encoder and decoder while N other processes keep the cores
     busy, per OMP_WAIT_POLICY and thread count, and the ratio to 1 thread (load.json / load.md
     with --out).
+
+    With --dims D...: the cost per vector (encode, decode, training step, FLOPs, faiss RQ) at
+    each dimension and over its value at the first one.
     """
     import json
     import os
@@ -110,6 +126,9 @@ def speed(preset, dim, nbytes, K, model_path, n, threads, device, settings, no_b
 
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir} exists and is not a directory")
+    if dims:
+        return _dims(ctx, preset, nbytes, K, n, threads, device, train_size, time_limit, dims, seed,
+                     json_path, out_dir, quiet)
     if busy is not None:
         return _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds,
                            train_size, time_limit, busy, wait_policies, seed, json_path, out_dir,
@@ -155,3 +174,25 @@ def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_se
                           quiet)
     paths = load.write_outputs(result, out_dir, json_path)
     emit_report(result, load.text_report(result), paths, json_path, quiet)
+
+
+def _dims(ctx, preset, nbytes, K, n, threads, device, train_size, time_limit, dims, seed, json_path,
+          out_dir, quiet):
+    """qinco-bench speed --dims D... (see bench/dscaling.py)."""
+    from click.core import ParameterSource
+
+    from ..bench import dscaling
+    from ..threads import available_cores, default_threads
+
+    given = [p for p in ctx.command.params if p.name in NOT_WITH_DIMS
+             and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        raise click.UsageError(f"{given[0].opts[0]} does not go with --dims (the d-scaling mode builds "
+                               "its own RQ-initialised models on Gaussian vectors)")
+    counts = parse_threads(threads, available_cores(), default_threads())
+    if len(counts) > 1:
+        raise click.UsageError(f"--dims measures one thread count, got --threads {','.join(map(str, counts))}")
+    result = dscaling.run(preset, dims, nbytes, n=n, threads=counts[0], device=device, K=K,
+                          train_size=train_size, time_limit=time_limit, seed=seed, quiet=quiet)
+    paths = dscaling.write_outputs(result, out_dir, json_path)
+    emit_report(result, dscaling.text_report(result), paths, json_path, quiet)
