@@ -24,6 +24,8 @@ _LAZY = {
     "load_model": ".serialize",
     "evaluate": ".evaluation",
     "compress": ".compressor",
+    "compress_sharded": ".sharded",
+    "merge": ".merging",
     "open": ".qncfile",
     "QncFile": ".qncfile",
     "to_faiss": ".faiss_interop",
