@@ -147,6 +147,45 @@ class QncFile:
             return np.empty((0, self.dim), dtype=np.float32)
         return model.decode(codes, device=device)
 
+    def search(self, queries, k=10, *, shortlist=None, nprobe=None, steps=None, bytes=None,
+               metric="l2", device="auto"):
+        """The k nearest rows of each query (nq, dim) without decoding the file: D (nq, k)
+        float32 (squared L2 distances to the decoded vectors, or inner products for
+        metric="ip", larger nearer) and I (nq, k) int64 row ids, nearest first; I = -1 with
+        D = inf (-inf for "ip") where the file has fewer than k candidate rows.
+
+        An additive shortlist of `shortlist` rows per query (default max(k, 100)), scored from
+        the code planes by lookup tables, is re-ranked by decoding it with the model
+        (search/engine.py). When the file has an IVF section only the `nprobe` nearest lists
+        are scanned (default nlist / 8); otherwise every row is. `steps` searches a prefix:
+        only those planes are read and scored. The first search at a prefix reads its codes,
+        fits the additive codebooks on up to 32,768 decoded rows of the file and keeps them
+        (`search_index`); later searches reuse them. `bytes=` is deprecated."""
+        from .search.engine import check_queries, empty_result
+
+        steps = self._steps(steps, bytes)
+        q = check_queries(queries, self.dim)
+        if self.n == 0:
+            return empty_result(q, k, shortlist, metric)
+        return self.search_index(steps, device=device).search(
+            q, k, shortlist=shortlist, nprobe=nprobe, metric=metric, device=device)
+
+    def search_index(self, steps=None, device="auto"):
+        """The search/engine.SearchIndex of this file at `steps` (default M), built on first use
+        (the prefix's codes, the IVF section when the file has one, the additive codebooks
+        fitted on a sample of the file's decoded rows) and cached on this QncFile."""
+        from .search.engine import SearchIndex
+
+        steps = self._steps(steps, None)
+        cache = self.__dict__.setdefault("_search_indexes", {})
+        if steps not in cache:
+            model = self.model
+            codes = self._reader.codes(steps=steps)
+            read_ivf = getattr(self._reader, "ivf", None)   # the IVF section's reader (SPEC 5.3)
+            ivf = read_ivf() if callable(read_ivf) else None
+            cache[steps] = SearchIndex(codes, model, ivf=ivf, device=device)
+        return cache[steps]
+
     def iter_decode(self, steps=None, batch_size=65536, device="auto", prefetch=True, *, bytes=None):
         """Decoded float32 batches of up to `batch_size` rows, in file order, in bounded memory.
 

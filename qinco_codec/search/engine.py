@@ -106,7 +106,9 @@ class SearchIndex:
             raise InputError("relative=True needs an IVF (codebooks of residuals to centroids)")
         self.relative = bool(relative)
         base = (self.ivf.centroids, self.ivf.lists.list_ids) if self.relative else (None, None)
-        if additive is None:
+        if additive is None and self.n == 0:
+            additive = np.zeros((self.steps, self.K, model.dim), np.float32)
+        elif additive is None:
             additive = fit_for_codes(self.codes, model, sample=sample, device=device,
                                      centroids=base[0], list_ids=base[1])
         additive = np.ascontiguousarray(additive, dtype=np.float32)
@@ -205,6 +207,16 @@ class SearchIndex:
             Ds.append(D)
             Is.append(I)
         return np.concatenate(Ds), np.concatenate(Is)
+
+
+def empty_result(queries, k, shortlist=None, metric="l2"):
+    """The answer of a search over no rows: every I = -1, D = inf (-inf for "ip")."""
+    k = check_k(k)
+    shortlist_size(k, shortlist)
+    _check_metric(metric)
+    fill = np.inf if metric == "l2" else -np.inf
+    return (np.full((len(queries), k), fill, np.float32),
+            np.full((len(queries), k), -1, np.int64))
 
 
 def _concat_ranges(starts, stops):
