@@ -30,8 +30,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import codec
-from .checkpoint import Checkpoint
+from . import codec, distributed
+from .checkpoint import Checkpoint, data_fingerprint
 from .devices import resolve_device
 from .errors import InputError
 from .model import QincoModel
@@ -49,6 +49,7 @@ WARMUP_FRACTION = 0.05
 EARLY_STOP_FROM = 0.5
 MIN_LR_FACTOR = 0.02
 DROPOUT_STREAM = 0x64726F70  # offset of the dropout masks' seed from the epoch's sampling seed
+RANK_STREAM = 1 << 40  # offset of each data-parallel rank's dropout seed (rank 0's is the one above)
 
 
 def _split_validation(x, val, seed):
@@ -103,6 +104,27 @@ def validation_mse(model, xval, A, batch=2048):
         codes = codec.encode_normalized(model, xb, A, 1)
         total += (codec.decode_normalized(model, codes) - xb).square().sum().item()
     return total / len(xval) * float(model.std) ** 2
+
+
+def _group_validation_mse(model, xval, A, group):
+    """validation_mse of xval, each rank encoding its share of the rows: the same number on
+    every rank (validation_mse itself with one process)."""
+    if group.world == 1:
+        return validation_mse(model, xval, A)
+    part = group.rows(xval)
+    return group.sum(validation_mse(model, part, A) * len(part) if len(part) else 0.0) / len(xval)
+
+
+class _PrefixLoss(torch.nn.Module):
+    """prefix_losses as a module's forward(), the call DistributedDataParallel needs to average
+    the gradients of the backward() that follows over the ranks."""
+
+    def __init__(self, model, last_only):
+        super().__init__()
+        self.model, self.last_only = model, last_only
+
+    def forward(self, x, codes):
+        return prefix_losses(self.model, x, codes, last_only=self.last_only)
 
 
 @torch.no_grad()
@@ -228,17 +250,25 @@ def _dropout(model, p, generator):
 
 class _Clock:
     """Seconds counted against the budget (None: no budget): those of the calls before a resume
-    (`before`, from the checkpoint) plus this call's since the clock was made."""
+    (`before`, from the checkpoint) plus this call's since the clock was made. In a data-parallel
+    run, `agree` (set once every rank trains) makes every reading and decision rank 0's."""
 
     def __init__(self, budget, start):
         self.budget, self.before, self._start = budget, 0.0, start
+        self.agree = None
+
+    def _local(self):
+        return self.before + time.monotonic() - self._start
 
     def elapsed(self):
-        return self.before + time.monotonic() - self._start
+        return self.agree(self._local()) if self.agree else self._local()
 
     def out(self, reserve=0.0):
         """Whether less than `reserve` seconds of the budget are left (never without a budget)."""
-        return self.budget is not None and self.elapsed() + reserve >= self.budget
+        if self.budget is None:
+            return False
+        late = self._local() + reserve >= self.budget
+        return self.agree(float(late)) > 0 if self.agree else late
 
 
 def _validation_seconds(model, xval, A, probe_rows=256):
@@ -248,6 +278,13 @@ def _validation_seconds(model, xval, A, probe_rows=256):
     t0 = time.monotonic()
     validation_mse(model, probe, A)
     return (time.monotonic() - t0) * len(xval) / max(1, len(probe))
+
+
+def _digest(text):
+    """A 63-bit integer fingerprint of text (for Group.check_same)."""
+    import hashlib
+
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 class TrainResult(NamedTuple):
@@ -329,28 +366,35 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
                 clip_norm=clip_norm)
     shape = _shape(L=L, hidden=hidden, embed=embed, A=A, B=B, share_steps=share_steps)
     dev = resolve_device(device)
-    with _torch_settings(threads):
+    with _torch_settings(threads), distributed.session(dev) as group:
         model, history = _fit(x, p, M, K, shape, epochs=epochs, patience=patience,
                               val=val, seed=seed, checkpoint=checkpoint, batch_size=batch_size,
                               samples_per_epoch=samples_per_epoch, last_step_loss=last_step_loss, noise=noise,
-                              dropout=dropout, dev=dev, quiet=quiet, on_epoch=on_epoch,
+                              dropout=dropout, dev=group.device, quiet=quiet or not group.main,
+                              on_epoch=on_epoch, group=group,
                               clock=_Clock(max_minutes * 60.0 if max_minutes else None, started))
     return TrainResult(model, history) if return_history else model
 
 
 def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_size,
-         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch, clock):
+         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch, group, clock):
     """The training run of train(), its options checked: p is the preset with the recipe applied,
-    shape the model-shape overrides, clock the _Clock of the budget. Returns (model, history)."""
+    shape the model-shape overrides, group the distributed.Group of the ranks (each draws its
+    share of every batch; see docs/scale-out.md), clock the _Clock of the budget.
+    Returns (model, history)."""
     preset, train_A, base_lr = p.name, p.train_A, p.lr
     xtrain, xval = _split_validation(x, val, seed)
 
     model = QincoModel.from_preset(preset, x.shape[1], M, K, **shape)
+    job = (data_fingerprint(xtrain, seed), xval.shape, p, shape, epochs, patience, batch_size,
+           samples_per_epoch, last_step_loss, noise, dropout, checkpoint is None, clock.budget)
+    group.check_same(_digest(repr(job)), "the training data or options")
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
+    group.check_same(state["run"]["epoch"] if state else -1, f"the epoch checkpoint {checkpoint} resumes from")
     # the longest validation seen (estimated before the first): kept back for the closing one
     val_seconds = _validation_seconds(model, xval, train_A) if clock.budget else 0.0
-    if state is None:
+    if state is None and group.main:  # the other ranks receive rank 0's start (broadcast_ below)
         with bar(total=M * LLOYD_ITERS, desc=f"RQ start M={M}", unit="it", quiet=quiet) as rq_bar:
             stop = (lambda reserve: clock.out(reserve + val_seconds)) if clock.budget else None
             init_from_rq(model, xtrain, seed=seed, stop=stop, on_iteration=lambda: rq_bar.update(1))
@@ -367,12 +411,16 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
         best_state = state["best"]
         run.update(state["run"])
         clock.before = run["elapsed"]
+    group.broadcast_(model)
+    if group.world > 1:
+        clock.agree = group.agree
+    loss_of = group.wrap(_PrefixLoss(model, last_step_loss))
 
     xt = torch.from_numpy(xtrain).to(dev)
     xv = model.normalize(torch.from_numpy(xval).to(dev))
     if run["best_val"] is None:
         t0 = time.monotonic()
-        run["best_val"] = validation_mse(model, xv, train_A)
+        run["best_val"] = _group_validation_mse(model, xv, train_A, group)
         val_seconds = max(val_seconds, time.monotonic() - t0)
         run["history"].append({"epoch": 0, "val_mse": run["best_val"]})
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -399,7 +447,8 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
                and not clock.out(val_seconds + batch_seconds)):
             epoch = run["epoch"]
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            drop_gen.manual_seed(seed * 1_000_003 + epoch + DROPOUT_STREAM)  # per epoch: resumable
+            # per epoch (resumable), and per rank
+            drop_gen.manual_seed(seed * 1_000_003 + epoch + DROPOUT_STREAM + group.rank * RANK_STREAM)
             order = torch.randperm(len(xt), generator=gen)
             if len(order) < steps_per_epoch * batch_size:
                 order = order.repeat(math.ceil(steps_per_epoch * batch_size / len(order)))
@@ -410,14 +459,18 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
                 if clock.out(val_seconds + batch_seconds):
                     break
                 t_batch = time.monotonic()
-                xb = model.normalize(xt[order[i * batch_size:(i + 1) * batch_size]])
-                if noise:
-                    xb = xb + noise * torch.randn(xb.shape, generator=gen).to(xb)
+                batch = order[i * batch_size:(i + 1) * batch_size]  # of all ranks together
+                xb = model.normalize(xt[group.rows(batch)])  # this rank's share
+                if noise:  # drawn for the whole batch, so the generator stays the same on every rank
+                    xb = xb + noise * group.rows(torch.randn((len(batch), xt.shape[1]), generator=gen)).to(xb)
                 codes = codec.encode_normalized(model, xb, train_A, 1)
                 usage += torch.nn.functional.one_hot(codes, model.K).sum(0)
                 for g in opt.param_groups:
                     g["lr"] = base_lr * lr_factor(progress())
-                loss, mse, recon = prefix_losses(model, xb, codes, last_only=last_step_loss)
+                loss, mse, recon = loss_of(xb, codes)
+                if group.world > 1:  # the mean over the whole batch, as in one process, when
+                    share = len(xb) / len(batch)  # ranks hold unequal shares (DDP averages)
+                    loss, mse = loss * (share * group.world), mse * share
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if p.clip_value:
@@ -437,11 +490,16 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
             if batches == 0:  # the budget ran out before this epoch's first batch
                 break
             model.eval()
+            # every rank resets the same codewords to the same draws: usage and the last batch's
+            # residuals of all ranks, and the generator every rank advanced alike
+            usage, train_mse = group.sum(usage), group.sum(train_mse)
+            if residuals is not None:
+                residuals = [group.gather_rows(r, len(batch)) for r in residuals]
             # an epoch cut short has seen too few vectors to call a codeword dead
             n_reset = (reset_dead_codewords(model, usage.cpu(), [r.cpu() for r in residuals], gen)
                        if residuals is not None else 0)
             t0 = time.monotonic()
-            val_mse = validation_mse(model, xv, train_A)
+            val_mse = _group_validation_mse(model, xv, train_A, group)
             val_seconds = max(val_seconds, time.monotonic() - t0)
             run["epoch"] += 1
             run["elapsed"] = clock.elapsed()
@@ -456,7 +514,7 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif progress() >= EARLY_STOP_FROM:
                 run["bad_epochs"] += 1
-            if ckpt:
+            if ckpt and group.main:  # the other ranks hold the same state
                 ckpt.save(model, opt, best_state, run)
             if on_epoch:
                 on_epoch(run["history"][-1])

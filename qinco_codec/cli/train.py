@@ -3,6 +3,7 @@ import os
 
 import click
 
+from ..distributed import is_main_process, launched_world
 from ..presets import DEFAULT_PRESET, PRESETS
 from .common import command, device_option, force_option, load_vectors, quiet_option, threads_option
 from .paths import check_distinct, check_output, existing_input
@@ -10,6 +11,7 @@ from .paths import check_distinct, check_output, existing_input
 EXAMPLE = """
 qinco-train base.fvecs -o model.safetensors --preset qinco2-XS --bytes 16 --max-minutes 10
 qinco-train base.npy -o model.safetensors --epochs 20 --resume run.ckpt   # re-run to resume
+torchrun --standalone --nproc_per_node 2 -m qinco_codec.cli.train base.npy -o model.safetensors --epochs 20
 """
 
 
@@ -48,7 +50,15 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
 
     Prints the model id (the SHA-256 of the model file, which .qnc files refer to) and the best
     validation MSE (squared L2 error summed over dimensions, mean over vectors) on stdout.
+
+    Launched by torchrun (python -m qinco_codec.cli.train, see the last example), it trains
+    data-parallel: every process reads DATA, each computes its share of every batch, and rank 0
+    alone writes MODEL and the checkpoint and prints. The recipe and the samples per epoch are
+    those of one process.
     """
+    if data == "-" and launched_world() > 1:
+        raise click.UsageError("DATA '-' (stdin) cannot be read by several torchrun processes: "
+                               "give a file every rank can read")
     check_distinct(inputs=[("DATA", data)],  # --resume is read and written: an output
                    outputs=[("-o", output), ("--resume", checkpoint)])
     check_output(output, "-o", force)
@@ -59,12 +69,14 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
     from .. import train  # torch: imported only once the paths and the rate are known to be right
     x = load_vectors(data)
-    if checkpoint and os.path.exists(checkpoint) and not quiet:
+    if checkpoint and os.path.exists(checkpoint) and not quiet and is_main_process():
         click.echo(f"resuming from checkpoint {checkpoint}", err=True)
     if val >= 1:
         val = int(val)
     model = train(x, preset=preset, steps=steps, K=K, max_minutes=max_minutes, epochs=epochs, val=val,
                   seed=seed, device=device, checkpoint=checkpoint, quiet=quiet)
+    if not is_main_process():  # every rank holds the same model: rank 0 writes and reports it
+        return
     sha = model.save(output)
     trained = model.config.trained or {}
     click.echo(f"model: {output}")
