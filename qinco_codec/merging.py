@@ -131,10 +131,12 @@ def chunk_codes(raw, header):
 
 
 def detect_zstd_level(readers):
-    """The zstd level the shards' planes were written at: the lowest level whose frame of a
-    decoded plane equals the stored frame (SPEC.md 12 makes frames a function of the plane and
-    the level), searched in the first PROBE_CHUNKS chunks of each shard. None when no zstd plane
-    was found or none reproduces (another zstd version or writer)."""
+    """The zstd level the shards' planes were written at: the lowest level whose frames of the
+    decoded planes equal the stored frames (SPEC.md 12 makes a frame a function of the plane and
+    the level) for every zstd plane of the first PROBE_CHUNKS chunks of each shard (several
+    levels can give the same frame for one plane; fewer do for many). None when no zstd plane
+    was found or no level reproduces them all (another zstd version or writer)."""
+    candidates, probed = set(range(1, 23)), 0
     for reader in readers:
         chunks = reader.raw_chunks()
         try:
@@ -145,13 +147,14 @@ def detect_zstd_level(readers):
                     plane = decode_plane(stored, entry, where=f"chunk {raw.header.index}",
                                          bpc=reader.header.bytes_per_code, K=reader.header.K)
                     data = plane.astype(code_dtype(reader.header.bytes_per_code)).tobytes()
-                    for level in range(1, 23):
-                        if zstd_compressor(level).compress(data) == bytes(stored):
-                            return level
-                    return None
+                    candidates = {level for level in candidates
+                                  if zstd_compressor(level).compress(data) == bytes(stored)}
+                    probed += 1
+                    if not candidates:
+                        return None
         finally:
             chunks.close()
-    return None
+    return min(candidates) if probed else None
 
 
 def _check_output(out, paths):
@@ -248,9 +251,10 @@ def summary_lines(s):
     """The merge summary for people: the first line what was written and how fast, then one line
     per section or chunk that was not simply copied."""
     rate = s["input_bytes"] / 1e6 / max(s["seconds"], 1e-9)
-    lines = [f"merged {s['shards']} shards into {s['path']}: {s['n']:,} vectors, "
-             f"{s['chunks_copied']:,} chunks copied byte for byte, {s['chunks_repacked']:,} "
-             f"repacked, {s['file_size'] / 1e6:,.1f} MB in {s['seconds']:.2f} s "
+    lines = [f"merged {_count(s['shards'], 'shard')} into {s['path']}: {s['n']:,} vectors, "
+             f"{_count(s['chunks_copied'], 'chunk')} copied byte for byte, "
+             f"{s['chunks_repacked']:,} repacked, {s['file_size'] / 1e6:,.1f} MB in "
+             f"{s['seconds']:.2f} s "
              f"({rate:,.0f} MB/s read)"]
     if s["chunks_repacked"]:
         lines.append(f"repacked: shards whose rows are not a multiple of chunk_rows shift the "
@@ -261,8 +265,11 @@ def summary_lines(s):
         lines.append("quality report: dropped (the shards' reports differ: each measured its own "
                      "sample); qinco-eval measures the merged file")
     for path, kind, name in s["dropped_sections"]:
-        what = "inverted lists " if "ivf" in name.lower() else ""
-        lines.append(f"dropped: {what}section {name} (type {kind}) of {path}: merge does not "
-                     f"combine it; rebuild it on the merged file (qinco-index for inverted "
-                     f"lists)")
+        lines.append(f"dropped: {name} (section type {kind}) of {path}: merge does not combine "
+                     f"per-shard sections; rebuild it on the merged file (inverted lists: "
+                     f"qinco-index)")
     return lines
+
+
+def _count(k, what):
+    return f"{k:,} {what}{'' if k == 1 else 's'}"
