@@ -394,7 +394,9 @@ def run_ours(inputs, model, nbytes, opts, step, cache_dir):
         row = point(name, line, "qinco", nbytes, dict(common, **params), ids, seconds, nq,
                     inputs.gt, n, ceiling=ceiling, extra=extra, curve=curve)
         rows.append(row)
-        step(f"  {line}, {param_text(row)}: R@10 {row['R@10']:.3f}, "
+        step(f"  {line}, {param_text(row)}: "
+             + ", ".join(f"R@{k} {row[f'R@{k}']:.3f}" for k in RECALL_AT
+                         if row[f"R@{k}"] is not None) + ", "
              + ", ".join(f"{q:,.0f} q/s at {t}t" for t, q in row["qps"].items() if q))
 
     def index_of(key, **kw):
