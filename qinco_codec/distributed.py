@@ -108,10 +108,6 @@ class Group:
         disjoint and together are t."""
         return t if self.world == 1 else t[self.rank::self.world]
 
-    def share(self, n):
-        """How many of n rows `rows` gives this rank."""
-        return len(range(self.rank, n, self.world))
-
     def gather_rows(self, part, n):
         """The inverse of rows(): the n rows (n, ...) whose shares the ranks hold, in their order."""
         if self.world == 1:

@@ -342,6 +342,14 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     `quiet` (no progress bar), `on_epoch(record)` called after each epoch (and its checkpoint)
     with that epoch's record. Runs with torch's deterministic algorithms.
 
+    Data-parallel: in a process torchrun started with others (WORLD_SIZE > 1), every rank calls
+    train() with the same data and options (checked) and they train one model together: rank 0's
+    RQ start is broadcast, each rank encodes and back-propagates its share of every batch (the
+    batch, epoch and schedule stay those of one process) with gradients averaged by
+    DistributedDataParallel, metrics and codeword resets are agreed, and rank 0's clock takes
+    the budget decisions. Only rank 0 writes the checkpoint (every rank reads it on resume);
+    every rank returns the same model. See distributed.py and docs/scale-out.md.
+
     Returns the model, or with `return_history=True` a TrainResult (model, history): the history
     is the list of epoch records, `{"epoch": 0, "val_mse": ...}` for the RQ start, then per epoch
     `epoch`, `train_mse`, `val_mse` (MSE summed over dimensions, mean over vectors), `reset` (dead
