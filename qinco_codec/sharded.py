@@ -236,6 +236,9 @@ def encode_shard(job, model_data, array=None, report=None):
             lo = job["lo"] + done
             hi = min(job["hi"], lo + piece)
             x = read_pieces(_pieces_of(job, lo, hi), array, job["dim"])
+            if getattr(model.config, "unit_norm", False):  # as compress checks its rows
+                from .unit_norm import check_unit_norm
+                check_unit_norm(x, row_offset=lo)
             t = time.monotonic()
             codes = model.encode(x, A=job["A"], B=job["B"], device=job["device"])
             rate = len(x) / max(time.monotonic() - t, 1e-9)
@@ -492,6 +495,11 @@ def compress_sharded(inputs, out_dir, model, shards=4, *, steps=None, A=None, B=
                          f"expects {model.dim}")
     steps = deprecated_bytes(steps, bytes, model.K, model.M, "the model's rate")
     steps = model.M if steps is None else steps
+    chosen_A = model.config.A if A is None else A
+    if getattr(model, "decode_only", False) and 0 < chosen_A < model.K:  # as compress refuses
+        raise InputError(f"the model is decode-only (no pre-selection codebooks), so it cannot "
+                         f"encode with A={chosen_A}: use the full model, or A=0 (every codeword "
+                         f"evaluated)")
     os.makedirs(out_dir, exist_ok=True)
     if not embed_model:
         from . import model_store
