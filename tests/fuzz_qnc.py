@@ -4,8 +4,9 @@
 The property checked for every input, read once through a seekable file object and once through a
 non-seekable pipe that returns short reads:
 
-    opening the file, reading a slice of rows at a prefix rate (seekable input), reading all codes
-    and reading the embedded model bytes either succeeds with the correct codes and model, or
+    opening the file, reading a slice of rows at a prefix rate (seekable input), reading all codes,
+    reading the embedded model bytes and reading the inverted lists (the ivf section, SPEC.md 5.3)
+    either succeeds with the correct codes, model and lists, or
     raises QncFormatError; never any other exception (InputError included: no bad argument is
     ever passed), never a hang (a per-case timer, SIGALRM), and never a peak of traced memory
     (tracemalloc: numpy buffers and Python objects) above 64 * len(file) + 1 MiB.
@@ -24,7 +25,12 @@ qinco_codec/formats/golden) by a catalogue of mutations:
   overflowing numbers, invalid UTF-8); zstd planes replaced by crafted frames (no content size,
   wrong content size, a frame whose content is far larger than its header says, concatenated or
   skippable frames, dictionary IDs, content checksums right and wrong, out-of-range codes);
-  raw planes re-encoded as valid zstd and back; chunks swapped, duplicated, dropped.
+  raw planes re-encoded as valid zstd and back; chunks swapped, duplicated, dropped;
+* the ivf section (SPEC.md 5.3): each field of its head set to an extreme or inconsistent value
+  (n, dim, nlist, id_bytes, ids_encoding, ids_stored_len), the payload truncated or extended,
+  centroids made NaN or infinite, a list id >= nlist, list ids replaced by crafted zstd frames
+  (wrong or missing content size, bombs, trailing bytes, checksums), valid re-encodings (raw and
+  zstd ids, nonzero reserved bytes), the section added to files without one or removed.
 
 Structure-level mutations re-emit the whole file with consistent lengths, offsets and CRCs (the
 spec-only emitter of tests/spec_reader.py, which imports nothing of the package), so that only
@@ -64,9 +70,9 @@ from qinco_codec.errors import QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec_reader import (MAGIC, U32, Emitted, Plane, QncParts, Section,  # noqa: E402,F401
-                         SpecFormatError, emit, numeric_fields, repair_crcs, spec_codes,
-                         spec_open, to_parts)
+from spec_reader import (MAGIC, SEC_IVF, U32, Emitted, Plane, QncParts, Section,  # noqa: E402,F401
+                         SpecFormatError, emit, ivf_payload, numeric_fields, repair_crcs,
+                         spec_codes, spec_open, to_parts)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "qinco_codec" / "formats" / "golden"
 
@@ -97,12 +103,15 @@ class Base:
     emitted: Emitted = None
     K: int = 0
     M: int = 0
+    ivf: object = None  # (centroids, list_ids) of its ivf section, or None
 
     def __post_init__(self):
         self.parts = to_parts(self.data)
         self.emitted = emit(self.parts)
         assert bytes(self.emitted.buf) == self.data, f"{self.name}: re-emission differs"
         self.K, self.M = self.parts.header["K"], self.parts.header["M"]
+        f = spec_open(self.data)
+        self.ivf = None if f.ivf is None else (f.ivf.centroids, f.ivf.list_ids)
 
 
 def _codes(rng, n, M, K):
@@ -112,35 +121,43 @@ def _codes(rng, n, M, K):
     return codes.astype(np.uint8 if K <= 256 else np.uint16)
 
 
-# (K, M, n, chunk_rows, zstd_level, model bytes length or None, metadata)
+# (K, M, n, chunk_rows, zstd_level, model bytes length or None, metadata, ivf nlist or None)
 BASE_SPECS = [
-    (256, 4, 40, 16, 3, 120, {"source": "fuzz"}),
-    (256, 3, 50, 7, None, None, None),
-    (16, 5, 33, 8, 3, None, {"é": [1, 2.5, None, True]}),
-    (4096, 3, 30, 11, 3, 40, None),
-    (65536, 2, 20, 20, 1, None, None),
-    (2, 6, 150, 64, 19, 8, None),
-    (256, 1, 1, 1, None, 1, {}),
-    (256, 2, 0, 5, 3, 50, None),       # n = 0
-    (4, 2, 3, 2, None, None, None),
-    (256, 8, 120, 40, 3, 300, {"k": "v" * 40}),
+    (256, 4, 40, 16, 3, 120, {"source": "fuzz"}, 3),
+    (256, 3, 50, 7, None, None, None, None),
+    (16, 5, 33, 8, 3, None, {"é": [1, 2.5, None, True]}, 40),   # more lists than rows
+    (4096, 3, 30, 11, 3, 40, None, None),
+    (65536, 2, 20, 20, 1, None, None, None),
+    (2, 6, 150, 64, 19, 8, None, 7),                            # sorted ids: a zstd frame
+    (256, 1, 1, 1, None, 1, {}, 1),
+    (256, 2, 0, 5, 3, 50, None, 2),                             # n = 0
+    (4, 2, 3, 2, None, None, None, None),
+    (256, 8, 120, 40, 3, 300, {"k": "v" * 40}, None),
 ]
+
+
+def _base_ivf(rng, i, n, dim, nlist):
+    """The ivf section of base i: random centroids, list ids random or (base 5) sorted."""
+    from qinco_codec.formats.ivf import IvfSection
+    ids = np.sort(rng.integers(0, nlist, n)) if i == 5 else rng.integers(0, nlist, n)
+    return IvfSection(rng.standard_normal((nlist, dim)).astype(np.float32), ids)
 
 
 def make_bases(directory=None):
     """The valid files mutations start from: written by QncWriter, plus the golden files."""
     bases = []
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        for i, (K, M, n, chunk_rows, zstd, model_len, meta) in enumerate(BASE_SPECS):
+        for i, (K, M, n, chunk_rows, zstd, model_len, meta, nlist) in enumerate(BASE_SPECS):
             rng = np.random.default_rng(1000 + i)
             codes = _codes(rng, n, M, K)
+            ivf = None if nlist is None else _base_ivf(rng, i, n, 3 + i, nlist)
             model = rng.integers(0, 256, model_len).astype(np.uint8).tobytes() if model_len else None
             sha = hashlib.sha256(model if model is not None else b"external %d" % i).digest()
             path = os.path.join(tmp, f"base{i}.qnc")
             with QncWriter(path, n=n, dim=3 + i, source_dtype="float16" if i % 3 else "float32",
                            K=K, M=M, model_sha256=sha, model_config={"K": K, "M": M, "i": i},
                            metadata=meta, model_bytes=model, chunk_rows=chunk_rows,
-                           zstd_level=zstd) as w:
+                           zstd_level=zstd, ivf=ivf) as w:
                 w.write_codes(codes[: n // 3])
                 w.write_codes(codes[n // 3:])
             bases.append(Base(f"writer{i}", Path(path).read_bytes(), codes, model))
@@ -159,7 +176,8 @@ def _warm_up(bases):
     memory use."""
     rng = random.Random(0)
     for b in bases:
-        for data in (b.data, b.data[:-1], m_plane(rng, b).data, m_field(rng, b).data):
+        for data in (b.data, b.data[:-1], m_plane(rng, b).data, m_field(rng, b).data,
+                     m_ivf(rng, b).data):
             for mode in ("seek", "pipe"):
                 try:
                     _read(data, mode, lambda n: (n // 3, n // 3 + max(1, n // 2)))
@@ -171,6 +189,7 @@ def _warm_up(bases):
 # Cases and mutations
 
 UNCHANGED = object()
+ANY_IVF = object()
 
 
 @dataclass
@@ -182,6 +201,8 @@ class Case:
     model: object = UNCHANGED        # expected model bytes when not the base's
     expect: Optional[str] = None     # "accept" or "reject" where SPEC.md decides; None: either
     model_may_vanish: bool = False   # the embedded model section may have become another type
+    ivf: object = UNCHANGED          # expected (centroids, list_ids) or None when not the base's;
+                                     # ANY_IVF: whatever a valid ivf section holds
 
 
 def _rand_bytes(rng, n):
@@ -219,8 +240,11 @@ def m_bit_flips(rng, base):
     # section type may turn the embedded model into an unknown (skipped) section
     hit = [_field_at(base, a) for a in spots]
     exact = not fix or not any(k and k[0] == "plane" and k[2] == "data" for k in hit)
+    # with the CRCs repaired, a flipped centroid bit leaves a valid ivf section with other values
+    ivf = ANY_IVF if fix and any(_in_ivf_section(base, k) for k in hit) else UNCHANGED
     return Case(bytes(buf), f"{k} bit flip(s) at {spots[:4]}{' + CRC repair' if fix else ''}",
-                exact=exact, model_may_vanish=fix and any(_is_model_type(base, k) for k in hit))
+                exact=exact, model_may_vanish=fix and any(_is_model_type(base, k) for k in hit),
+                ivf=ivf)
 
 
 def _field_at(base, at):
@@ -228,6 +252,12 @@ def _field_at(base, at):
         if off <= at < off + size:
             return key
     return None
+
+
+def _in_ivf_section(base, key):
+    """Whether `key` is a field (header or payload) of the base's ivf section."""
+    return (key is not None and key[0] == "section"
+            and base.parts.sections[key[1]].type == SEC_IVF)
 
 
 def _is_model_type(base, key):
@@ -275,7 +305,8 @@ def m_field(rng, base):
         buf[off:off + width] = value.to_bytes(width, "little")
         data = bytes(buf)
     return Case(data, f"field {key} = {value} (was {current})",
-                model_may_vanish=_is_model_type(base, key))
+                model_may_vanish=_is_model_type(base, key),
+                ivf=ANY_IVF if _in_ivf_section(base, key) else UNCHANGED)
 
 
 def m_bytes_field(rng, base):
@@ -316,9 +347,11 @@ def m_section(rng, base):
     parts = base.parts.copy()
     secs = parts.sections
     op = rng.choice(["payload", "payload", "add", "duplicate", "remove", "reorder", "flags"])
-    model, expect = UNCHANGED, None
+    model, expect, ivf = UNCHANGED, None, UNCHANGED
     if op == "payload":
         i = rng.randrange(len(secs))
+        if secs[i].type == SEC_IVF:
+            ivf = ANY_IVF
         if secs[i].type in (1, 2):
             secs[i].payload = rng.choice(HOSTILE_JSON + [_rand_bytes(rng, rng.randrange(200))])
         else:
@@ -336,13 +369,14 @@ def m_section(rng, base):
         if kind == 3 and flags == 0 and base.model is None and \
                 hashlib.sha256(payload).digest() == parts.header["model_sha256"]:
             model, expect = payload, "accept"  # (the golden tiny_example names the empty model)
-        elif kind in (0, 3) or (kind == 1 and flags == 1) or (kind == 4 and flags != 0):
+        elif kind in (0, 3, 5) or (kind == 1 and flags == 1) or (kind == 4 and flags != 0):
             # type 0, a second model_config, a model of another hash, quality_report (type 4
-            # since 1.1) with flags other than its exact 0
+            # since 1.1) with flags other than its exact 0, an ivf section (type 5 since 1.2)
+            # whose payload is not a valid one (none of those drawn here is)
             expect = "reject"
-        elif kind >= 5 and flags & 1:
+        elif kind >= 6 and flags & 1:
             expect = "reject"  # an unknown section marked REQUIRED
-        elif kind >= 5:
+        elif kind >= 6:
             expect = "accept"  # an unknown optional section is skipped
     elif op == "duplicate":
         i = rng.randrange(len(secs))
@@ -354,6 +388,8 @@ def m_section(rng, base):
         desc = f"removed section {i} (type {removed.type})"
         if removed.type == 3:
             model = None  # a valid file with an external model
+        if removed.type == SEC_IVF:
+            ivf = None  # a valid file without inverted lists
         expect = "reject" if removed.type == 1 else "accept"
     elif op == "reorder":
         rng.shuffle(secs)
@@ -363,7 +399,7 @@ def m_section(rng, base):
         i = rng.randrange(len(secs))
         secs[i].flags = rng.choice([0, 1, 2, 3, 0x80000000])
         desc = f"section {i} (type {secs[i].type}) flags {secs[i].flags:#x}"
-    return Case(bytes(emit(parts).buf), desc, model=model, expect=expect)
+    return Case(bytes(emit(parts).buf), desc, model=model, expect=expect, ivf=ivf)
 
 
 def _rle_frame(content_size, total, block=1 << 17, byte=0, window_log=17):
@@ -485,11 +521,11 @@ def m_chunks(rng, base):
         chunks.insert(rng.randrange(len(chunks) + 1), replace(rng.choice(chunks)))
     elif op == "drop_last":
         chunks.pop()
-    elif op == "drop_last_fix_n":  # a valid file holding fewer rows
-        dropped = chunks.pop()
+    elif op == "drop_last_fix_n":  # a valid file holding fewer rows, unless its ivf section
+        dropped = chunks.pop()       # still lists the dropped rows (SPEC.md 5.3: n must match)
         parts.header["n"] -= dropped.rows
         codes = base.codes[:parts.header["n"]]
-        expect = "accept"
+        expect = "accept" if base.ivf is None else "reject"
     elif op == "drop_first":
         chunks.pop(0)
     elif op == "renumber":
@@ -499,6 +535,103 @@ def m_chunks(rng, base):
         ch = rng.choice(chunks)
         ch.rows = rng.choice([0, ch.rows - 1, ch.rows + 1, 2 ** 32 - 1])
     return Case(bytes(emit(parts).buf), f"chunks: {op}", codes=codes, expect=expect)
+
+
+def spec_reader_ivf_head(payload):
+    """The 7 head fields of an ivf payload (SPEC.md 5.3), as the spec-only reader lays them out."""
+    from spec_reader import IVF_HEAD
+    return IVF_HEAD.unpack_from(payload)
+
+
+def _ivf_index(parts):
+    return next((i for i, sec in enumerate(parts.sections) if sec.type == SEC_IVF), None)
+
+
+def m_ivf(rng, base):
+    """The ivf section (SPEC.md 5.3): added to a file without one (valid, or not), or its
+    payload rebuilt with one field, the centroids, the list ids or their zstd frame changed, all
+    CRCs consistent (the section is re-emitted), so that only the ivf rules are broken."""
+    parts = base.parts.copy()
+    n, dim = parts.header["n"], parts.header["dim"]
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    i = _ivf_index(parts)
+    if i is None:
+        nlist = rng.choice([1, 2, 5, 300])
+        centroids = nrng.standard_normal((nlist, dim)).astype(np.float32)
+        ids = nrng.integers(0, nlist, n)
+        valid = rng.random() < 0.5
+        payload = ivf_payload(centroids, ids, level=rng.choice([None, 3]),
+                              **({} if valid else {"nlist": nlist + 1}))
+        parts.sections.insert(rng.randrange(len(parts.sections) + 1), Section(SEC_IVF, 0, payload))
+        return Case(bytes(emit(parts).buf), f"ivf section added (nlist {nlist}, "
+                    f"{'valid' if valid else 'nlist off by one'})",
+                    expect="accept" if valid else "reject",
+                    ivf=(centroids, ids.astype(np.uint16)) if valid else UNCHANGED)
+    centroids, ids = (np.array(a) for a in base.ivf)
+    nlist, raw = len(centroids), np.ascontiguousarray(ids, "<u2").tobytes()
+    frame = zstandard.ZstdCompressor().compress(raw)
+    zstd_or_reject = lambda z: "accept" if 0 < len(z) < len(raw) else "reject"  # noqa: E731
+    stored_now = parts.sections[i].payload[32 + 4 * nlist * dim:]
+    # name: (ivf_payload keyword arguments, expect, expected lists when accepted)
+    options = {
+        "n + 1": (dict(n=n + 1), "reject"), "n = 2^64-1": (dict(n=2 ** 64 - 1), "reject"),
+        "dim + 1": (dict(dim=dim + 1), "reject"), "dim = 0": (dict(dim=0), "reject"),
+        "nlist = 0": (dict(nlist=0), "reject"), "nlist + 1": (dict(nlist=nlist + 1), "reject"),
+        "nlist = 2^24 + 1": (dict(nlist=2 ** 24 + 1), "reject"),
+        "nlist = 2^32 - 1": (dict(nlist=2 ** 32 - 1), "reject"),
+        "id_bytes = 4": (dict(id_bytes=4), "reject"), "id_bytes = 0": (dict(id_bytes=0), "reject"),
+        "id_bytes = 1": (dict(id_bytes=1), "reject"),
+        "ids_encoding = 2": (dict(ids_encoding=2), "reject"),
+        "ids_encoding = 255": (dict(ids_encoding=255), "reject"),
+        "ids_encoding flipped": (dict(stored=stored_now, ids_encoding=int(stored_now != raw) ^ 1),
+                                 "reject"),
+        "ids_stored_len + 1": (dict(stored=stored_now, ids_stored_len=len(stored_now) + 1), "reject"),
+        "ids_stored_len = 2^64-1": (dict(stored=stored_now, ids_stored_len=2 ** 64 - 1), "reject"),
+        "a byte after the ids": (dict(stored=stored_now, tail=b"\0"), "reject"),
+        "reserved bytes set": (dict(stored=stored_now, reserved=b"\xff" * 6), "accept"),
+        "ids raw": (dict(level=None), "accept"),
+        "ids zstd level 19": (dict(stored=zstandard.ZstdCompressor(level=19).compress(raw)),
+                              zstd_or_reject(zstandard.ZstdCompressor(level=19).compress(raw))),
+        "ids zstd with checksum": (dict(stored=zstandard.ZstdCompressor(write_checksum=True).compress(raw)),
+                                   zstd_or_reject(zstandard.ZstdCompressor(write_checksum=True).compress(raw))),
+        "ids zstd checksum corrupted": (
+            dict(stored=_corrupt_checksum(zstandard.ZstdCompressor(write_checksum=True).compress(raw)),
+                 ids_encoding=1), "reject"),
+        "ids zstd without content size": (dict(stored=zstandard.ZstdCompressor(
+            write_content_size=False).compress(raw), ids_encoding=1), "reject"),
+        "ids zstd of raw + 2 bytes": (dict(stored=zstandard.ZstdCompressor().compress(raw + b"\0\0"),
+                                           ids_encoding=1), "reject"),
+        "ids zstd of raw - 2 bytes": (dict(stored=zstandard.ZstdCompressor().compress(raw[:-2]),
+                                           ids_encoding=1), "reject"),
+        "ids two frames": (dict(stored=frame + frame, ids_encoding=1), "reject"),
+        "ids frame + garbage": (dict(stored=frame + b"\0", ids_encoding=1), "reject"),
+        "ids RLE bomb declaring raw_len": (dict(stored=_rle_frame(len(raw), 64 << 20), ids_encoding=1),
+                                           "reject"),
+        "ids frame with dictionary id": (dict(stored=_with_dict_id(raw), ids_encoding=1), "reject"),
+        "ids random bytes": (dict(stored=_rand_bytes(rng, max(1, rng.randrange(len(raw) + 2))),
+                                  ids_encoding=rng.choice([0, 1])), None),
+    }
+    if n:
+        over = ids.copy()
+        over[rng.randrange(n)] = nlist
+        last = ids.copy()
+        last[rng.randrange(n)] = nlist - 1
+        options["a list id = nlist"] = (dict(list_ids=over, level=None), "reject")
+        options["a list id = nlist - 1"] = (dict(list_ids=last), "accept", (centroids, last))
+    bad = centroids.copy()
+    bad.flat[rng.randrange(bad.size)] = rng.choice([np.nan, np.inf, -np.inf])
+    options["a centroid not finite"] = (dict(centroids=bad), "reject")
+    other = nrng.standard_normal(centroids.shape).astype(np.float32)
+    options["other centroids"] = (dict(centroids=other), "accept", (other, ids))
+    options["payload truncated"] = (dict(cut=rng.choice([1, 8, 31])), "reject")
+    name = rng.choice(sorted(options))
+    kwargs, expect, *lists = options[name]
+    kwargs = dict(kwargs)
+    cut = kwargs.pop("cut", 0)
+    payload = ivf_payload(kwargs.pop("centroids", centroids), kwargs.pop("list_ids", ids), **kwargs)
+    parts.sections[i].payload = payload[:len(payload) - cut] if cut else payload
+    return Case(bytes(emit(parts).buf), f"ivf: {name}", expect=expect,
+                ivf=lists[0] if lists else UNCHANGED if expect == "accept" else ANY_IVF)
 
 
 def m_header_valid_variants(rng, base):
@@ -518,17 +651,19 @@ def m_header_valid_variants(rng, base):
         parts.header["source_dtype"] = rng.randrange(1, 13)
     else:
         parts.sections.insert(rng.randrange(len(parts.sections) + 1),
-                              Section(rng.choice([5, 0x1000, 0x80000000]), 0,
+                              Section(rng.choice([6, 0x1000, 0x80000000]), 0,
                                       _rand_bytes(rng, rng.randrange(300))))
     return Case(bytes(emit(parts).buf), f"valid variant: {op}", expect="accept")
 
 
 def m_combo(rng, base):
-    first = rng.choice([m_field, m_section, m_plane, m_chunks, m_bytes_field])(rng, base)
+    first = rng.choice([m_field, m_section, m_plane, m_chunks, m_bytes_field, m_ivf])(rng, base)
     second = rng.choice([m_bit_flips, m_truncate, m_insert, m_delete])(rng, replace_data(base, first))
     return Case(second.data, f"{first.desc}; then {second.desc}",
                 exact=first.exact and second.exact, codes=first.codes, model=first.model,
-                model_may_vanish=first.model_may_vanish or second.model_may_vanish)
+                model_may_vanish=first.model_may_vanish or second.model_may_vanish,
+                ivf=ANY_IVF if ANY_IVF in (first.ivf, second.ivf) else
+                second.ivf if second.ivf is not UNCHANGED else first.ivf)
 
 
 def replace_data(base, case):
@@ -553,11 +688,12 @@ MUTATIONS = {
     "chunks": m_chunks,
     "valid_variant": m_header_valid_variants,
     "combo": m_combo,
+    "ivf": m_ivf,
 }
 # relative frequency in the long run
 WEIGHTS = {"random_bytes": 1, "bit_flips": 3, "insert": 1, "delete": 1, "truncate": 1,
            "extend": 0.5, "field": 4, "bytes_field": 1, "section": 2, "plane": 3, "chunks": 1,
-           "valid_variant": 1, "combo": 2}
+           "valid_variant": 1, "combo": 2, "ivf": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,10 +747,23 @@ class Outcome:
     seconds: float = 0.0
     codes: object = None      # what an accepting reader returned
     model: object = None
+    ivf: object = None        # (centroids, list_ids) or None
+
+
+def _ivf_arrays(ivf):
+    """(centroids, list_ids) of an IvfSection or SpecIvf, None for None."""
+    return None if ivf is None else (ivf.centroids, ivf.list_ids)
+
+
+def _same_ivf(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _read(data, mode, rows_probe):
-    """What the property exercises: open, a partial read (seekable), all codes, the model."""
+    """What the property exercises: open, a partial read (seekable), all codes, the model, the
+    inverted lists."""
     src = io.BytesIO(data) if mode == "seek" else Pipe(data)
     with QncReader(src) as reader:
         h = reader.header
@@ -625,11 +774,14 @@ def _read(data, mode, rows_probe):
                        reader.codes(rows=np.array([h.n - 1, 0, h.n // 2])))
         codes = reader.codes()
         model = reader.model_bytes()
-        return h, partial, codes, model
+        ivf = _ivf_arrays(reader.ivf())
+        if (ivf is not None) != h.has_ivf:
+            raise AssertionError("QncReader.ivf() disagrees with header.has_ivf")
+        return h, partial, codes, model, ivf
 
 
 def check(data, expected_codes, expected_model, *, exact, mode, expect=None,
-          model_may_vanish=False, timeout=DEFAULT_TIMEOUT):
+          model_may_vanish=False, timeout=DEFAULT_TIMEOUT, expected_ivf=ANY_IVF):
     """Run the property on `data` through `mode` ('seek' or 'pipe'); return an Outcome.
 
     `expect`: "accept" or "reject" when SPEC.md decides whether the file is valid."""
@@ -670,12 +822,15 @@ def check(data, expected_codes, expected_model, *, exact, mode, expect=None,
         return Outcome(True, False, error, peak, seconds)
     if expect == "reject":
         return Outcome(False, True, f"{mode}: an invalid file was accepted", peak, seconds)
-    h, partial, codes, model = result
+    h, partial, codes, model, ivf = result
     problem = _judge(h, partial, codes, model, expected_codes, expected_model, exact,
                      model_may_vanish)
+    if not problem and exact and expected_ivf is not ANY_IVF and not _same_ivf(ivf, expected_ivf):
+        problem = (f"accepted, but ivf() returned {'no' if ivf is None else 'other'} inverted "
+                   f"lists than expected")
     if problem:
         return Outcome(False, True, f"{mode}: {problem}", peak, seconds)
-    return Outcome(True, True, "", peak, seconds, codes, model)
+    return Outcome(True, True, "", peak, seconds, codes, model, ivf)
 
 
 def spec_verdict(data, timeout=DEFAULT_TIMEOUT):
@@ -688,7 +843,8 @@ def spec_verdict(data, timeout=DEFAULT_TIMEOUT):
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             f = spec_open(data, verify_skipped=False)
-            return Outcome(True, True, codes=spec_codes(f), model=f.embedded_model)
+            return Outcome(True, True, codes=spec_codes(f), model=f.embedded_model,
+                           ivf=_ivf_arrays(f.ivf))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except SpecFormatError as exc:
@@ -711,6 +867,8 @@ def disagreement(mode, out, spec):
         return f"{mode}: the package rejected a file the spec-only reader accepts: {out.message}"
     if out.accepted and not (np.array_equal(out.codes, spec.codes) and out.model == spec.model):
         return f"{mode}: the package and the spec-only reader return different codes or model"
+    if out.accepted and not _same_ivf(out.ivf, spec.ivf):
+        return f"{mode}: the package and the spec-only reader return different inverted lists"
     return None
 
 
@@ -746,11 +904,12 @@ def check_case(base, case, modes=("seek", "pipe"), timeout=DEFAULT_TIMEOUT):
     way (accepts it with the same codes and model, or rejects it); return [(mode, Outcome)]."""
     codes = base.codes if case.codes is UNCHANGED else case.codes
     model = base.model if case.model is UNCHANGED else case.model
+    ivf = base.ivf if case.ivf is UNCHANGED else case.ivf
     spec = spec_verdict(case.data, timeout)
     outcomes = []
     for mode in modes:
         out = check(case.data, codes, model, exact=case.exact, mode=mode, expect=case.expect,
-                    model_may_vanish=case.model_may_vanish, timeout=timeout)
+                    model_may_vanish=case.model_may_vanish, timeout=timeout, expected_ivf=ivf)
         problem = disagreement(mode, out, spec) if out.ok else None
         if problem:
             out = replace(out, ok=False, message=problem)

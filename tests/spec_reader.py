@@ -39,6 +39,11 @@ each (this module follows the current text):
   G14 (sections 7, 11.1, 11.4): the index length follows from the header's C; index_crc32 is
      verified before any other index field is used; section headers of skipped sections are
      among the bytes a random-access read touches.
+
+Version 1.2 (section 5.3, the `ivf` section, type 5) was added to this reader from the text of
+section 5.3 alone: `_parse_ivf` checks the payload in the order that section lists and fills
+`SpecFile.ivf` (a `SpecIvf`); `ivf_payload` builds a payload field by field (any field may be
+given a wrong value, for the fuzzer and the refusal tests).
 """
 
 from __future__ import annotations
@@ -95,17 +100,23 @@ DTYPES = {  # section 4.1
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 
 SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL, SEC_QUALITY_REPORT = 1, 2, 3, 4
-# section 5: occurrences allowed for the types version 1.1 knows (type 0: "never")
+SEC_IVF = 5  # section 5.3, since version 1.2
+# section 5: occurrences allowed for the types version 1.2 knows (type 0: "never")
 MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1,
-                   SEC_QUALITY_REPORT: 1}
+                   SEC_QUALITY_REPORT: 1, SEC_IVF: 1}
 REQUIRED = 1
 # section 5, "flags (exact value)" column
 EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
-               SEC_QUALITY_REPORT: 0}
+               SEC_QUALITY_REPORT: 0, SEC_IVF: 0}
 JSON_TYPES = (SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_QUALITY_REPORT)
 # sections 10, 12: the minor version that defines each type
 SECTION_MINOR = {SEC_MODEL_CONFIG: 0, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
-                 SEC_QUALITY_REPORT: 1}
+                 SEC_QUALITY_REPORT: 1, SEC_IVF: 2}
+
+# section 5.3: the ivf payload's head: n, dim, nlist, id_bytes, ids_encoding, 6 reserved bytes,
+# ids_stored_len; then nlist * dim binary32 centroids; then the stored list ids
+IVF_HEAD = struct.Struct("<QIIBB6sQ")  # 32 bytes
+IVF_MAX_NLIST = 1 << 24
 
 # section 5: JSON payload limits
 MAX_JSON = 1 << 24
@@ -249,6 +260,7 @@ class SpecFile:
     user_metadata: dict | None = None
     embedded_model: bytes | None = None
     quality_report: dict | None = None  # section 5.2 (version 1.1)
+    ivf: "SpecIvf | None" = None  # section 5.3 (version 1.2)
     index_offset: int = 0
     index_length: int = 0
     chunks: list = field(default_factory=list)  # (chunk_offset, chunk_length)
@@ -271,6 +283,70 @@ class SpecFile:
 
     def rows_in_chunk(self, c):
         return min(self.chunk_rows, self.n - c * self.chunk_rows)
+
+
+@dataclass
+class SpecIvf:
+    """An ivf section as section 5.3 describes it."""
+    nlist: int
+    id_bytes: int
+    ids_encoding: int
+    reserved: bytes
+    centroids: np.ndarray  # (nlist, dim) float32
+    list_ids: np.ndarray   # (n,) unsigned, in row order
+
+
+def _parse_ivf(payload: bytes, f: "SpecFile") -> SpecIvf:
+    """Section 5.3, checked in the order its last paragraph gives (the payload CRC is already
+    verified): the head's fields, the exact length, then the centroids, then the list ids."""
+    _need(len(payload) >= 32, f"ivf: payload of {len(payload)} bytes is shorter than 32")
+    n, dim, nlist, id_bytes, encoding, reserved, stored_len = IVF_HEAD.unpack_from(payload)
+    _need(n == f.n, f"ivf: n={n} differs from the header's n={f.n}")
+    _need(dim == f.dim, f"ivf: dim={dim} differs from the header's dim={f.dim}")
+    _need(1 <= nlist <= IVF_MAX_NLIST, f"ivf: nlist={nlist} not in [1, 2^24]")
+    _need(id_bytes == (2 if nlist <= 65536 else 4), f"ivf: id_bytes={id_bytes} does not match nlist={nlist}")
+    _need(encoding in (0, 1), f"ivf: unknown ids_encoding {encoding}")
+    raw_len = n * id_bytes
+    if encoding == 0:
+        _need(stored_len == raw_len, f"ivf: raw ids_stored_len {stored_len} != n * id_bytes = {raw_len}")
+    else:
+        _need(1 <= stored_len < raw_len, f"ivf: zstd ids_stored_len {stored_len} not in [1, {raw_len})")
+        _need(raw_len <= 32768 * stored_len, "ivf: ids_raw_len > 32768 * ids_stored_len")
+    _need(len(payload) == 32 + 4 * nlist * dim + stored_len,
+          f"ivf: length {len(payload)} != 32 + 4 * nlist * dim + ids_stored_len")
+    centroids = np.frombuffer(payload, "<f4", nlist * dim, 32).reshape(nlist, dim)
+    _need(bool(np.isfinite(centroids).all()), "ivf: a centroid component is not finite")
+    stored = payload[32 + 4 * nlist * dim:]
+    raw = stored if encoding == 0 else _unzstd(stored, raw_len, "ivf list ids")
+    ids = np.frombuffer(raw, "<u2" if id_bytes == 2 else "<u4")
+    _need(n == 0 or int(ids.max()) < nlist, f"ivf: a list id is >= nlist={nlist}")
+    return SpecIvf(nlist, id_bytes, encoding, reserved, centroids.astype(np.float32), ids)
+
+
+def ivf_payload(centroids, list_ids, *, n=None, dim=None, nlist=None, id_bytes=None,
+                ids_encoding=None, reserved=bytes(6), ids_stored_len=None, stored=None,
+                level=3, tail=b"") -> bytes:
+    """An ivf payload (section 5.3) of `centroids` (nlist, dim) and `list_ids` (n,): every field
+    derived unless given (a wrong value is written as given). The list ids are stored as one
+    zstd frame at `level` when strictly shorter (section 12; level None: raw), unless
+    `ids_encoding`/`stored` say otherwise. `tail`: bytes appended after the list ids."""
+    centroids = np.asarray(centroids, dtype="<f4")
+    list_ids = np.asarray(list_ids)
+    nl = centroids.shape[0] if nlist is None else nlist
+    width = (2 if centroids.shape[0] <= 65536 else 4) if id_bytes is None else id_bytes
+    raw = np.ascontiguousarray(list_ids, dtype="<u2" if width == 2 else "<u4").tobytes()
+    if stored is None:
+        stored, enc = raw, 0
+        if level is not None and raw:
+            z = spec_zstd(level).compress(raw)
+            if len(z) < len(raw):
+                stored, enc = z, 1
+    else:
+        enc = 0 if stored == raw else 1
+    enc = enc if ids_encoding is None else ids_encoding
+    head = IVF_HEAD.pack(len(list_ids) if n is None else n, centroids.shape[1] if dim is None else dim,
+                         nl, width, enc, reserved, len(stored) if ids_stored_len is None else ids_stored_len)
+    return head + centroids.tobytes() + stored + tail
 
 
 def _parse_fixed_header(data: bytes) -> SpecFile:
@@ -334,6 +410,8 @@ def _parse_sections(f: SpecFile, verify_skipped: bool = True) -> None:
             f.user_metadata = json_object(payload, "user_metadata")
         elif typ == SEC_QUALITY_REPORT:  # informative (section 5): any keys are accepted
             f.quality_report = json_object(payload, "quality_report")
+        elif typ == SEC_IVF:  # this reader uses every section it knows: checked at open
+            f.ivf = _parse_ivf(payload, f)
         elif typ == SEC_EMBEDDED_MODEL:
             _need(hashlib.sha256(payload).digest() == f.model_sha256,
                   "embedded_model: SHA-256 does not match model_sha256")

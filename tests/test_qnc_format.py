@@ -327,6 +327,23 @@ def test_golden_file_decodes_to_expected_codes(name):
         if model is not None:
             assert model == make_golden.MODEL
             assert hashlib.sha256(model).digest() == r.header.model_sha256
+    # the ivf section (SPEC.md 5.3): what make_golden wrote, as the package and the reader
+    # written from SPEC.md alone both parse it, through a file and a pipe
+    written = make_golden.CASES.get(name, (None, {}, None))[1].get("ivf")
+    spec_ivf = spec_reader.spec_open(data).ivf
+    assert (written is None) == (spec_ivf is None)
+    for mode in MODES:
+        with QncReader(io.BytesIO(data) if mode == "seek" else Pipe(data)) as r:
+            ivf = r.ivf()
+            assert r.header.has_ivf == (ivf is not None) == (written is not None)
+            if ivf is None:
+                continue
+            assert r.header.version == (1, 2)
+            for got in (ivf, spec_ivf):
+                assert got.centroids.dtype == np.float32
+                np.testing.assert_array_equal(got.centroids, written.centroids)
+                np.testing.assert_array_equal(got.list_ids, written.list_ids)
+            assert ivf.list_ids.dtype == np.uint16
 
 
 @pytest.mark.parametrize("name", make_golden.names())
@@ -353,6 +370,10 @@ def test_golden_set_covers_the_required_cases():
     assert any(h.num_chunks >= 3 for h in headers.values())
     assert any(h.n == 0 for h in headers.values())
     assert any(h.version > (1, 0) for h in headers.values())
+    assert any(h.version == (1, 2) and h.has_ivf for h in headers.values())
+    ids_encodings = {make_golden.ivf_ids_encoding((GOLDEN / f"{name}.qnc").read_bytes())
+                     for name in headers}
+    assert {0, 1} <= ids_encodings  # raw and zstd list ids
 
 
 def test_spec_worked_example_matches_the_code():

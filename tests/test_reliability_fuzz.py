@@ -1,7 +1,8 @@
 """Reliability: fuzzing of the .qnc reader, and zstd decompression bombs.
 
 The property (see tests/fuzz_qnc.py): for any input, opening it, reading a row slice at a prefix
-rate, reading all codes and the embedded model either succeeds with the right codes and model or
+rate, reading all codes, the embedded model and the inverted lists (the ivf section) either
+succeeds with the right codes, model and lists or
 raises QncFormatError; never another exception, never a hang, never a traced-memory peak above
 64 * len(file) + 1 MiB. Seekable files and pipes (short reads) alike. And the spec-only reader
 of tests/spec_reader.py reads every input the same way: it accepts exactly the files the
@@ -34,7 +35,7 @@ MODES = ("seek", "pipe")
 # examples per mutation kind in the suite (the long run does 100,000 cases)
 EXAMPLES = {"random_bytes": 60, "bit_flips": 150, "insert": 60, "delete": 60, "truncate": 40,
             "extend": 30, "field": 150, "bytes_field": 60, "section": 150, "plane": 150,
-            "chunks": 80, "valid_variant": 60, "combo": 100}
+            "chunks": 80, "valid_variant": 60, "combo": 100, "ivf": 150}
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,9 +98,43 @@ def test_every_numeric_field_set_to_extreme_values_with_crcs_recomputed(name):
         for value in sorted(v for v in values if 0 <= v < 1 << 8 * width and v != current):
             data = bytes(F.emit(b.parts, {key: value}).buf)
             assert_property(b, F.Case(data, f"{key} = {value} (was {current})",
-                                      model_may_vanish=F._is_model_type(b, key)))
+                                      model_may_vanish=F._is_model_type(b, key),
+                                      ivf=F.ANY_IVF if F._in_ivf_section(b, key) else F.UNCHANGED))
             count += 1
     assert count > 100
+
+
+IVF_HEAD_FIELDS = ("n", "dim", "nlist", "id_bytes", "ids_encoding", "ids_stored_len")
+
+
+@pytest.mark.parametrize("name", ["writer0", "writer7", "golden:ivf", "golden:ivf_zstd"])
+def test_every_ivf_head_field_set_to_extreme_values_is_refused(name):
+    """Each field of the ivf section's head (SPEC.md 5.3) set to 0, 1, 2^31, 2^32-1, 2^63,
+    2^64-1, off by one, ... with the payload and section CRCs recomputed: every value other than
+    the right one is refused with QncFormatError by both readers, through a file and a pipe.
+    writer0: zstd list ids of 40 rows; writer7: n = 0; the golden files: raw and zstd ids."""
+    b = base_named(name)
+    i = F._ivf_index(b.parts)
+    payload = b.parts.sections[i].payload
+    head = dict(zip(("n", "dim", "nlist", "id_bytes", "ids_encoding", "reserved", "ids_stored_len"),
+                    F.spec_reader_ivf_head(payload)))
+    centroids, ids = b.ivf
+    stored = payload[32 + 4 * centroids.size:]
+    count = 0
+    for field in IVF_HEAD_FIELDS:
+        width = {"n": 8, "ids_stored_len": 8, "id_bytes": 1, "ids_encoding": 1}.get(field, 4)
+        current = head[field]
+        values = {0, 1, 2, 4, 2 ** 31, 2 ** 32 - 1, 2 ** 63, 2 ** 64 - 1, current + 1, current - 1,
+                  len(b.data), (1 << 8 * width) - 1}
+        for value in sorted(v for v in values if 0 <= v < 1 << 8 * width and v != current):
+            parts = b.parts.copy()
+            fields = {"ids_encoding": head["ids_encoding"], field: value}
+            parts.sections[i].payload = F.ivf_payload(centroids, ids, stored=stored, **fields)
+            data = bytes(F.emit(parts).buf)
+            assert_property(b, F.Case(data, f"ivf {field} = {value} (was {current})",
+                                      expect="reject"))
+            count += 1
+    assert count > 40
 
 
 @pytest.mark.parametrize("kind", sorted(F.MUTATIONS))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from spec_reader import (DTYPES, MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL, SEC_MODEL_CONFIG,
+from spec_reader import (DTYPES, MAX_OCCURRENCES, REQUIRED, SEC_EMBEDDED_MODEL, SEC_IVF, SEC_MODEL_CONFIG,
                          SEC_USER_METADATA, SECTION_HEADER_SIZE, TRAILER_SIZE, SpecFormatError,
                          canonical_json, chunks_for_rows, crc32, crc32_reference, default_plane,
                          emit, random_access_bytes, spec_build, spec_chunk_header, spec_codes,
@@ -63,7 +63,8 @@ def test_spec_reader_imports_nothing_of_the_package():
 
 def test_golden_set_is_complete():
     expected = {"tiny_example", "k256_raw", "k256_zstd", "k4096_u16", "embedded_model",
-                "external_model", "empty", "minor_1_1_unknown_section"}  # section 15
+                "external_model", "empty", "minor_1_1_unknown_section", "ivf",
+                "ivf_zstd"}  # section 15
     assert expected <= set(GOLDEN_NAMES)
     assert set(MANIFEST["files"]) == set(GOLDEN_NAMES)
     for name in GOLDEN_NAMES:
@@ -176,6 +177,16 @@ def test_golden_specifics():
     assert any(s.type == 0x1000 and not s.flags & REQUIRED for s in v.sections)
     np.testing.assert_array_equal(spec_codes(_golden("minor_1_1_unknown_section")),
                                   spec_codes(_golden("k256_raw")))
+    i = spec_open(_golden("ivf"))  # section 15: nlist 5, list 3 empty, raw u16 ids, 4 chunks
+    assert (i.version_major, i.version_minor) == (1, 2) and i.C == 4 and i.K == 16
+    assert (i.ivf.nlist, i.ivf.id_bytes, i.ivf.ids_encoding) == (5, 2, 0)
+    j, c = np.meshgrid(np.arange(5), np.arange(4), indexing="ij")
+    np.testing.assert_array_equal(i.ivf.centroids, (4 * j + c) / 4 - 2)
+    assert np.bincount(i.ivf.list_ids, minlength=5)[3] == 0 and len(i.ivf.list_ids) == i.n
+    zi = spec_open(_golden("ivf_zstd"))
+    assert zi.ivf.ids_encoding == 1 and zi.quality_report and zi.source_dtype == "float16"
+    np.testing.assert_array_equal(zi.ivf.list_ids, np.arange(600) // 200)
+    assert {e["encoding"] for c in range(zi.C) for e in spec_chunk_header(zi, c)} == {0, 1}
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
@@ -291,7 +302,7 @@ def test_every_single_byte_flip_detected_by_package(name):
     lazy, skipped = set(), set()
     for s in f.sections:
         payload = set(range(s.offset + SECTION_HEADER_SIZE, s.offset + SECTION_HEADER_SIZE + s.length))
-        if s.type == SEC_EMBEDDED_MODEL:
+        if s.type in (SEC_EMBEDDED_MODEL, SEC_IVF):  # read when asked for
             lazy |= payload
         elif s.type not in MAX_OCCURRENCES:
             skipped |= payload
@@ -304,6 +315,7 @@ def test_every_single_byte_flip_detected_by_package(name):
             r.codes()
             if i in lazy:
                 r.model_bytes()
+                r.ivf()
         except Exception:
             continue
         accepted.add(i)
@@ -639,7 +651,7 @@ def test_row_ranges_agree_with_the_package():
 
 
 @pytest.mark.parametrize("name", ["embedded_model", "minor_1_1_unknown_section", "k256_zstd",
-                                  "k4096_u16", "empty"])
+                                  "k4096_u16", "empty", "ivf"])
 def test_random_access_reads_exactly_what_section_11_3_lists(name):
     """Section 11.3 (G14): opening reads the fixed header, every section header (those of the
     skipped embedded model and unknown sections included), the JSON payloads, the trailer and
@@ -651,7 +663,7 @@ def test_random_access_reads_exactly_what_section_11_3_lists(name):
     r = QncReader(io.BytesIO(data))
     assert r.bytes_read == random_access_bytes(f, 1, [])
     skipped = [s for s in f.sections if s.type not in (SEC_MODEL_CONFIG, SEC_USER_METADATA)]
-    if name in ("embedded_model", "minor_1_1_unknown_section"):
+    if name in ("embedded_model", "minor_1_1_unknown_section", "ivf"):
         assert skipped and all(s.length for s in skipped)  # their payloads are not read
     for b in sorted({1, f.M}):
         for start, stop in ((0, 1), (f.n // 2, f.n), (0, f.n)):
