@@ -208,3 +208,28 @@ def test_input_errors(files, tmp_path):
         invoke(base, "--queries", q, "--model", files["model"], "--bytes", "4"), 1)
     assert "train.npy does not exist" in _one_line_error(
         invoke("--dataset", "minilm384", "--data-dir", tmp_path, "--out", tmp_path / "o"), 1)
+
+
+def test_baselines_from_keeps_the_faiss_rows(files, run, tmp_path):
+    """--baselines-from: the faiss rows of the earlier run are kept as they were (not measured
+    again), ours are measured; a run with other faiss settings is refused, naming the setting."""
+    earlier = run[1] / "search.json"
+    common = [files["base"], "--queries", files["queries"], "--train", files["train"],
+              "--bytes", "2", "--model", files["model"]]
+    quick = [a for a in QUICK if a != "relative"]     # only the filter variant of our IVF
+    res = invoke(*common, *quick, "--baselines-from", earlier,
+                 "--out", tmp_path / "again")
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    data = json.loads((tmp_path / "again" / "search.json").read_text())
+    old = [r for r in run[2]["rows"] if r["family"] == "faiss"]
+    new = [r for r in data["rows"] if r["family"] == "faiss"]
+    assert [{k: v for k, v in r.items() if k != "reused_from"} for r in new] == old
+    assert all(r["reused_from"] == run[2]["environment"]["date"] for r in new)
+    assert any("reused from an earlier run" in t for t in data["notes"])
+    assert {r["curve"] for r in data["rows"] if r["family"] == "qinco"} == {
+        "ours, exhaustive", "ours, full decode", f"ours, IVF{NLIST}"}
+    other = invoke(*common, *[a if a != NLIST else 2 for a in quick], "--baselines-from",
+                   earlier, "--out", tmp_path / "other")
+    assert "differs in nlist (4 there, 2 here)" in _one_line_error(other, 1)
+    assert "no earlier run at" in _one_line_error(
+        invoke(*common, "--baselines-from", tmp_path / "none.json", "--out", tmp_path / "x"), 1)

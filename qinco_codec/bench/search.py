@@ -463,11 +463,13 @@ def run(inputs, bytes_list=(8, 16), methods=METHODS, models=(), preset="qinco2-X
         our_nprobe=DEFAULT_OUR_NPROBE, shortlist=DEFAULT_SHORTLIST, ef_search=DEFAULT_EF,
         threads=(1, 2), repeats=1, metric="l2", ivf_variants=IVF_VARIANTS, A=None, B=None,
         device="auto", seed=0,
-        cache_dir=None, quiet=False, on_rows=None):
+        cache_dir=None, quiet=False, on_rows=None, baseline_run=None):
     """Every method at every rate on `inputs`; returns {'settings', 'environment', 'notes',
     'warnings', 'builds', 'rows', 'complete'}. `models`: our trained models (one is trained per
     rate within `train_minutes` where none fits). `on_rows(result)` is called after each method
-    with the partial result (complete=False)."""
+    with the partial result (complete=False). `baseline_run`: an earlier result on the same
+    vectors and settings whose faiss rows are kept instead of measured again (a note says so:
+    their QPS were measured then, under that run's load)."""
     faiss = require_faiss()
     if metric not in METRICS:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -510,12 +512,18 @@ def run(inputs, bytes_list=(8, 16), methods=METHODS, models=(), preset="qinco2-X
             on_rows(result)
 
     models = list(models)
+    reused = _baseline_rows(baseline_run, result)
     try:
         for b in bytes_list:
             builders = faiss_builders(faiss, d, b, nlist, metric)
             faiss_keys = [m for m in methods if m != "qinco"]
             ceilings = list(dict.fromkeys(CEILING_OF[m] for m in faiss_keys))
             for key in faiss_keys + ceilings:
+                kept = [r for r in reused if r["bytes"] == b and r["curve"] == CURVES[key]]
+                if kept:
+                    step(f"{builders[key][0]} at {b} B: kept from the earlier run")
+                    done(kept, {"method": builders[key][0], "bytes": b, "reused": True})
+                    continue
                 sweep = ef_search if builders[key][2] == "efSearch" else nprobe
                 step(f"{builders[key][0]} at {b} B: train, add {n:,}, search")
                 done(*run_faiss(key, builders, inputs, b, sweep, opts, step, result["warnings"]))
@@ -546,6 +554,33 @@ def run(inputs, bytes_list=(8, 16), methods=METHODS, models=(), preset="qinco2-X
         pass
     result["complete"] = True
     return result
+
+
+# Settings that decide what a faiss row measures (for --baselines-from).
+BASELINE_KEYS = ("data", "n_train", "n_base", "dim", "n_queries", "metric", "nlist", "nprobe",
+                 "ef_search", "threads", "repeats", "seed")
+
+
+def _baseline_rows(earlier, result):
+    """The faiss rows of an earlier run on the same vectors and faiss settings, with a note; an
+    InputError names each setting that differs."""
+    if not earlier:
+        return []
+    old, new = earlier.get("settings", {}), result["settings"]
+    differ = [k for k in BASELINE_KEYS if old.get(k) != new[k]]
+    if differ:
+        raise InputError("--baselines-from: the earlier run differs in " + ", ".join(
+            f"{k} ({old.get(k)!r} there, {new[k]!r} here)" for k in differ))
+    env = earlier.get("environment", {})
+    rows = [dict(r, reused_from=env.get("date")) for r in earlier.get("rows", [])
+            if r.get("family") == "faiss"]
+    result["notes"].append(
+        f"faiss rows reused from an earlier run on the same vectors ({env.get('date', '?')}, "
+        f"load average {' '.join(env.get('loadavg_start') or ['?'])} at its start); their QPS "
+        f"were measured then")
+    result["settings"]["baselines_from"] = env.get("date")
+    result["warnings"].extend(earlier.get("warnings", []))
+    return rows
 
 
 # ---------------------------------------------------------------- summaries

@@ -25,6 +25,25 @@ def _positive(values, option):
     return tuple(dict.fromkeys(values))
 
 
+def _earlier_run(path):
+    """The result object of an earlier run's search.json, or an InputError naming the problem."""
+    import json
+
+    from ..errors import InputError
+    if not os.path.isfile(path):
+        raise InputError(f"--baselines-from: no earlier run at {path} (no such file)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"--baselines-from: {path} is not valid JSON ({exc})") from None
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("rows"), list) \
+            or not isinstance(earlier.get("settings"), dict):
+        raise InputError(f"--baselines-from: {path} is not a qinco-bench search result (no "
+                         f"'settings' and 'rows')")
+    return earlier
+
+
 @multi_command("search", EXAMPLE)
 @click.argument("data", metavar="[DATA]", required=False)
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=None,
@@ -96,11 +115,15 @@ def _positive(values, option):
 @click.option("--cache-dir", metavar="DIR", default=None,
               help="Keep our encoded base vectors here (keyed by model, vectors and encoder "
                    "settings) and reuse them in a later run instead of encoding again.")
+@click.option("--baselines-from", metavar="SEARCH_JSON", default=None,
+              help="Keep the faiss rows of an earlier run's search.json on the same vectors "
+                   "(same data, sizes, metric, nlist, sweeps, threads and seed) instead of "
+                   "measuring them again; their QPS are that run's (a note says so).")
 @quiet_option()
 def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_paths, preset,
            train_minutes, epochs, samples_per_epoch, nlist, nprobe, our_nprobe, shortlist,
            ef_search, ivf_variants, threads, repeats, metric, train_size, n_base, n_queries, A, B, device,
-           seed, out_dir, cache_dir, quiet):
+           seed, out_dir, cache_dir, baselines_from, quiet):
     """Recall against speed: R@1, R@10 and R@100 (share of queries whose exact nearest
     neighbour is among the first 1, 10, 100 results) and queries per second at each --threads
     count, for our model's codes through the search engine (exhaustive shortlist and IVF, over
@@ -146,6 +169,7 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
     for path in model_paths:
         if not os.path.isfile(path):
             raise InputError(f"--model {path}: no such file")
+    earlier = _earlier_run(baselines_from) if baselines_from else None
 
     from ..bench import search as bench
     from ..bench.common import require_faiss
@@ -183,7 +207,8 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
                        our_nprobe=our_nprobe, ivf_variants=ivf_variants, shortlist=shortlist, ef_search=ef_search,
                        threads=threads, repeats=repeats, metric=metric, A=A, B=B, device=device,
                        seed=seed, cache_dir=cache_dir, quiet=quiet,
-                       on_rows=lambda partial: bench.write_partial(partial, out_dir))
+                       on_rows=lambda partial: bench.write_partial(partial, out_dir),
+                       baseline_run=earlier)
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in bench.target_lines(result) + result["notes"]:
