@@ -24,6 +24,7 @@ _LAZY = {
     "load_model": ".serialize",
     "evaluate": ".evaluation",
     "compress": ".compressor",
+    "add_ivf": ".ivf_file",
     "compress_sharded": ".sharded",
     "merge": ".merging",
     "open": ".qncfile",

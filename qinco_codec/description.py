@@ -4,7 +4,8 @@
 Everything here comes from the header, the sections, the index and the chunk headers (never the
 codes) and the size of the model file; no torch. The quality report (MSE, relative MSE and cosine
 per rate, with the model's weight precision, training record and the writer) is the file's own
-quality_report section, measured when it was written.
+quality_report section, measured when it was written. The inverted lists (the ivf section,
+SPEC.md 5.3) are summarised by their number, the rows per list and the section's size.
 """
 import os
 
@@ -105,8 +106,31 @@ def external_model_size(model_arg, sha256_hex):
     return (os.path.getsize(store) if store else None), store
 
 
-def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=None):
-    """The report as a JSON-ready dict (see QncFile.describe)."""
+def ivf_summary(ivf, stored_bytes):
+    """The `ivf` entry of the report: for a formats.ivf.IvfSection, nlist, the rows per list
+    (min, median, max; lists may be empty), the number of empty lists and the section's payload
+    bytes (`stored_bytes`); None for a file without inverted lists."""
+    if ivf is None:
+        return None
+    sizes = ivf.list_sizes()
+    return {"nlist": ivf.nlist, "list_size_min": int(sizes.min()),
+            "list_size_median": float(np.median(sizes)), "list_size_max": int(sizes.max()),
+            "empty_lists": int((sizes == 0).sum()), "bytes": stored_bytes}
+
+
+def ivf_lines(info):
+    """qinco-info's line for the inverted lists of a QncFile.describe() dict."""
+    ivf = info.get("ivf")
+    if not ivf:
+        return ["ivf:         none (qinco-index FILE --ivf NLIST adds inverted lists for search)"]
+    empty = f", {ivf['empty_lists']:,} empty" if ivf["empty_lists"] else ""
+    return [f"ivf:         {ivf['nlist']:,} inverted lists, rows per list min {ivf['list_size_min']:,} "
+            f"median {ivf['list_size_median']:,.0f} max {ivf['list_size_max']:,}{empty}; "
+            f"{ivf['bytes']:,} bytes"]
+
+
+def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=None, ivf=None):
+    """The report as a JSON-ready dict (see QncFile.describe); `ivf`: ivf_summary's entry."""
     planes = plane_summary(plane_sizes, header.M)
     info = {
         "path": path,
@@ -122,6 +146,7 @@ def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=N
         "model_config": header.model_config,
         "metadata": header.metadata,
         "quality_report": header.quality_report,  # SPEC.md 5.2; None when the file has none
+        "ivf": ivf,  # SPEC.md 5.3 (ivf_summary); None when the file has no inverted lists
         "planes": planes,
         "codes_stored_bytes": sum(p["stored_bytes"] for p in planes),
         "codes_raw_bytes": sum(p["raw_bytes"] for p in planes),

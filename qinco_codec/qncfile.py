@@ -98,14 +98,14 @@ class QncFile:
         float32 and against the source dtype with and without the model, and the model's share
         of the file. Reads headers and the index only (on a pipe, consumes the code stream);
         verify=True also reads every plane and the embedded model and checks their checksums."""
-        from .description import describe, external_model_size
+        from .description import describe, external_model_size, ivf_summary
 
         if self.header.has_embedded_model:
             model_bytes, store = self.model_size, None
         else:
             model_bytes, store = external_model_size(self._model_arg, self.model_sha256)
         info = describe(self.header, self.plane_sizes(), self._file_size, model_bytes, store,
-                        path=self._source_name)
+                        path=self._source_name, ivf=ivf_summary(self._reader.ivf(), self._reader.ivf_size))
         if verify:
             self.verify()
             info["verified"] = True

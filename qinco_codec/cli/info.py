@@ -9,6 +9,7 @@ from .commands import command
 from .common import force_option
 from .formatting import echo_json, fmt_percent, fmt_size, size_lines
 from .paths import check_distinct, check_input, check_output
+from ..description import ivf_lines
 
 EXAMPLE = """
 qinco-info base.qnc
@@ -95,6 +96,7 @@ def render(info):
                  f"{fmt_percent(info['codes_raw_bytes'] - info['codes_stored_bytes'], info['codes_raw_bytes']):>11}")
     lines += size_lines(info)
     lines += quality_lines(info)
+    lines += ivf_lines(info)  # the inverted lists (SPEC.md 5.3), from description.py
     if not info["model_embedded"]:
         lines.append("model store: " + (info["model_in_store"] or
                                         "not found there (decode with qinco-decompress --model PATH)"))

@@ -1,0 +1,121 @@
+"""Adding inverted lists to a .qnc file: `add_ivf` fits coarse centroids on the file's own
+decoded vectors, puts every row in the list of its nearest centroid, and rewrites the file with
+an ivf section (SPEC.md 5.3) and every chunk copied byte for byte.
+
+The codes do not depend on the lists, so no row is re-encoded and no original vector is needed:
+the rewritten file decodes to exactly the vectors it decoded to before. Memory stays bounded: the
+training sample (`sample` rows, decoded), one batch of decoded rows at a time while assigning,
+and the n list ids (2 or 4 bytes a row) that the section holds; the chunks are streamed from the
+old file into the new one.
+"""
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .formats import QncReader, QncWriter
+from .formats.ivf import IvfSection
+from .formats.layout import MAX_NLIST, ZSTD_DEFAULT_LEVEL
+from .progress import bar, note
+
+DEFAULT_SAMPLE = 100_000  # decoded rows the coarse centroids are fitted on, at most
+ASSIGN_BATCH = 65536      # rows decoded and assigned at a time
+
+
+def check_nlist(nlist, n, where="nlist"):
+    """`nlist` as an int, or InputError: a positive integer, at most the file's rows (k-means
+    needs a row per centroid) and the format's limit."""
+    if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)):
+        raise InputError(f"{where} must be an integer, got {nlist!r}")
+    nlist = int(nlist)
+    if not 1 <= nlist <= min(n, MAX_NLIST):
+        if n == 0:
+            raise InputError(f"{where}={nlist}: the file has no rows to fit inverted lists on")
+        raise InputError(f"{where}={nlist} must be in [1, {min(n, MAX_NLIST):,}] (at most the "
+                         f"{n:,} rows of the file and the format's {MAX_NLIST:,})")
+    return nlist
+
+
+def sample_rows(n, size, seed):
+    """`size` distinct rows of n (all of them when size >= n), in increasing order."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def list_id_dtype(nlist):
+    """The narrowest unsigned dtype holding list ids below nlist (as the section stores them)."""
+    return np.uint16 if nlist <= 1 << 16 else np.uint32
+
+
+def assign_decoded(qnc, centroids, *, batch_size=ASSIGN_BATCH, device="auto", quiet=True):
+    """The list id of every row of an open QncFile: its nearest centroid (L2) to the row's
+    decoded vector, decoded and assigned one batch at a time."""
+    from .search.ivf import assign
+
+    ids = np.empty(qnc.n, list_id_dtype(len(centroids)))
+    start = 0
+    with bar(total=qnc.n, desc="assign", unit="vec", quiet=quiet) as pbar:
+        for batch in qnc.iter_decode(batch_size=batch_size, device=device):
+            ids[start:start + len(batch)] = assign(batch, centroids)  # (rows,) int32
+            start += len(batch)
+            pbar.update(len(batch))
+    return ids
+
+
+def rewrite_with_ivf(source, out, ivf, *, zstd_level=ZSTD_DEFAULT_LEVEL):
+    """Write `source` (a .qnc path) to `out` with `ivf` (an IvfSection, or None to drop the
+    section) as its ivf section: the same header fields, model_config, user_metadata,
+    embedded model and quality_report, every chunk copied byte for byte (QncReader.raw_chunks,
+    CRCs verified on the way). Sections of types this version does not know are not copied
+    (whether they still hold for the rewritten file cannot be known). The output is written under
+    a temporary name, fsynced and renamed into place (formats.atomic), so `out` may be `source`.
+    `zstd_level` applies to the list ids only (SPEC.md 12); the planes keep their encoding."""
+    with QncReader(source) as reader:
+        h = reader.header
+        with QncWriter(out, n=h.n, dim=h.dim, source_dtype=h.source_dtype, K=h.K, M=h.M,
+                       model_sha256=h.model_sha256, model_config=h.model_config,
+                       metadata=h.metadata, model_bytes=reader.model_bytes(),
+                       chunk_rows=h.chunk_rows, zstd_level=zstd_level,
+                       quality_report=h.quality_report, ivf=ivf) as writer:
+            for raw in reader.raw_chunks():
+                writer.write_raw_chunk(raw)
+
+
+def add_ivf(path, nlist, *, out=None, seed=0, sample=DEFAULT_SAMPLE, model=None,
+            batch_size=ASSIGN_BATCH, device="auto", zstd_level=ZSTD_DEFAULT_LEVEL, quiet=True):
+    """Add inverted lists (an ivf section, SPEC.md 5.3) with `nlist` lists to the .qnc file at
+    `path`, replacing any it has; written to `out` (default: `path` itself, atomically).
+
+    The coarse centroids are fitted by k-means (search.ivf.train_coarse, `seed`) on the decoded
+    vectors of `sample` rows of the file drawn at random (all rows when it has fewer); then
+    every row goes to the list of the centroid nearest its decoded vector. Decoding needs the
+    file's model: embedded, `model` (a path or QincoModel), or the model store's copy. The codes
+    are copied byte for byte, so the new file decodes to the same vectors. Returns a summary:
+    path, n, nlist, sample (rows fitted on), list sizes min/median/max, ivf_bytes (the section's
+    payload) and file_size."""
+    from . import qncfile
+    from .search.ivf import train_coarse
+
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
+        raise InputError(f"sample must be a positive integer (rows to fit the centroids on), "
+                         f"got {sample!r}")
+    out = path if out is None else out
+    with qncfile.open(path, model) as f:
+        nlist = check_nlist(nlist, f.n)
+        if sample < nlist:
+            raise InputError(f"sample={sample:,} rows cannot fit nlist={nlist:,} centroids: "
+                             f"give at least one row per list")
+        rows = sample_rows(f.n, int(sample), seed)
+        note(f"ivf: fitting {nlist:,} centroids on {len(rows):,} decoded rows", quiet)
+        centroids = train_coarse(f.decode(rows=rows, device=device), nlist, seed=seed)
+        ids = assign_decoded(f, centroids, batch_size=batch_size, device=device, quiet=quiet)
+    section = IvfSection(centroids, ids)
+    rewrite_with_ivf(path, out, section, zstd_level=zstd_level)
+    sizes = section.list_sizes()
+    with QncReader(out) as reader:
+        ivf_bytes = reader.ivf_size
+    return {"path": os.fspath(out), "n": len(ids), "nlist": nlist, "sample": len(rows),
+            "list_size_min": int(sizes.min()), "list_size_median": float(np.median(sizes)),
+            "list_size_max": int(sizes.max()), "ivf_bytes": ivf_bytes,
+            "file_size": os.path.getsize(out)}
