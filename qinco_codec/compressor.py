@@ -24,6 +24,7 @@ from .model_resolution import load_model_arg
 from .progress import bar, duration, note
 from .rates import deprecated_bytes
 from .sources import _sample_rows, as_source
+from .unit_norm import check_unit_norm
 from .validation import as_float_matrix
 
 DEFAULT_CHUNK_ROWS = 65536
@@ -46,10 +47,11 @@ def config_summary(model, n_params=None):
     return out
 
 
-def _fit_model(n, dim, steps, preset, weight_dtype, quiet):
+def _fit_model(n, dim, steps, preset, weight_dtype, decode_only, quiet):
     """The model shape and weight precision that keep a self-trained file below float16 size."""
     from .sizing import fit_model_to_file
-    choice = fit_model_to_file(n, dim, steps * bytes_per_code(TRAIN_K), TRAIN_K, preset, weight_dtype)
+    choice = fit_model_to_file(n, dim, steps * bytes_per_code(TRAIN_K), TRAIN_K, preset, weight_dtype,
+                               decode_only)
     if choice.overrides or choice.weight_dtype != weight_dtype:
         shape = ", ".join(f"{k}={v}" for k, v in choice.overrides.items()) or "the preset's shape"
         note(f"model sized for {n:,} vectors: {preset} with {shape}, {choice.weight_dtype} weights "
@@ -58,9 +60,11 @@ def _fit_model(n, dim, steps, preset, weight_dtype, quiet):
 
 
 def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
-                 device, quiet):
+                 device, quiet, unit_norm=False, decode_only=False):
     """A model of `steps` steps (K=TRAIN_K) trained on a sample of the source, the weight
-    precision to store it with, and the number of rows trained on (the sample's)."""
+    precision to store it with, and the number of rows trained on (the sample's). The model
+    decodes to unit norm when `unit_norm` is set (else a unit-norm sample gets a hint)."""
+    from . import unit_norm as sphere
     from .presets import DEFAULT_PRESET
     from .training import train
 
@@ -71,10 +75,17 @@ def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_
     preset = preset or DEFAULT_PRESET
     overrides = {}
     if embed_model:
-        choice = _fit_model(src.n, src.dim, steps, preset, weight_dtype, quiet)
+        choice = _fit_model(src.n, src.dim, steps, preset, weight_dtype, decode_only, quiet)
         overrides, weight_dtype = choice.overrides, choice.weight_dtype
+    if unit_norm:
+        sphere.check_unit_norm(sample, name=getattr(src, "name", None) or "input")
+    elif sphere.looks_unit_norm(sample):
+        note(f"input is unit norm (every sampled row within {sphere.TOLERANCE:g} of norm 1): "
+             f"--unit-norm makes the model decode onto the sphere (better cosine and inner-product "
+             f"ranking, slightly higher MSE)", quiet)
     model = train(sample, preset=preset, steps=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
                   device=device, quiet=quiet, **overrides)
+    model.config = model.config.replace(unit_norm=bool(unit_norm))
     return model, weight_dtype, len(sample)
 
 
@@ -201,6 +212,8 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
         start = 0
         for batch in src.iter_batches(batch_size):
             xb = as_float_matrix(batch, dim=model.dim, name="input", row_offset=start)
+            if model.config.unit_norm:
+                check_unit_norm(xb, row_offset=start)
             for part in _pieces(xb, piece):
                 writer.write_codes(model.encode(part, A=A, B=B, device=device)[:, :steps])
                 pbar.update(len(part))
@@ -210,7 +223,8 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
 def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
              metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
              zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
-             device="auto", quiet=False, seed=0, report=True, bytes=None):
+             device="auto", quiet=False, seed=0, report=True, bytes=None, unit_norm=None,
+             decode_only=None):
     """Encode vectors x into a .qnc file at `path`; returns a summary dict.
 
     x: an (n, d) array (memory-mapped arrays are read batch by batch), a vector file path, or a
@@ -224,27 +238,50 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     `bytes=` (bytes per vector) is the deprecated former spelling of `steps`.
     `report=False` leaves out the quality report (the file is then a version 1.0 file); the
     summary's `quality_report` is the report written (see the module docstring), or None.
+    `unit_norm`: True makes the model compress trains decode onto the unit sphere (config
+    `unit_norm`; every input row must then be unit norm); None or False (default) does not, and a
+    unit-norm input gets a hint. With a given model it must be None or match the model's flag.
+    `decode_only`: embed the model without its encoder-only pre-selection codebooks (it decodes
+    the same; MODEL-SPEC.md 3). None (default) means yes for a model compress trains and writes
+    nowhere else, no when `model_out` is given (the file then names the model written there, so
+    files encoded later with it share one model id) and no for a given model (whose id the file
+    keeps). `model_out` always gets the full model.
     """
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
 
     src = as_source(x)
     trained_rows = None
+    if decode_only is None:
+        decode_only = model is None and embed_model and not model_out
     if model is None:
         steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
         steps = DEFAULT_STEPS if steps is None else steps
         model, weight_dtype, trained_rows = _train_model(src, steps, preset, embed_model, weight_dtype,
-                                           train_size, max_minutes, seed, device, quiet)
+                                           train_size, max_minutes, seed, device, quiet,
+                                           bool(unit_norm), decode_only)
     model, data, sha = load_model_arg(model)
-    if weight_dtype != "float32":
-        data = model_to_bytes(model, weight_dtype)
+    chosen_A = model.config.A if A is None else A
+    if model.decode_only and 0 < chosen_A < model.K:
+        raise InputError(f"the model is decode-only (no pre-selection codebooks; qinco-compress "
+                         f"embeds models that way by default), so it cannot encode with A={chosen_A}: "
+                         f"use the full model (written by --model-out, or embedded with --full-model), "
+                         f"or --A 0 (every codeword evaluated, about {model.K // chosen_A}x slower)")
+    if unit_norm is not None and bool(unit_norm) != model.config.unit_norm:
+        raise InputError(f"unit_norm={bool(unit_norm)} does not match the given model "
+                         f"(unit_norm={model.config.unit_norm}); it is part of the model, set when "
+                         f"the model is trained")
+    full_data = data
+    if weight_dtype != "float32" or decode_only:
+        full_data = model_to_bytes(model, weight_dtype)
+        data = model_to_bytes(model, weight_dtype, decode_only=decode_only)
         sha = sha256_hex(data)
-    model = model_from_bytes(data)  # encode with exactly the weights the file will decode with
+    model = model_from_bytes(full_data)  # encode with exactly the weights the file decodes with
     if src.dim != model.dim:
         raise InputError(f"input has dimension {src.dim}, the model expects {model.dim}")
     steps = deprecated_bytes(steps, bytes, model.K, model.M, "the model's rate")
     if model_out:
         from .formats.atomic import write_bytes_atomic
-        write_bytes_atomic(model_out, data)
+        write_bytes_atomic(model_out, full_data)
     if not embed_model:
         from . import model_store
         model_store.put(data, sha)

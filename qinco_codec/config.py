@@ -24,6 +24,8 @@ MAX_PRESET_CHARS = 256
 # Most tensors a model may have (M = 1024 steps of L = 16 blocks need 35,811): bounds the modules
 # a reader builds for a file whose config is within every per-field limit.
 MAX_TENSORS = 1 << 17
+# Boolean decoding fields written only when true (files without them read as false).
+OPTIONAL_FLAGS = ("share_steps", "unit_norm")
 # Keys that must be present in a file's config (the rest have defaults).
 REQUIRED_KEYS = ("arch", "dim", "M", "K", "L", "hidden", "embed")
 
@@ -41,6 +43,7 @@ class ModelConfig:
     hidden: int
     embed: int = 0
     share_steps: bool = False
+    unit_norm: bool = False   # decoded vectors are scaled to unit L2 norm (feature "unit_norm")
     # encoder defaults: how codes are searched unless the caller says otherwise
     A: int = 0
     B: int = 1
@@ -81,15 +84,16 @@ class ModelConfig:
     # ---- JSON form (the `config` string of a model file)
     def to_dict(self):
         """The config as the model file stores it: MODEL-SPEC.md's keys, defaults included, the
-        unknown keys kept; `share_steps` only when true and `trained` only when set, as earlier
-        versions wrote them."""
+        unknown keys kept; `share_steps` and `unit_norm` only when true and `trained` only when
+        set, as earlier versions wrote them."""
         out = dict(self.other)
         for f in dataclasses.fields(self):
-            if f.name in ("other", "trained", "share_steps"):
+            if f.name in ("other", "trained") + OPTIONAL_FLAGS:
                 continue
             out[f.name] = getattr(self, f.name)
-        if self.share_steps:
-            out["share_steps"] = True
+        for flag in OPTIONAL_FLAGS:
+            if getattr(self, flag):
+                out[flag] = True
         if self.trained is not None:
             out["trained"] = _plain(self.trained)
         return out
@@ -138,8 +142,9 @@ def _problem(c):
             return f"field 'K' must be a power of two in [{MINIMA[key]}, {hi}], got {v}"
         if not MINIMA[key] <= v <= hi:
             return f"field {key!r} must be in [{MINIMA[key]}, {hi}], got {v}"
-    if not isinstance(c.share_steps, bool):
-        return f"field 'share_steps' must be true or false, got {c.share_steps!r}"
+    for flag in OPTIONAL_FLAGS:
+        if not isinstance(getattr(c, flag), bool):
+            return f"field {flag!r} must be true or false, got {getattr(c, flag)!r}"
     tensors = inventory_size(c).tensors
     if tensors > MAX_TENSORS:
         return f"M={c.M} steps of L={c.L} blocks make {tensors:,} tensors, over the {MAX_TENSORS:,} limit"

@@ -158,7 +158,12 @@ class QincoModel(nn.Module):
         return (x - self.mean) / self.std
 
     def denormalize(self, x):
-        return x * self.std + self.mean
+        """Vectors in the input space from the network's normalised space; scaled to unit L2
+        norm when the model says its inputs are unit-norm embeddings (config `unit_norm`)."""
+        x = x * self.std + self.mean
+        if self.config.unit_norm:
+            x = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        return x
 
     # ---- numpy-facing encode / decode ----
     def _width(self):

@@ -19,14 +19,19 @@ from .errors import InputError, ModelFormatError
 from .formats.atomic import write_bytes_atomic
 
 FORMAT_NAME = "qinco-codec-model"
-# MODEL-SPEC.md's version: a reader refuses another major; a file without the key is 1.0.
-FORMAT_VERSION = (1, 1)
+# MODEL-SPEC.md's version: a reader refuses another major; a file without the key is 1.0. A writer
+# writes the lowest minor its model needs (FEATURE_MINOR), so models without a 1.2 feature keep
+# the bytes and the id they had.
+FORMAT_VERSION = (1, 2)
+BASE_MINOR = 1
 MAX_HEADER_BYTES = 16 << 20
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHT_DTYPES = ("F32", "F16", "BF16")   # what weight tensors may be stored as
 NORMALISATION_DTYPE = "F32"              # what mean and std must be stored as
-# Features a file may list in `requires` (each changes decoding; none is defined in 1.1).
-KNOWN_FEATURES = frozenset()
+# Features a file may list in `requires` (each changes decoding), with the minor that defined it;
+# each is the config flag of the same name, and the two must agree.
+FEATURE_MINOR = {"unit_norm": 2}
+KNOWN_FEATURES = frozenset(FEATURE_MINOR)
 # Tensors whose first name component is this are auxiliary: never needed to decode, ignored by a
 # reader that does not know them (MODEL-SPEC.md section 3.2).
 AUX_PREFIX = "aux."
@@ -49,8 +54,12 @@ def model_to_bytes(model, weight_dtype="float32", decode_only=False):
         if t.is_floating_point() and name not in ("mean", "std"):
             t = t.to(DTYPES[weight_dtype])
         tensors[name] = t
-    meta = {"format": FORMAT_NAME, "format_version": "%d.%d" % FORMAT_VERSION,
+    features = sorted(f for f in FEATURE_MINOR if getattr(model.config, f))
+    minor = max([BASE_MINOR] + [FEATURE_MINOR[f] for f in features])
+    meta = {"format": FORMAT_NAME, "format_version": "%d.%d" % (FORMAT_VERSION[0], minor),
             "config": model.config.to_json(), "weight_dtype": weight_dtype}
+    if features:
+        meta["requires"] = json.dumps(features, separators=(",", ":"))
     return safetensors_io.encode(tensors, meta)
 
 
@@ -100,9 +109,15 @@ def _parse_metadata(header, source):
     except (ValueError, RecursionError):
         raise ModelFormatError(f"{source}: model config metadata is not valid JSON") from None
     try:
-        return ModelConfig.from_dict(obj, source), version
+        config = ModelConfig.from_dict(obj, source)
     except InputError as exc:
         raise ModelFormatError(str(exc)) from None
+    for feature in sorted(KNOWN_FEATURES):
+        if getattr(config, feature) != (feature in requires):
+            raise ModelFormatError(f"{source}: config {feature}={str(getattr(config, feature)).lower()} but "
+                                   f"'requires' {'does not list' if feature not in requires else 'lists'} "
+                                   f"{feature!r}: the two must agree (MODEL-SPEC.md section 0)")
+    return config, version
 
 
 def _format_version(text, source):

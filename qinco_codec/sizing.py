@@ -37,14 +37,15 @@ def float16_bytes(n, dim):
     return n * dim * 2
 
 
-def _model_bytes(preset, dim, M, K, overrides, weight_dtype):
-    """Bytes of the tensor data of such a model plus a bound on its safetensors header, by
-    arithmetic (nothing is built)."""
+def _model_bytes(preset, dim, M, K, overrides, weight_dtype, decode_only=False):
+    """Bytes of the tensor data of such a model (without its pre-selection codebooks when
+    `decode_only`) plus a bound on its safetensors header, by arithmetic (nothing is built)."""
     from .architecture import data_bytes, inventory_size
     from .config import ModelConfig
     config = ModelConfig.from_preset(preset, dim, M, K, **overrides)
-    return data_bytes(config, weight_dtype) + HEADER_BYTES_PER_TENSOR * inventory_size(config).tensors \
-        + HEADER_BYTES_FIXED
+    tensors = inventory_size(config, preselect=not decode_only).tensors
+    return data_bytes(config, weight_dtype, preselect=not decode_only) \
+        + HEADER_BYTES_PER_TENSOR * tensors + HEADER_BYTES_FIXED
 
 
 def candidates(preset, weight_dtype):
@@ -57,14 +58,14 @@ def candidates(preset, weight_dtype):
         yield {"embed": embed, "hidden": hidden, "L": L}, small
 
 
-def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32"):
-    """The first candidate whose embedded model keeps the file below float16 size (a ModelChoice),
-    or an InputError saying how far off the smallest one is."""
+def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32", decode_only=False):
+    """The first candidate whose embedded model (decode-only when `decode_only`) keeps the file
+    below float16 size (a ModelChoice), or an InputError saying how far off the smallest one is."""
     code_bytes = n * M * bytes_per_code(K)
     budget = float16_bytes(n, dim) - code_bytes - CONTAINER_SLACK
     smallest = None
     for overrides, dtype in candidates(preset, weight_dtype):
-        size = _model_bytes(preset, dim, M, K, overrides, dtype)
+        size = _model_bytes(preset, dim, M, K, overrides, dtype, decode_only)
         if size <= budget:
             return ModelChoice(overrides, dtype, size, budget)
         smallest = size if smallest is None else min(smallest, size)

@@ -49,8 +49,18 @@ def spec_decode(data, codes):
                 z = z + net(f"blocks.{l}.2.weight") @ np.maximum(net(f"blocks.{l}.0.weight") @ z, 0)
             f = z if cfg["arch"] == "qinco1" else c + net("out_proj.weight") @ z
             xhat = xhat + f
-        out.append(xhat * T["std"] + T["mean"])
+        x = xhat * T["std"] + T["mean"]
+        if cfg.get("unit_norm"):  # version 1.2: then `requires` lists the feature
+            assert "unit_norm" in json.loads(read_requires(data))
+            x = x / max(np.linalg.norm(x), np.finfo(np.float32).tiny)
+        out.append(x)
     return np.array(out, dtype=np.float32)
+
+
+def read_requires(data):
+    """The metadata `requires` list (a JSON string; absent means "[]")."""
+    (hlen,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + hlen])["__metadata__"].get("requires", "[]")
 
 
 def _model(preset, dim, M, seed, **overrides):
@@ -71,9 +81,13 @@ def _model(preset, dim, M, seed, **overrides):
     ("qinco2-XS", 12, {"embed": 5, "hidden": 7, "share_steps": True}, "float32"),
     ("qinco2-XS", 12, {"embed": 5, "hidden": 7}, "float16"),
     ("qinco1-L2", 6, {"hidden": 8, "L": 0}, "bfloat16"),
+    ("qinco2-XS", 12, {"embed": 5, "hidden": 7, "unit_norm": True}, "float32"),  # version 1.2
 ])
 def test_spec_decoder_matches_the_package(preset, dim, overrides, weights):
+    overrides = dict(overrides)
+    unit_norm = overrides.pop("unit_norm", False)
     model = _model(preset, dim, 4, seed=len(overrides), **overrides)
+    model.config = model.config.replace(unit_norm=unit_norm)
     data = model_to_bytes(model, weights)
     from qinco_codec.serialize import model_from_bytes
     stored = model_from_bytes(data)  # the weights as the file holds them

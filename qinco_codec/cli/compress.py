@@ -54,6 +54,15 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
               show_default=True,
               help="Precision of the model weights written to the file (and to --model-out). "
                    "float16 halves the embedded model; the codes are computed with these weights.")
+@click.option("--unit-norm", is_flag=True,
+              help="For unit-norm embeddings compared by cosine or inner product: the model trained "
+                   "here decodes every vector onto the unit sphere (stored in the model; every input "
+                   "row must have norm 1 within 0.01). Better ranking, slightly higher MSE.")
+@click.option("--full-model", is_flag=True,
+              help="Embed the model trained here with its encoder-only pre-selection codebooks. By "
+                   "default the embedded copy is decode-only (smaller, decodes the same), unless "
+                   "--model-out is given: that file gets the full model, and the .qnc embeds it too "
+                   "so that files encoded later with it name the same model.")
 @click.option("--metadata", metavar="JSON", default=None,
               help="User metadata stored in the file: a JSON object, or @FILE to read it from FILE.")
 @click.option("--model-out", metavar="PATH", default=None,
@@ -64,7 +73,8 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
 @threads_option
 @quiet_option("the summary, progress bars and notes on stderr")
 def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
-         no_embed_model, zstd_level, weights, metadata, model_out, force, A, B, device, quiet):
+         no_embed_model, zstd_level, weights, unit_norm, full_model, metadata, model_out, force, A,
+         B, device, quiet):
     """Compress the vectors in INPUT into OUTPUT.qnc.
 
     INPUT is a vector file (.npy, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .ibin) or '-' for an .npy
@@ -84,6 +94,8 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
                                           ("--train-size", train_size)) if value is not None]
+        given += [name for name, flag in (("--unit-norm", unit_norm), ("--full-model", full_model))
+                  if flag]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
     metadata_file = metadata[1:] if metadata and metadata.startswith("@") else None
@@ -114,6 +126,7 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
                 kwargs["max_minutes"] = max_minutes
             if train_size is not None:
                 kwargs["train_size"] = train_size
+            kwargs.update(unit_norm=unit_norm, decode_only=None if not full_model else False)
         else:
             model = ModelFile.read(model_path)  # read once: its K and M turn --bytes into steps
             steps = steps_for_bytes(nbytes, model.model.K, model.model.M, "the model's rate",
