@@ -675,6 +675,19 @@ def columns(result):
             + [("extra", "extra B/vec", "d")])
 
 
+def frontier_rows(result, t=None):
+    """The table rows of each curve's Pareto frontier at t threads (default: the most measured)
+    and of every ceiling: the points worth reading, per rate, ours first."""
+    t = t or max(result["settings"]["threads"])
+    keep = set()
+    for b in result["settings"]["bytes"]:
+        at = [r for r in result["rows"] if r["bytes"] == b]
+        for curve in dict.fromkeys(r["curve"] for r in at):
+            keep.update(id(r) for r in frontier([r for r in at if r["curve"] == curve], t))
+    kept = [r for r in result["rows"] if id(r) in keep or r["ceiling"]]
+    return table_rows(dict(result, rows=kept))
+
+
 def text_table(result):
     return format_table(table_rows(result), columns(result))
 
@@ -726,6 +739,10 @@ def markdown(result, png_name="search.png"):
         f"{s['recall']}. Bytes per vector: {s['bytes_counted']}. QPS: all queries in one batch, "
         f"best of {s['repeats']}, at {', '.join(map(str, s['threads']))} thread(s). nlist "
         f"{s['nlist']}.", "",
+        f"Each curve's Pareto frontier at {max(s['threads'])} threads (no other point of the "
+        f"curve has both a higher R@10 and more queries per second) and every ceiling:", "",
+        format_table(frontier_rows(result), columns(result), markdown=True), "",
+        "Every point measured:", "",
         format_table(table_rows(result), columns(result), markdown=True), "",
     ]
     tl = target_lines(result)
