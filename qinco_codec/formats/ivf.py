@@ -58,7 +58,9 @@ def ivf_problem(section, *, n, dim):
         return f"ivf nlist={c.shape[0]} is over the limit of {MAX_NLIST}"
     if not np.issubdtype(c.dtype, np.floating):
         return f"ivf centroids must be floating point, got {c.dtype}"
-    if not np.isfinite(c.astype(np.float32)).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf
+        finite = np.isfinite(c.astype(np.float32)).all()
+    if not finite:
         return "ivf centroids must be finite (as float32): NaN or infinity found"
     if ids.shape != (n,) or not (np.issubdtype(ids.dtype, np.integer) or n == 0):
         return f"ivf list_ids must be a ({n},) integer array, got {ids.dtype} of shape {ids.shape}"
