@@ -45,7 +45,7 @@ from .progress import bar, duration, note
 DEFAULT_CHUNK_ROWS = 65536   # as compressor.DEFAULT_CHUNK_ROWS (not imported: it imports torch code)
 MANIFEST_VERSION = 1
 PIECE_SECONDS = 1.0          # a task reports progress about this often
-FIRST_PIECE_ROWS = 1024
+FIRST_PIECE_ROWS = 64     # then as many rows as take PIECE_SECONDS (codes do not depend on it)
 MAX_PIECE_ROWS = 16384
 POLL_SECONDS = 0.5
 FAULT_ENV = "QINCO_SHARD_FAULT"  # "INDEX:MARKER": shard INDEX fails once (tests of the retries)
