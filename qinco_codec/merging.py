@@ -27,8 +27,11 @@ The sections of the merged file:
   collection's report, measured once, into every shard), else dropped, and the summary says so:
   per-shard reports measure different samples (rel_mse is relative to each sample's own
   spread), so they do not combine into the report of the whole file.
-* any other section (such as inverted lists, which are per shard): dropped, and the summary
-  names each; inverted lists are rebuilt on the merged file (qinco-index).
+* `ivf` (inverted lists, SPEC.md 5.3): merged when every shard has lists over the same
+  centroids (the same coarse quantizer: each row keeps its list, the list ids are concatenated);
+  otherwise (some shards without lists, or other centroids) dropped, and the summary says so and
+  why: rebuild the lists on the merged file (qinco-index).
+* any other section (of a later version, or private): dropped, and the summary names each.
 
 This module is part of the byte layer's world: it imports no torch (nor any model code).
 """
@@ -41,14 +44,16 @@ from .errors import InputError, QncFormatError
 from .formats import QncReader, QncWriter
 from .formats.chunks import decode_plane, zstd_compressor
 from .formats.header import decode_fixed_header, decode_header_prefix
+from .formats.ivf import IvfSection
 from .formats.layout import (ENCODING_ZSTD, HEADER_PREFIX, SECTION_EMBEDDED_MODEL,
-                             SECTION_HEADER_SIZE, SECTION_MODEL_CONFIG, SECTION_QUALITY_REPORT,
-                             SECTION_USER_METADATA, ZSTD_DEFAULT_LEVEL, code_dtype)
+                             SECTION_HEADER_SIZE, SECTION_IVF, SECTION_MODEL_CONFIG,
+                             SECTION_QUALITY_REPORT, SECTION_USER_METADATA, ZSTD_DEFAULT_LEVEL,
+                             code_dtype, ivf_id_dtype, ivf_id_bytes)
 from .formats.sections import decode_section_header
 from .progress import bar, note
 
 KNOWN_SECTIONS = (SECTION_MODEL_CONFIG, SECTION_USER_METADATA, SECTION_EMBEDDED_MODEL,
-                  SECTION_QUALITY_REPORT)
+                  SECTION_QUALITY_REPORT, SECTION_IVF)
 # The header fields every shard must share with the first, in the order they are checked.
 MATCHED_FIELDS = ("model_sha256", "dim", "K", "M", "chunk_rows", "source_dtype")
 PROBE_CHUNKS = 4  # chunks of each shard searched for a zstd plane that tells the zstd level
@@ -111,6 +116,32 @@ def _merged_report(headers):
     if all(r == reports[0] for r in reports):
         return reports[0], "kept"
     return None, "dropped"
+
+
+def _merged_ivf(paths, readers):
+    """(IvfSection or None, what happened: 'none', 'merged', or why the lists were dropped).
+    Lists merge when every shard has them over the same centroids (equal values and nlist)."""
+    has = [r.header.has_ivf for r in readers]
+    if not any(has):
+        return None, "none"
+    if not all(has):
+        missing = paths[has.index(False)]
+        return None, f"dropped: {missing} has no inverted lists"
+    sections = []
+    for path, reader in zip(paths, readers):
+        try:
+            sections.append(reader.ivf())
+        except QncFormatError as exc:
+            raise QncFormatError(f"{path}: {exc}") from None
+    first = sections[0]
+    for path, section in zip(paths[1:], sections[1:]):
+        if section.centroids.shape != first.centroids.shape or \
+                not np.array_equal(section.centroids, first.centroids):
+            return None, (f"dropped: {path} has other centroids than {paths[0]} (another coarse "
+                          f"quantizer)")
+    dtype = ivf_id_dtype(ivf_id_bytes(first.nlist))
+    ids = np.concatenate([s.list_ids.astype(dtype, copy=False) for s in sections])
+    return IvfSection(first.centroids, ids), "merged"
 
 
 def _split_planes(raw):
@@ -192,11 +223,12 @@ def merge(paths, out, *, metadata=KEEP, zstd_level=None, quiet=True):
                    if s.type not in KNOWN_SECTIONS]
         meta, meta_fate = _merged_metadata(paths, headers, metadata)
         report, report_fate = _merged_report(headers)
+        ivf, ivf_fate = _merged_ivf(paths, readers)
         first, chunk_rows = headers[0], headers[0].chunk_rows
         n = sum(h.n for h in headers)
         aligned = all(h.n % chunk_rows == 0 for h in headers[:-1])
         level, level_source = zstd_level, "given"
-        if not aligned:
+        if not aligned or ivf is not None:  # repacked planes and the lists' ids are zstd'd
             level = detect_zstd_level(readers)
             level_source = "found in the shards"
             if level is None:
@@ -213,8 +245,8 @@ def merge(paths, out, *, metadata=KEEP, zstd_level=None, quiet=True):
         with QncWriter(out, n=n, dim=first.dim, source_dtype=first.source_dtype, K=first.K,
                        M=first.M, model_sha256=first.model_sha256,
                        model_config=first.model_config, metadata=meta, model_bytes=model_bytes,
-                       chunk_rows=chunk_rows, zstd_level=(level or None) if not aligned else None,
-                       quality_report=report) as writer, \
+                       chunk_rows=chunk_rows, zstd_level=level or None,
+                       quality_report=report, ivf=ivf) as writer, \
                 bar(total=n, desc="merge", unit="vec", quiet=quiet) as pbar:
             written = 0
             for path, reader in zip(paths, readers):
@@ -240,7 +272,7 @@ def merge(paths, out, *, metadata=KEEP, zstd_level=None, quiet=True):
                "chunks_repacked": repacked, "zstd_level": level if repacked else None,
                "zstd_level_source": level_source if repacked else None,
                "model_embedded": model_bytes is not None, "metadata": meta_fate,
-               "quality_report": report_fate, "dropped_sections": dropped,
+               "quality_report": report_fate, "ivf": ivf_fate, "dropped_sections": dropped,
                "input_bytes": in_bytes, "file_size": os.path.getsize(out), "seconds": seconds}
     for line in summary_lines(summary):
         note(line, quiet)
@@ -264,6 +296,11 @@ def summary_lines(s):
     if s["quality_report"] == "dropped":
         lines.append("quality report: dropped (the shards' reports differ: each measured its own "
                      "sample); qinco-eval measures the merged file")
+    if s["ivf"] == "merged":
+        lines.append("inverted lists: merged (every shard's lists share the same centroids)")
+    elif s["ivf"].startswith("dropped"):
+        lines.append(f"inverted lists: {s['ivf']}; rebuild them on the merged file with "
+                     f"qinco-index")
     for path, kind, name in s["dropped_sections"]:
         lines.append(f"dropped: {name} (section type {kind}) of {path}: merge does not combine "
                      f"per-shard sections; rebuild it on the merged file (inverted lists: "

@@ -16,6 +16,7 @@ from qinco_codec.errors import InputError, QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.chunks import PlaneEncoder
 from qinco_codec.formats.header import encode_fixed_header
+from qinco_codec.formats.ivf import IvfSection
 from qinco_codec.formats.index import encode_index, encode_trailer
 from qinco_codec.formats.layout import SECTION_MODEL_CONFIG, TRAILER_SIZE, index_size
 from qinco_codec.formats.sections import encode_json, encode_section
@@ -34,11 +35,11 @@ def _codes(n, M=5, K=256, seed=0):
 
 
 def _write(path, codes, *, K=256, dim=4, dtype="float32", sha=SHA, chunk_rows=64, zstd_level=3,
-           metadata=None, embed=False, report=None):
+           metadata=None, embed=False, report=None, ivf=None):
     with QncWriter(path, n=len(codes), dim=dim, source_dtype=dtype, K=K, M=codes.shape[1],
                    model_sha256=sha, model_config={"K": K, "arch": "test"}, metadata=metadata,
                    model_bytes=MODEL if embed else None, chunk_rows=chunk_rows,
-                   zstd_level=zstd_level, quality_report=report) as w:
+                   zstd_level=zstd_level, quality_report=report, ivf=ivf) as w:
         w.write_codes(codes)
     return path
 
@@ -144,6 +145,38 @@ def test_differing_quality_reports_are_dropped_and_said(tmp_path, capsys):
     assert "quality report: dropped" in capsys.readouterr().err
     with QncReader(tmp_path / "m.qnc") as r:
         assert r.header.quality_report is None and r.header.version == (1, 0)
+
+
+CENTROIDS = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+
+def test_inverted_lists_over_the_same_centroids_are_merged(tmp_path):
+    codes = _codes(200)
+    ids = np.random.default_rng(1).integers(0, 3, 200).astype(np.uint16)
+    shards = [_write(tmp_path / f"s{i}.qnc", codes[a:b], ivf=IvfSection(CENTROIDS, ids[a:b]))
+              for i, (a, b) in enumerate([(0, 128), (128, 200)])]
+    s = qinco_codec.merge(shards, tmp_path / "m.qnc")
+    assert s["ivf"] == "merged"
+    with QncReader(tmp_path / "m.qnc") as r:
+        assert np.array_equal(r.ivf().list_ids, ids)
+        assert np.array_equal(r.ivf().centroids, CENTROIDS)
+    whole = _write(tmp_path / "whole.qnc", codes, ivf=IvfSection(CENTROIDS, ids))
+    assert (tmp_path / "m.qnc").read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.parametrize("second", ["no lists", "other centroids"])
+def test_inverted_lists_that_do_not_combine_are_dropped_and_said(tmp_path, capsys, second):
+    codes, ids = _codes(128), np.zeros(128, np.uint16)
+    a = _write(tmp_path / "a.qnc", codes[:64], ivf=IvfSection(CENTROIDS, ids[:64]))
+    b = _write(tmp_path / "b.qnc", codes[64:], ivf=None if second == "no lists" else
+               IvfSection(CENTROIDS + 1, ids[64:]))
+    s = qinco_codec.merge([a, b], tmp_path / "m.qnc", quiet=False)
+    why = "has no inverted lists" if second == "no lists" else "has other centroids"
+    assert s["ivf"] == f"dropped: {b} {why}" + ("" if second == "no lists" else
+                                                f" than {a} (another coarse quantizer)")
+    assert f"inverted lists: dropped: {b} {why}" in capsys.readouterr().err
+    with QncReader(tmp_path / "m.qnc") as r:
+        assert not r.header.has_ivf and np.array_equal(r.codes(), codes)
 
 
 def _with_private_section(path, codes, chunk_rows=64):

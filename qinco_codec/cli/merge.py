@@ -46,8 +46,9 @@ def main(output, shards, metadata, no_metadata, zstd_level, force, quiet):
     repacked (decoded and re-chunked, no model), as the summary says. The embedded model is
     written once (kept when any shard embeds it). User metadata: kept when identical in every
     shard. The quality report: kept when identical in every shard (as qinco-shard writes it),
-    else dropped. Other sections are dropped and named in the summary: inverted lists (IVF)
-    are not merged; rebuild them on OUT.qnc with qinco-index.
+    else dropped. Inverted lists (IVF): merged when every shard has lists over the same
+    centroids (each row keeps its list), else dropped, as the summary says (rebuild them on
+    OUT.qnc with qinco-index). Sections of later versions are dropped and named.
     """
     if metadata is not None and no_metadata:
         raise click.UsageError("--metadata and --no-metadata: give one")
