@@ -11,6 +11,7 @@ is the file's quality report (SPEC.md 5.2: written in the quality_report section
 qinco-info and the end-of-run summary).
 """
 import binascii
+import contextlib
 import os
 import time
 
@@ -224,7 +225,7 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
              metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
              zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
              device="auto", quiet=False, seed=0, report=True, bytes=None, unit_norm=None,
-             decode_only=None):
+             decode_only=None, ivf=None):
     """Encode vectors x into a .qnc file at `path`; returns a summary dict.
 
     x: an (n, d) array (memory-mapped arrays are read batch by batch), a vector file path, or a
@@ -238,6 +239,10 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     `bytes=` (bytes per vector) is the deprecated former spelling of `steps`.
     `report=False` leaves out the quality report (the file is then a version 1.0 file); the
     summary's `quality_report` is the report written (see the module docstring), or None.
+    `ivf=NLIST` adds NLIST inverted lists for search (SPEC.md 5.3, a version 1.2 file): k-means
+    centroids fitted on the input's training sample (`train_size` rows, `seed`), each row in
+    the list of the centroid nearest its original vector (ivf_file.CompressLists); the codes are
+    the same as without them. The summary's `ivf` then gives nlist and the rows per list.
     `unit_norm`: True makes the model compress trains decode onto the unit sphere (config
     `unit_norm`; every input row must then be unit norm); None or False (default) does not, and a
     unit-norm input gets a hint. With a given model it must be None or match the model's flag.
@@ -250,6 +255,9 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
 
     src = as_source(x)
+    if ivf is not None:
+        from .ivf_file import check_nlist
+        check_nlist(ivf, src.n, "ivf")  # before any training or encoding
     trained_rows = None
     if decode_only is None:
         decode_only = model is None and embed_model and not model_out
@@ -295,13 +303,21 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     sample_codes, rate = _timed_encode(model, sample, A, B, device, src.n, quiet)
     quality = quality_report(model, data, sample, None if sample_codes is None else sample_codes[:, :steps],
                              held_out, device) if report else None
-    with QncWriter(path, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
+    from .ivf_file import CompressLists
+
+    lists = None if ivf is None else CompressLists(src, ivf, train_size=train_size, seed=seed,
+                                                   quiet=quiet)
+    with (contextlib.nullcontext(path) if lists is None else
+          lists.written_to(path, zstd_level or None)) as target, \
+            QncWriter(target, n=src.n, dim=model.dim, source_dtype=np.dtype(src.dtype).name,
                    K=model.K, M=steps, model_sha256=binascii.unhexlify(sha),
                    model_config=config_summary(model), metadata=metadata,
                    model_bytes=data if embed_model else None, chunk_rows=chunk_rows,
                    zstd_level=zstd_level or None, quality_report=quality) as w:
-        _encode_into(w, src, model, steps, A, B, device, batch_size, rate, quiet)
+        _encode_into(w, src if lists is None else lists.source, model, steps, A, B, device,
+                     batch_size, rate, quiet)
     return {"path": os.fspath(path), "n": src.n, "dim": model.dim, "steps": steps,
             "bytes_per_vector": steps * model.bytes_per_code, "model_sha256": sha,
             "model_bytes": len(data), "model_embedded": bool(embed_model),
-            "code_bytes": code_bytes, "file_size": os.path.getsize(path), "quality_report": quality}
+            "code_bytes": code_bytes, "file_size": os.path.getsize(path), "quality_report": quality,
+            "ivf": None if lists is None else lists.summary()}

@@ -65,6 +65,10 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
                    "so that files encoded later with it name the same model.")
 @click.option("--metadata", metavar="JSON", default=None,
               help="User metadata stored in the file: a JSON object, or @FILE to read it from FILE.")
+@click.option("--ivf", "ivf", metavar="NLIST", type=click.IntRange(min=1), default=None,
+              help="Also add NLIST inverted lists for qinco-search (k-means on the training sample, "
+                   "each row in the list nearest its input vector; the codes are unchanged). "
+                   "qinco-index adds them to an existing file.")
 @click.option("--model-out", metavar="PATH", default=None,
               help="Also write the model used (trained or converted to --weights) to PATH.")
 @force_option("OUTPUT.qnc and --model-out")
@@ -74,7 +78,7 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
 @quiet_option("the summary, progress bars and notes on stderr")
 def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
          no_embed_model, zstd_level, weights, unit_norm, full_model, metadata, model_out, force, A,
-         B, device, quiet):
+         B, device, quiet, ivf):
     """Compress the vectors in INPUT into OUTPUT.qnc.
 
     INPUT is a vector file (.npy, .fvecs, .bvecs, .ivecs, .fbin, .u8bin, .ibin) or '-' for an .npy
@@ -89,7 +93,8 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
 
     An existing OUTPUT.qnc (or --model-out) is refused unless -f/--force; no output may be the
     same file as an input or as the other output. --model may name a .qnc file: its embedded
-    model is used, exactly as stored.
+    model is used, exactly as stored. --ivf NLIST writes a .qnc 1.2 file with inverted lists
+    (SPEC.md 5.3) that qinco-search probes instead of scanning every row.
     """
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
@@ -138,7 +143,7 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
         compress(source, path, model, steps=steps, chunk_rows=chunk_rows,
                  embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level, A=A, B=B,
                  weight_dtype=weights, model_out=model_out, device=device, quiet=quiet, seed=seed,
-                 **kwargs)
+                 ivf=ivf, **kwargs)
         if not quiet:
             with QncFile(path) as f:
                 info = f.describe()
@@ -169,6 +174,9 @@ def summary_lines(where, info, input_name=None, input_bytes=None):
         lines.append(f"model store: {info['model_in_store']}")
     from .info import quality_lines  # the file's quality report, as qinco-info shows it
     lines += quality_lines(info)
+    if info.get("ivf"):  # --ivf: the inverted lists written, as qinco-info shows them
+        from ..description import ivf_lines
+        lines += ivf_lines(info)
     return lines
 
 
