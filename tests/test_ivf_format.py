@@ -276,3 +276,234 @@ def test_the_writer_refuses_a_section_no_reader_would_accept(tmp_path, bad, mess
         QncWriter(tmp_path / "x.qnc", n=N, dim=DIM, source_dtype="float32", K=256, M=2,
                   model_sha256=SHA, model_config={}, ivf=bad())
     assert not (tmp_path / "x.qnc").exists()
+
+
+# -- building the lists: add_ivf, compress(ivf=...), qinco-index, qinco-compress --ivf ----------
+
+D, ROWS = 16, 1500
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """Clustered synthetic vectors: 12 centres, so that inverted lists have structure."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((12, D)).astype(np.float32) * 3
+    x = centres[rng.integers(0, 12, ROWS + 2000)] + rng.standard_normal((ROWS + 2000, D))
+    return x[:ROWS].astype(np.float32), x[ROWS:].astype(np.float32)  # (base, train)
+
+
+@pytest.fixture(scope="module")
+def model(vectors):
+    """An untrained QINCo2 model (RQ initialisation) of 4 steps, greedy."""
+    from qinco_codec.model import QincoModel
+    from qinco_codec.rq_init import init_from_rq
+
+    m = init_from_rq(QincoModel.from_preset("qinco2-XS", D, 4), vectors[1], seed=0)
+    m.config = m.config.replace(B=1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def plain_file(tmp_path_factory, vectors, model):
+    """A 1.1 file (quality report, metadata, embedded model) of 6 chunks, without lists."""
+    import qinco_codec
+
+    path = tmp_path_factory.mktemp("ivf") / "plain.qnc"
+    qinco_codec.compress(vectors[0], path, model, chunk_rows=256, metadata={"m": "é"}, quiet=True)
+    return path
+
+
+def chunks_of(path):
+    """Every chunk as stored: (row count, plane table, stored plane bytes)."""
+    with QncReader(path) as r:
+        return [(raw.header.rows, raw.header.planes, raw.planes) for raw in r.raw_chunks()]
+
+
+def test_add_ivf_keeps_every_chunk_and_the_decoded_vectors(tmp_path, plain_file):
+    import qinco_codec
+    from qinco_codec.ivf_file import sample_rows
+    from qinco_codec.search.ivf import assign, train_coarse
+
+    out = tmp_path / "ivf.qnc"
+    before = plain_file.read_bytes()
+    info = qinco_codec.add_ivf(plain_file, 10, out=out, sample=800, seed=3)
+    assert plain_file.read_bytes() == before  # the source is untouched
+    assert chunks_of(out) == chunks_of(plain_file)
+    with qinco_codec.open(plain_file) as a, qinco_codec.open(out) as b:
+        assert (a.header.version, b.header.version) == ((1, 1), (1, 2))
+        for field in ("n", "dim", "K", "M", "chunk_rows", "source_dtype", "model_sha256",
+                      "model_config", "metadata", "quality_report"):
+            assert getattr(a.header, field) == getattr(b.header, field), field
+        assert a._reader.model_bytes() == b._reader.model_bytes()
+        decoded = a.decode()
+        np.testing.assert_array_equal(b.decode(), decoded)
+        ivf = b._reader.ivf()
+    # the lists are what the recipe says: k-means on the decoded sample, nearest centroid
+    sample = decoded[sample_rows(ROWS, 800, 3)]
+    np.testing.assert_array_equal(ivf.centroids, train_coarse(sample, 10, seed=3))
+    np.testing.assert_array_equal(ivf.list_ids, assign(decoded, ivf.centroids))
+    sizes = ivf.list_sizes()
+    assert info == {"path": str(out), "n": ROWS, "nlist": 10, "sample": 800,
+                    "list_size_min": sizes.min(), "list_size_median": float(np.median(sizes)),
+                    "list_size_max": sizes.max(), "ivf_bytes": QncReader(out).ivf_size,
+                    "file_size": out.stat().st_size}
+    assert info["ivf_bytes"] <= 32 + 4 * 10 * D + 2 * ROWS
+
+
+def test_add_ivf_in_place_replaces_the_lists_atomically(tmp_path, plain_file):
+    import qinco_codec
+
+    path = tmp_path / "a.qnc"
+    path.write_bytes(plain_file.read_bytes())
+    qinco_codec.add_ivf(path, 4)
+    qinco_codec.add_ivf(path, 6, seed=1)  # replaces the 4 lists
+    with QncReader(path) as r:
+        assert r.ivf().nlist == 6 and r.ivf().n == ROWS
+    assert chunks_of(path) == chunks_of(plain_file)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qnc"]  # no temporary file left
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(nlist=0), "nlist=0 must be in [1, 1,500]"),
+    (dict(nlist=ROWS + 1), "nlist=1501 must be in [1, 1,500]"),
+    (dict(nlist=True), "nlist must be an integer"),
+    (dict(nlist=2.0), "nlist must be an integer"),
+    (dict(nlist=8, sample=7), "sample=7 rows cannot fit nlist=8 centroids"),
+    (dict(nlist=8, sample=0), "sample must be a positive integer"),
+])
+def test_add_ivf_refusals_leave_the_file_as_it_was(tmp_path, plain_file, kwargs, message):
+    import qinco_codec
+
+    path = tmp_path / "a.qnc"
+    path.write_bytes(plain_file.read_bytes())
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        qinco_codec.add_ivf(path, **kwargs)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == plain_file.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.qnc"]
+
+
+def test_add_ivf_refuses_an_empty_file(tmp_path, model):
+    import qinco_codec
+
+    path = tmp_path / "e.qnc"
+    qinco_codec.compress(np.zeros((0, D), np.float32), path, model, quiet=True)
+    with pytest.raises(InputError, match="the file has no rows to fit inverted lists on"):
+        qinco_codec.add_ivf(path, 1)
+
+
+def test_compress_with_ivf_assigns_the_original_vectors_and_keeps_the_codes(tmp_path, vectors,
+                                                                             model, plain_file):
+    import qinco_codec
+    from qinco_codec.search.ivf import assign
+
+    path = tmp_path / "c.qnc"
+    summary = qinco_codec.compress(vectors[0], path, model, chunk_rows=256, metadata={"m": "é"},
+                                   quiet=True, ivf=12)
+    assert chunks_of(path) == chunks_of(plain_file)  # the same codes, byte for byte
+    with QncReader(path) as r:
+        assert r.header.version == (1, 2) and r.header.quality_report is not None
+        ivf = r.ivf()
+    np.testing.assert_array_equal(ivf.list_ids, assign(vectors[0], ivf.centroids))
+    sizes = ivf.list_sizes()
+    assert summary["ivf"] == {"nlist": 12, "list_size_min": sizes.min(),
+                              "list_size_median": float(np.median(sizes)),
+                              "list_size_max": sizes.max()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.qnc"]
+    with pytest.raises(InputError, match=re.escape("ivf=1501 must be in [1, 1,500]")):
+        qinco_codec.compress(vectors[0], tmp_path / "d.qnc", model, quiet=True, ivf=ROWS + 1)
+    assert not (tmp_path / "d.qnc").exists()
+
+
+def test_the_lists_make_an_ivf_search_equal_the_exhaustive_one_at_full_nprobe(tmp_path,
+                                                                              plain_file, vectors):
+    """The section is what search-core's engine reads: at nprobe = nlist it scans every row."""
+    import qinco_codec
+
+    out = tmp_path / "s.qnc"
+    qinco_codec.add_ivf(plain_file, 8, out=out)
+    queries = vectors[1][:20]
+    with qinco_codec.open(plain_file) as a, qinco_codec.open(out) as b:
+        Da, Ia = a.search(queries, k=5, shortlist=ROWS)
+        Db, Ib = b.search(queries, k=5, shortlist=ROWS, nprobe=8)
+        np.testing.assert_array_equal(Ia, Ib)
+        _, Ic = b.search(queries, k=5, shortlist=ROWS, nprobe=1)
+        assert not np.array_equal(Ic, Ia)  # one list of 8 does not hold every neighbour
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+def run_cli(main, *args, code=0):
+    from cli_util import cli_runner
+
+    result = cli_runner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_qinco_index_end_to_end(tmp_path, plain_file):
+    from qinco_codec.cli import index, info
+
+    path = tmp_path / "a.qnc"
+    path.write_bytes(plain_file.read_bytes())
+    result = run_cli(index.main, path, "--ivf", 8, "-o", tmp_path / "b.qnc", "--sample", 900)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"indexed {path}: 1,500 vectors in 8 lists (rows per list min ")
+    assert f"wrote {tmp_path / 'b.qnc'}" in lines[-1] and "centroids fitted on 900 rows" in lines[-1]
+    assert path.read_bytes() == plain_file.read_bytes()
+    shown = run_cli(info.main, tmp_path / "b.qnc").stdout
+    assert "format:      .qnc version 1.2" in shown and "ivf:         8 inverted lists" in shown
+    assert "ivf:         none" in run_cli(info.main, path).stdout
+    run_cli(index.main, path, "--ivf", 5, "--quiet")  # in place
+    assert run_cli(index.main, path, "--ivf", 5, "--quiet").stderr == ""
+    with QncReader(path) as r:
+        assert r.ivf().nlist == 5
+    assert chunks_of(path) == chunks_of(plain_file)
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (("--ivf", 0), 2, "Invalid value for '--ivf'"),
+    ((), 2, "Missing option '--ivf'"),
+    (("--ivf", 1501), 1, "nlist=1501 must be in [1, 1,500]"),
+    (("--ivf", 8, "--sample", 4), 1, "sample=4 rows cannot fit nlist=8 centroids"),
+    (("--ivf", 8, "-o", "{exists}"), 1, "already exists"),
+    (("--ivf", 8, "-o", "{file}"), 1, "name the same file"),
+    (("--ivf", 8, "-o", "-"), 1, "OUT.qnc: '-' is not supported"),
+])
+def test_qinco_index_refusals_are_one_line(tmp_path, plain_file, args, code, message):
+    from qinco_codec.cli import index
+
+    path = tmp_path / "a.qnc"
+    path.write_bytes(plain_file.read_bytes())
+    (tmp_path / "exists.qnc").write_bytes(b"x")
+    args = [str(a).format(exists=tmp_path / "exists.qnc", file=path) for a in args]
+    result = run_cli(index.main, path, *args, code=code)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qinco-index: error: "), result.stderr
+    assert message in lines[0]
+    assert path.read_bytes() == plain_file.read_bytes()
+    for missing in ("-", tmp_path / "nope.qnc"):
+        result = run_cli(index.main, missing, "--ivf", 2, code=1)
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_qinco_compress_with_ivf_end_to_end(tmp_path, vectors, model, plain_file):
+    from qinco_codec.cli import compress
+    from qinco_codec.serialize import save_model
+
+    np.save(tmp_path / "x.npy", vectors[0])
+    save_model(model, tmp_path / "m.safetensors")
+    result = run_cli(compress.main, tmp_path / "x.npy", tmp_path / "x.qnc", "--model",
+                     tmp_path / "m.safetensors", "--chunk-rows", 256, "--ivf", 6,
+                     "--metadata", '{"m": "é"}')
+    assert any(line.startswith("ivf:         6 inverted lists") for line in result.stderr.splitlines())
+    with QncReader(tmp_path / "x.qnc") as r:
+        assert r.header.version == (1, 2) and r.ivf().nlist == 6
+    assert chunks_of(tmp_path / "x.qnc") == chunks_of(plain_file)
+    bad = run_cli(compress.main, tmp_path / "x.npy", tmp_path / "y.qnc", "--model",
+                  tmp_path / "m.safetensors", "--ivf", 2000, code=1)
+    assert bad.stderr.strip().splitlines() == [
+        "qinco-compress: error: ivf=2000 must be in [1, 1,500] (at most the 1,500 rows of the "
+        "file and the format's 16,777,216)"]
+    assert not (tmp_path / "y.qnc").exists()
