@@ -202,13 +202,16 @@ def _apply_threads(threads):
 
 
 def _injected_fault(index):
-    """FAULT_ENV="INDEX:MARKER": shard INDEX fails once (it creates MARKER, then raises)."""
+    """FAULT_ENV="INDEX:MARKER" (or "INDEX:MARKER:exit"): shard INDEX fails once: it creates
+    MARKER, then raises (or its process exits at once, as a killed worker does)."""
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
         return
-    which, marker = spec.split(":", 1)
+    which, marker, *kind = spec.split(":")
     if int(which) == index and not os.path.exists(marker):
         open(marker, "w").close()
+        if kind == ["exit"]:
+            os._exit(70)
         raise RuntimeError(f"injected fault ({FAULT_ENV}) in shard {index}")
 
 
@@ -289,6 +292,7 @@ class ProcessEngine:
         self._board = self._ctx.Array("q", shards, lock=False)
         self._workers, self._collection, self._model_data = workers, collection, model_data
         self._pool = None
+        self._pool_of = {}  # future -> the pool it runs in (a dead worker breaks only its pool)
 
     def describe(self):
         return f"{self._workers} local processes"
@@ -306,29 +310,39 @@ class ProcessEngine:
         if self._collection.array is not None:  # only this shard's rows travel to the worker
             array = self._collection.array[job["lo"]:job["hi"]]
             job = dict(job, array_base=job["lo"])
-        return self._executor().submit(_process_task, job, self._model_data, array)
+        pool = self._executor()
+        future = pool.submit(_process_task, job, self._model_data, array)
+        self._pool_of[future] = pool
+        return future
 
     def wait(self, handles, timeout):
         """[(handle, result or None, exception or None)] of the handles done within timeout."""
         done, _ = concurrent.futures.wait(handles, timeout=timeout,
                                           return_when=concurrent.futures.FIRST_COMPLETED)
         out = []
-        broken = False
         for future in done:
             error = future.exception()
-            broken |= isinstance(error, concurrent.futures.process.BrokenProcessPool)
+            pool = self._pool_of.pop(future, None)
+            if isinstance(error, concurrent.futures.process.BrokenProcessPool) and \
+                    pool is self._pool:  # a worker died: this pool is unusable, retries get a new one
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             out.append((future, None if error else future.result(), error))
-        if broken:  # a worker died: the pool is unusable, start a new one for the retries
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
         return out
 
     def rows_done(self, indices):
         return sum(self._board[i] for i in indices)
 
     def cancel(self, handles):
+        """Stop now (an interrupted run): pending tasks cancelled, running workers terminated
+        (their atomic writers leave no shard behind)."""
         for future in handles:
             future.cancel()
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def close(self):
         if self._pool is not None:

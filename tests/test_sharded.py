@@ -74,11 +74,12 @@ def test_on_ray_4_shards_merge_into_the_single_compress(work, ray_cluster, tmp_p
 
 
 def test_in_local_processes_with_a_retried_task_then_reruns(work, tmp_path, monkeypatch):
-    """Without Ray; shard 1 fails once and is retried. Then a rerun after deleting shard 1 and
+    """Without Ray; shard 1's worker dies (exits) once and the shard is retried in a new pool.
+    Then a rerun after deleting shard 1 and
     corrupting shard 2 rewrites those two only (the others keep their inode and mtime), and a
     rerun with another parameter rewrites all."""
     out, model = tmp_path / "shards", str(work / "model.safetensors")
-    monkeypatch.setenv(FAULT_ENV, f"1:{tmp_path / 'failed-once'}")
+    monkeypatch.setenv(FAULT_ENV, f"1:{tmp_path / 'failed-once'}:exit")
     s = qinco_codec.compress_sharded(work / "x.npy", out, model, shards=4, chunk_rows=CHUNK,
                                      use_ray=False, workers=2)
     assert (tmp_path / "failed-once").exists() and len(s["written"]) == 4
