@@ -347,8 +347,9 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     RQ start is broadcast, each rank encodes and back-propagates its share of every batch (the
     batch, epoch and schedule stay those of one process) with gradients averaged by
     DistributedDataParallel, metrics and codeword resets are agreed, and rank 0's clock takes
-    the budget decisions. Only rank 0 writes the checkpoint (every rank reads it on resume);
-    every rank returns the same model. See distributed.py and docs/scale-out.md.
+    the budget decisions. Only rank 0 writes the checkpoint (every rank reads it on resume) and
+    shows progress; `on_epoch` is called on every rank, and every rank returns the same model.
+    See distributed.py and docs/scale-out.md.
 
     Returns the model, or with `return_history=True` a TrainResult (model, history): the history
     is the list of epoch records, `{"epoch": 0, "val_mse": ...}` for the RQ start, then per epoch
@@ -399,7 +400,8 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
     group.check_same(_digest(repr(job)), "the training data or options")
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
-    group.check_same(state["run"]["epoch"] if state else -1, f"the epoch checkpoint {checkpoint} resumes from")
+    group.check_same(state["run"]["epoch"] if state else -1,
+                     f"the epoch checkpoint {checkpoint} resumes from")  # -1: none
     # the longest validation seen (estimated before the first): kept back for the closing one
     val_seconds = _validation_seconds(model, xval, train_A) if clock.budget else 0.0
     if state is None and group.main:  # the other ranks receive rank 0's start (broadcast_ below)

@@ -115,8 +115,9 @@ def test_ranks_end_equal_and_match_one_process_at_equal_samples(tmp_path, glove_
     its budget."""
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
-    run = subprocess.run(_torchrun(script, glove_file, json.dumps([EPOCHS_RUN, BUDGET_RUN]), tmp_path / "rank"),
-                         env=_env(), capture_output=True, text=True, timeout=300)
+    runs = json.dumps([EPOCHS_RUN, BUDGET_RUN])
+    run = subprocess.run(_torchrun(script, glove_file, runs, tmp_path / "rank"), env=_env(),
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank.{r}").read_text()) for r in (0, 1)]
     for by_epochs_or_budget in (0, 1):
@@ -218,6 +219,33 @@ def test_ranks_shares_are_disjoint_and_cover_the_batch(world, n):
     shares = [Group(r, world).rows(batch) for r in range(world)]
     assert sorted(torch.cat(shares).tolist()) == sorted(batch.tolist())
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def _fake_all_gather(values):
+    """Stands in for torch.distributed.all_gather: every rank's tensor is values[rank] (padded)."""
+    def all_gather(parts, mine):
+        for part, value in zip(parts, values):
+            part.zero_()
+            part[:len(value)] = value
+    return all_gather
+
+
+@pytest.mark.parametrize("world,n", [(2, 511), (3, 10)])
+def test_gather_rows_puts_every_ranks_share_back_in_batch_order(monkeypatch, world, n):
+    batch = torch.randn(n, 3)
+    shares = [Group(r, world).rows(batch) for r in range(world)]
+    monkeypatch.setattr(torch.distributed, "all_gather", _fake_all_gather(shares))
+    for r in range(world):
+        assert torch.equal(Group(r, world).gather_rows(shares[r], n), batch)
+
+
+def test_check_same_names_the_rank_that_differs(monkeypatch):
+    five, six = torch.tensor([5]), torch.tensor([6])
+    monkeypatch.setattr(torch.distributed, "all_gather", _fake_all_gather([five, five, six]))
+    with pytest.raises(InputError, match="the data differs between ranks: rank 0 has 5, rank 2 has 6"):
+        Group(0, 3).check_same(5, "the data")
+    monkeypatch.setattr(torch.distributed, "all_gather", _fake_all_gather([five, five, five]))
+    Group(1, 3).check_same(5, "the data")
 
 
 def test_session_without_torchrun_joins_no_group(monkeypatch):
