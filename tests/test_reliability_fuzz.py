@@ -35,7 +35,7 @@ MODES = ("seek", "pipe")
 # examples per mutation kind in the suite (the long run does 100,000 cases)
 EXAMPLES = {"random_bytes": 60, "bit_flips": 150, "insert": 60, "delete": 60, "truncate": 40,
             "extend": 30, "field": 150, "bytes_field": 60, "section": 150, "plane": 150,
-            "chunks": 80, "valid_variant": 60, "combo": 100, "ivf": 150}
+            "chunks": 80, "valid_variant": 60, "combo": 100, "ivf": 80}
 
 
 @functools.lru_cache(maxsize=None)

@@ -942,3 +942,19 @@ def test_package_writer_embedded_model_and_empty(tmp_path):
     assert f0.n == 0 and f0.C == 0 and f0.index_offset == f0.data_start
     assert spec_codes(data0).shape == (0, 4)
     assert QncReader(p0).codes().shape == (0, 4)
+
+
+@pytest.mark.parametrize("name", [n for n in GOLDEN_NAMES if spec_open(_golden(n)).ivf is not None])
+def test_golden_ivf_section_matches_the_package(name):
+    """Section 5.3: the inverted lists this reader parses from a golden 1.2 file are those
+    QncReader.ivf() returns, and a reader that skips the section reads the same codes."""
+    QncReader, _ = _pkg()
+    data = _golden(name)
+    f = spec_open(data)
+    got = QncReader(io.BytesIO(data)).ivf()
+    np.testing.assert_array_equal(got.centroids, f.ivf.centroids)
+    np.testing.assert_array_equal(got.list_ids, f.ivf.list_ids)
+    assert got.list_ids.dtype.itemsize == f.ivf.id_bytes
+    assert (f.version_major, f.version_minor) == (1, 2)
+    assert [s.flags for s in f.sections if s.type == SEC_IVF] == [0]  # REQUIRED clear
+    np.testing.assert_array_equal(spec_codes(spec_open(data, verify_skipped=False)), spec_codes(f))
