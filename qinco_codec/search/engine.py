@@ -130,6 +130,9 @@ class SearchIndex:
         tables = lookup_tables(queries, self.codebooks, metric)        # (nq, m, K)
         terms = self._sqnorms if metric == "l2" else None
         if self.ivf is None:
+            if nprobe is not None:
+                raise InputError(f"nprobe={nprobe} given, but there is no IVF (every row is "
+                                 f"scanned): leave nprobe out, or add inverted lists")
             return scan_all(tables, self._offsets, S, terms)[1]
         nprobe = self.default_nprobe() if nprobe is None else int(nprobe)
         if nprobe < 1:
@@ -177,12 +180,9 @@ class SearchIndex:
         full = np.full(candidates.shape, np.inf, np.float32)             # smaller is nearer
         full[valid] = score
         kk = min(k, full.shape[1])
-        if kk < full.shape[1]:
-            part = np.argpartition(full, kk - 1, axis=1)[:, :kk]
-        else:
-            part = np.broadcast_to(np.arange(kk), (nq, kk))
-        order = np.take_along_axis(part, np.argsort(np.take_along_axis(full, part, 1), 1,
-                                                    kind="stable"), 1)
+        # nearest first, ties (rows decoding to the same vector) broken by the lower row id
+        tie = np.where(valid, candidates, np.iinfo(np.int64).max)
+        order = np.lexsort((tie, full), axis=-1)[:, :kk]
         best = np.take_along_axis(full, order, 1)
         rows = np.take_along_axis(candidates, order, 1)
         found = np.isfinite(best)
