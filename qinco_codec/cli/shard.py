@@ -60,7 +60,8 @@ def _inputs(ctx, param, value):
               help="Run the shards as Ray tasks: on a local Ray started for the run (--ray "
                    "alone), or on the cluster at ADDRESS (--ray=auto: the one this machine "
                    "belongs to). Needs the [distributed] extra. Without --ray the shards run in "
-                   "local processes.")
+                   "local processes. Give an address as --ray=ADDRESS; --ray alone goes after "
+                   "INPUT... or before another option (else the next word is taken as ADDRESS).")
 @click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
               help="Store only this prefix of each code (a multiple of the code size, at most "
                    "the model's rate). [default: the model's rate]")
