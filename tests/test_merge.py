@@ -258,3 +258,14 @@ def test_qinco_merge_end_to_end(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1
     quiet = cli_runner().invoke(merge_main, ["-q", "-f", out, *shards])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_qinco_merge_help_and_version():
+    runner = cli_runner()
+    result = runner.invoke(merge_main, ["--help"])
+    assert result.exit_code == 0 and result.stdout.startswith("Usage: qinco-merge")
+    assert "qinco-merge" in result.stdout.split("Examples:")[1]
+    assert "inverted lists" in result.stdout.lower()  # what happens to them is said
+    assert runner.invoke(merge_main, ["-h"]).stdout == result.stdout
+    version = runner.invoke(merge_main, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("qinco-merge ")

@@ -154,3 +154,19 @@ def test_qinco_shard_files_and_ranges_end_to_end(work, tmp_path):
     refused = cli_runner().invoke(shard_main, args)
     assert refused.exit_code == 1 and refused.stderr.startswith("qinco-shard: error: --merge ")
     assert "already exists" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+def test_qinco_shard_help_version_and_argument_errors(tmp_path):
+    runner = cli_runner()
+    result = runner.invoke(shard_main, ["--help"])
+    assert result.exit_code == 0 and result.stdout.startswith("Usage: qinco-shard")
+    assert "qinco-shard" in result.stdout.split("Examples:")[1]
+    assert runner.invoke(shard_main, ["-h"]).stdout == result.stdout
+    assert runner.invoke(shard_main, ["--version"]).stdout.startswith("qinco-shard ")
+    missing = runner.invoke(shard_main, [str(tmp_path / "no.npy"), "-o", str(tmp_path / "o"),
+                                         "--model", str(tmp_path / "no.npy"), "--shards", "2"])
+    assert missing.exit_code == 1 and missing.stderr.startswith("qinco-shard: error: ")
+    assert "no.npy" in missing.stderr and len(missing.stderr.splitlines()) == 1
+    stdin = runner.invoke(shard_main, ["-", "-o", str(tmp_path / "o"), "--model", "-",
+                                       "--shards", "2"])
+    assert stdin.exit_code != 0 and "stdin cannot be sharded" in stdin.stderr
