@@ -28,7 +28,7 @@ qinco-index shared.qnc --ivf 256 --model model.safetensors   # file written with
               callback=existing_input("--model"),
               help="The model file (or a .qnc embedding it), for a file written with "
                    "--no-embed-model whose model is not in the model store.")
-@click.option("--sample", type=click.IntRange(min=1), default=None,
+@click.option("--sample", metavar="ROWS", type=click.IntRange(min=1), default=None,
               help="Rows of the file decoded to fit the centroids on (at least NLIST). "
                    "[default: 100000, or every row of a smaller file]")
 @click.option("--seed", type=int, default=0, show_default=True,
