@@ -73,6 +73,7 @@ def test_on_ray_4_shards_merge_into_the_single_compress(work, ray_cluster, tmp_p
     _assert_same_file(tmp_path / "merged.qnc", work / "whole.qnc")
 
 
+@pytest.mark.slow  # four runs, each starting worker processes (torch's import): 15-60 s
 def test_in_local_processes_with_a_retried_task_then_reruns(work, tmp_path, monkeypatch):
     """Without Ray; shard 1's worker dies (exits) once and the shard is retried in a new pool.
     Then a rerun after deleting shard 1 and
