@@ -17,8 +17,12 @@ RQ-initialised model is built and measured at one thread count:
   runs (its own choice of error);
 - faiss RQ (beam 5) encode vectors/s at the same bytes per vector, trained on the same vectors.
 
-Then every cost (seconds per vector, FLOPs per vector) at each d over its value at the first d,
-next to d over the first d: the cost should grow far slower than d.
+Every rate is given twice: per wall-clock second, and per CPU second of this process (its user
+and system time, all its threads together). On a shared machine the wall-clock rate also
+measures how much of a core the other processes left; the CPU rate measures the work, so the
+cost ratios are computed from it: every cost (CPU seconds per vector, FLOPs per vector) at each
+d over its value at the first d, next to d over the first d. The cost should grow far slower
+than d.
 
 The encoder is measured after the training batches, so its networks are no longer the zero
 networks of the RQ start (where both errors agree trivially); no model is trained to
@@ -31,7 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import note
-from .common import best_of, format_table, require_faiss, write_report
+from .common import format_table, require_faiss, write_report
 
 DEFAULT_DIMS = (50, 128, 384, 768)
 TRAIN_BATCH_CAP = 50         # training batches timed at most per d
@@ -44,6 +48,24 @@ def parse_dims(values):
     if not dims or any(d < 1 for d in dims):
         raise InputError(f"--dims must be positive integers, got {list(values)}")
     return dims
+
+
+def timed(fn, repeats=2):
+    """(best wall-clock seconds, best process CPU seconds, last result) of `repeats` calls of fn()
+    (each minimum taken over the calls separately)."""
+    wall = cpu = float("inf")
+    result = None
+    for _ in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return wall, cpu, result
+
+
+def _rates(rec, name, count, wall, cpu):
+    """rec[name] = count / wall (per wall-clock second), rec[name + '_cpu'] = count / cpu."""
+    rec[name] = count / wall if wall > 0 else None
+    rec[f"{name}_cpu"] = count / cpu if cpu > 0 else None
 
 
 def _training_step(model, batch_size):
@@ -76,9 +98,10 @@ def _training_step(model, batch_size):
 
 
 def measure_training(model, train, batch_size, time_limit, seed):
-    """Samples/s of the training step on random batches of `train` (one untimed batch first,
-    then batches until `time_limit` seconds, at least 2, at most TRAIN_BATCH_CAP), and the share
-    of that time spent encoding. Leaves the model in eval mode with the updated weights."""
+    """Samples per wall-clock and per CPU second of the training step on random batches of
+    `train` (one untimed batch first, then batches until `time_limit` seconds, at least 2, at
+    most TRAIN_BATCH_CAP), and the share of the wall-clock time spent encoding. Leaves the model
+    in eval mode with the updated weights."""
     import torch
 
     from ..training import _torch_settings
@@ -94,17 +117,18 @@ def measure_training(model, train, batch_size, time_limit, seed):
     model.train()
     with _torch_settings(None):
         step(batch())
-        batches, seconds, encode_seconds = 0, 0.0, 0.0
+        batches, seconds, cpu, encode_seconds = 0, 0.0, 0.0, 0.0
         while batches < 2 or (seconds < time_limit and batches < TRAIN_BATCH_CAP):
             xb = batch()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             encode_seconds += step(xb)
-            seconds += time.perf_counter() - t0
+            seconds, cpu = seconds + time.perf_counter() - t0, cpu + time.process_time() - c0
             batches += 1
     model.eval()
-    return {"train_batch_size": batch_size, "train_batches": batches,
-            "train_samples_per_s": batches * batch_size / seconds,
-            "train_encode_share": encode_seconds / seconds}
+    rec = {"train_batch_size": batch_size, "train_batches": batches,
+           "train_encode_share": encode_seconds / seconds}
+    _rates(rec, "train_samples_per_s", batches * batch_size, seconds, cpu)
+    return rec
 
 
 def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet):
@@ -117,7 +141,7 @@ def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet
     from ..model import QincoModel
     from ..rq_init import init_from_rq
     from . import baselines
-    from .speed import _time_n, _timed_prefix, gaussian_vectors
+    from .speed import _timed_prefix, gaussian_vectors
 
     inputs = gaussian_vectors(dim, n, train_size, seed)
     note(f"[d={dim}] RQ start of {preset} M={M} K={K} on {len(inputs.train):,} vectors", quiet)
@@ -142,10 +166,11 @@ def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet
         k, _, _, direct_codes = _timed_prefix(encoder(False), n, time_limit)
         codes = {False: direct_codes}
         for expanded in (False, True):
-            seconds, codes[expanded] = best_of(lambda: encoder(expanded)(k), repeats=2)
-            rec[f"encode_vps_{'expanded' if expanded else 'direct'}"] = k / seconds
+            wall, cpu, codes[expanded] = timed(lambda: encoder(expanded)(k))
+            _rates(rec, f"encode_vps_{'expanded' if expanded else 'direct'}", k, wall, cpu)
         rec["n"] = k
-        rec["encode_vps"] = rec[f"encode_vps_{rec['default_path']}"]
+        for suffix in ("", "_cpu"):
+            rec[f"encode_vps{suffix}"] = rec[f"encode_vps_{rec['default_path']}{suffix}"]
         rec["same_codes"] = float((codes[True] == codes[False]).all(1).mean())
         x = inputs.base[:k]
         recon = {e: model.denormalize(codec.decode_normalized(model, torch.from_numpy(c))).numpy()
@@ -154,8 +179,9 @@ def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet
 
         note(f"[d={dim}] decoding", quiet)
         c = torch.from_numpy(codes[True])
-        seconds, _ = _time_n(lambda _k: codec.decode_normalized(model, c), k, min_seconds=min(1.0, time_limit))
-        rec["decode_vps"] = k / seconds
+        reps = max(2, int(min(1.0, time_limit) / max(timed(lambda: codec.decode_normalized(model, c), 1)[0], 1e-6)))
+        wall, cpu, _ = timed(lambda: codec.decode_normalized(model, c), min(reps, 20))
+        _rates(rec, "decode_vps", k, wall, cpu)
 
     if K == 256:
         note(f"[d={dim}] faiss RQ (beam {FAISS_RQ_BEAM}): training, encoding", quiet)
@@ -164,11 +190,13 @@ def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet
         with baselines.captured_native_stderr():
             rq.train(inputs.train)
         rec["faiss_rq_train_seconds"] = time.perf_counter() - t0
-        k_rq, seconds, _, rq_codes = _timed_prefix(lambda k: rq.encode(inputs.base[:k]), n, time_limit)
+        k_rq, _, _, rq_codes = _timed_prefix(lambda k: rq.encode(inputs.base[:k]), n, time_limit)
+        wall, cpu, _ = timed(lambda: rq.encode(inputs.base[:k_rq]))
         rec["faiss_rq_n"] = k_rq
-        rec["faiss_rq_encode_vps"] = k_rq / seconds
+        _rates(rec, "faiss_rq_encode_vps", k_rq, wall, cpu)
         rec["faiss_rq_mse"] = mse(inputs.base[:k_rq], rq.decode(rq_codes))
-        rec["encode_x_faiss_rq"] = rec["encode_vps"] / rec["faiss_rq_encode_vps"]
+        for suffix in ("", "_cpu"):
+            rec[f"encode_x_faiss_rq{suffix}"] = rec[f"encode_vps{suffix}"] / rec[f"faiss_rq_encode_vps{suffix}"]
     return rec
 
 
@@ -181,15 +209,16 @@ def _train_batch_size():
     return inspect.signature(train).parameters["batch_size"].default
 
 
-# cost(d) / cost(first d): (record key, label, whether the key is a rate, i.e. the cost is 1/value)
+# cost(d) / cost(first d): (record key, label, whether the key is a rate, i.e. the cost is 1/value);
+# the rates per CPU second (see the module docstring)
 COSTS = [
     ("encode_flops", "encode FLOPs", False),
-    ("encode_vps", "encode (own choice)", True),
-    ("encode_vps_expanded", "encode, expanded", True),
-    ("encode_vps_direct", "encode, direct", True),
-    ("decode_vps", "decode", True),
-    ("train_samples_per_s", "training step", True),
-    ("faiss_rq_encode_vps", "faiss RQ encode", True),
+    ("encode_vps_cpu", "encode (own choice)", True),
+    ("encode_vps_expanded_cpu", "encode, expanded", True),
+    ("encode_vps_direct_cpu", "encode, direct", True),
+    ("decode_vps_cpu", "decode", True),
+    ("train_samples_per_s_cpu", "training step", True),
+    ("faiss_rq_encode_vps_cpu", "faiss RQ encode", True),
 ]
 
 
@@ -259,7 +288,9 @@ def run(preset, dims, nbytes, n=20000, threads=None, device="auto", K=256, train
         "'encode share' is the part of it spent encoding",
         "FLOPs: architecture.encode_flops / decode_flops (matmul multiply-adds x 2 per vector) of the "
         "encoder as it runs",
-        "cost ratios: seconds (or FLOPs) per vector at d over the same at the first d",
+        "rates per CPU second of this process (all threads), wall-clock rates beside them in the JSON "
+        "(keys without _cpu); cost ratios: CPU seconds (or FLOPs) per vector at d over the same at "
+        "the first d",
     ]
     if K != 256:
         notes.append(f"faiss RQ left out: it uses 8-bit codes (K=256), the model has K={K}")
@@ -282,17 +313,18 @@ COLUMNS = [
     ("dim", "d", "d"),
     ("n", "n", ",d"),
     ("default_path", "own choice", ""),
-    ("encode_vps_expanded", "enc vec/s expanded", ",.0f"),
-    ("encode_vps_direct", "enc vec/s direct", ",.0f"),
+    ("encode_vps_expanded_cpu", "enc vec/CPU-s expanded", ",.0f"),
+    ("encode_vps_direct_cpu", "enc vec/CPU-s direct", ",.0f"),
     ("expanded_x_direct", "expanded x direct", ".2f"),
     ("same_codes_pct", "same codes %", ".2f"),
-    ("decode_vps", "dec vec/s", ",.0f"),
-    ("train_samples_per_s", "train samples/s", ",.0f"),
+    ("encode_vps", "enc vec/s (wall)", ",.0f"),
+    ("decode_vps_cpu", "dec vec/CPU-s", ",.0f"),
+    ("train_samples_per_s_cpu", "train samples/CPU-s", ",.0f"),
     ("train_encode_pct", "train: encode %", ".0f"),
     ("encode_mflops", "enc MFLOP/vec", ",.2f"),
     ("decode_mflops", "dec MFLOP/vec", ",.3f"),
-    ("faiss_rq_encode_vps", "faiss RQ enc vec/s", ",.0f"),
-    ("encode_x_faiss_rq", "enc x faiss RQ", ".2f"),
+    ("faiss_rq_encode_vps_cpu", "faiss RQ enc vec/CPU-s", ",.0f"),
+    ("encode_x_faiss_rq_cpu", "enc x faiss RQ", ".2f"),
 ]
 RATIO_COLUMNS = [("dim_label", "d", ""), ("dim", "d / d0", ".2f")] + [
     (key, label, ".2f") for key, label, _ in COSTS]
@@ -303,7 +335,7 @@ def table_rows(result):
     out = []
     for r in result["dims"]:
         pct = lambda v: None if v is None else 100.0 * v
-        out.append({**r, "expanded_x_direct": r["encode_vps_expanded"] / r["encode_vps_direct"],
+        out.append({**r, "expanded_x_direct": r["encode_vps_expanded_cpu"] / r["encode_vps_direct_cpu"],
                     "same_codes_pct": pct(r["same_codes"]), "train_encode_pct": pct(r["train_encode_share"]),
                     "encode_mflops": r["encode_flops"] / 1e6, "decode_mflops": r["decode_flops"] / 1e6})
     return out

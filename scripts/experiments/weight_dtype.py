@@ -11,7 +11,9 @@ On held-out vectors, per stored precision:
   (it encodes with exactly the weights the file will decode with);
 - `mse_cross`: the float32 model's codes decoded by the reloaded model (codes written by a
   float32 model and decoded from a rounded copy of it);
-- `same_codes`: the share of vectors whose codes equal the float32 model's.
+- `same_codes`: the share of vectors whose codes equal the float32 model's;
+- `decode_only_identical`: whether the decode-only file of that precision decodes those codes
+  to exactly the same floats as the full one.
 
 Bytes are the safetensors files' lengths; the faiss RQ codebooks at the same rate (M x K x d
 float32) and the effective bytes per vector at 100k, 1M and 10M vectors (codes plus model / n)
@@ -19,6 +21,8 @@ are given beside them.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python scripts/experiments/weight_dtype.py \\
         --out out/weight-dtype --minutes 3 --sets glove50:8,glove50:16,minilm384:16
+    # a model trained elsewhere, measured on a set's held-out vectors (no training):
+    ... weight_dtype.py --out out/weight-dtype --sets '' --model glove50=model.safetensors
 """
 import argparse
 import json
@@ -80,9 +84,11 @@ def measure(model, x):
         bare = model_to_bytes(model, dtype, decode_only=True)
         reloaded = model_from_bytes(data)
         codes = codes32 if dtype == "float32" else reloaded.encode(x)
+        recon = reloaded.decode(codes)
         out.append({"weight_dtype": dtype, "model_bytes": len(data), "decode_only_bytes": len(bare),
                     "decode_only_saving": 1.0 - len(bare) / len(data),
-                    "mse_reencoded": mse(x, reloaded.decode(codes)),
+                    "decode_only_identical": bool(np.array_equal(model_from_bytes(bare).decode(codes), recon)),
+                    "mse_reencoded": mse(x, recon),
                     "mse_cross": mse(x, reloaded.decode(codes32)),
                     "same_codes": float((codes == codes32).all(1).mean())})
     base = out[0]
@@ -103,6 +109,8 @@ def markdown(run):
              "held-out MSE (re-encoded) | x float32 | MSE of float32 codes | x float32 | same codes | "
              "B/vector at 100k / 1M / 10M (decode-only) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    same = all(r["decode_only_identical"] for r in run["records"])
+    lines[0] += "; decode-only files decode " + ("bit-identically" if same else "DIFFERENTLY")
     for r in run["records"]:
         bpv = " / ".join(f"{v:.3f}" for v in r["bytes_per_vector"].values())
         lines.append(f"| {r['weight_dtype']} | {r['model_bytes']:,} | {r['bytes_ratio']:.3f} | "
@@ -120,21 +128,32 @@ def main():
     ap.add_argument("--n-eval", type=int, default=20000, help="held-out vectors (at most)")
     ap.add_argument("--out", default="out/weight-dtype", help="models and results.json go here")
     ap.add_argument("--reuse", action="store_true", help="read models already in --out instead of training")
+    ap.add_argument("--model", action="append", default=[], metavar="SET=PATH",
+                    help="also measure this model file on SET's held-out vectors (repeatable)")
+    ap.add_argument("--json", default=None, help="results file (default: OUT/results.json)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    jobs = [("train", *item.partition(":")[::2]) for item in args.sets.split(",") if item]
+    jobs += [("file", *item.partition("=")[::2]) for item in args.model]
     runs = []
-    for item in args.sets.split(","):
-        name, _, nbytes = item.partition(":")
+    for kind, name, arg in jobs:
         train, x = load_set(name, args.n_eval)
-        model, desc = trained_model(name, int(nbytes), train, args.minutes, args.out, args.reuse, args.seed)
+        if kind == "train":
+            model, desc = trained_model(name, int(arg), train, args.minutes, args.out, args.reuse, args.seed)
+        else:
+            from qinco_codec.serialize import load_model
+
+            model = load_model(arg)
+            info = model.config.trained or {}
+            desc = f"model file {arg} ({info.get('epochs', '?')} epochs, validation MSE {info.get('val_mse', float('nan')):.4g})"
         M, K, d = model.M, model.K, model.dim
-        run = {"set": name, "bytes": int(nbytes), "dim": d, "preset": model.config.preset, "model": desc,
+        run = {"set": name, "bytes": model.bytes_per_vector, "dim": d, "preset": model.config.preset, "model": desc,
                "n_eval": len(x), "rq_codebook_bytes": 4 * M * K * d, "records": measure(model, x),
                "load_average": os.getloadavg()}
         runs.append(run)
         print(markdown(run) + "\n", flush=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(args.json or os.path.join(args.out, "results.json"), "w") as f:
         json.dump(runs, f, indent=2)
 
 
