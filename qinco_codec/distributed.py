@@ -24,6 +24,7 @@ at most 200,000 vectors).
 
 Importing this module does not import torch (qinco-train reads the launch before it loads torch).
 """
+import atexit
 import contextlib
 import datetime
 import inspect
@@ -221,12 +222,27 @@ def _describe(exc):
     return line.split(". ", 1)[0].rstrip(".")
 
 
+_JOINED = set()  # the process group this module joined (the caller's own one is left to the caller)
+
+
+def _leave():
+    """Leave the process group this module joined (at exit, or after a failed collective)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.group.WORLD in _JOINED:
+        _JOINED.clear()
+        dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def session(device):
     """The Group of this process: world 1 unless torchrun started several (WORLD_SIZE > 1), in
     which case this joins the process group (gloo on the CPU, NCCL on CUDA with this rank's GPU,
-    LOCAL_RANK) unless the caller already did, and leaves it on exit if it joined it. A failed
-    collective (a lost rank) becomes one RankLostError."""
+    LOCAL_RANK) unless it or the caller already did. The group is left when the process exits,
+    not after each training run: a group joined again in the same process reuses torchrun's
+    rendezvous keys, and a rank that read its peer's stale address failed to connect (seen with
+    two train() calls in one script). A failed collective (a lost rank) becomes one
+    RankLostError, and the group, unusable after it, is left at once."""
     import torch
 
     world = launched_world()
@@ -240,20 +256,18 @@ def session(device):
     if device.type == "cuda":  # NCCL: one GPU per local rank (not run here: no GPU)
         device = torch.device("cuda", _env_int("LOCAL_RANK", 0, 0))
         torch.cuda.set_device(device)
-    joined = not dist.is_initialized()
     try:
-        if joined:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                    timeout=collective_timeout())
+        if not dist.is_initialized():  # else this module's group of an earlier call, or the caller's
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=collective_timeout())
+            _JOINED.add(dist.group.WORLD)
+            atexit.register(_leave)
         if dist.get_world_size() != world:
             raise InputError(f"WORLD_SIZE is {world} but the process group has {dist.get_world_size()} ranks")
         yield Group(dist.get_rank(), world, device)
     except RuntimeError as exc:
         if isinstance(exc, QincoError) or not _is_collective_failure(exc):
             raise
+        _leave()
         raise RankLostError(f"rank {rank} of {world}: {_describe(exc)}: another rank stopped or cannot be "
                             "reached, so this one stops too (with --resume CKPT, the same command "
                             "continues from the last completed epoch)") from None
-    finally:
-        if joined and dist.is_initialized():
-            dist.destroy_process_group()
