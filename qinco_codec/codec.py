@@ -88,15 +88,19 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32, expanded=None):
     tables = [step.candidate_tables(dtype, expanded) for step in model.steps]
     pre_sq = [(s.preselect * s.preselect).sum(1) if u else None for s, u in zip(model.steps, use_pre)]
     c0_sq = (model.codebook0 * model.codebook0).sum(1)
+    # steps whose correction is exactly their codeword (W_out = 0: an untrained QINCo2 step, or a
+    # codebooks-only model): scored as residual quantization, ‖r − c‖² from one matmul
+    identity = [(s.codebook * s.codebook).sum(1) if s.out_proj is not None and not s.out_proj.weight.any()
+                else None for s in model.steps]
     width = max(A, 1) if any(use_pre) else K
     codes = torch.empty((len(x), M), dtype=torch.int64, device=x.device)
     ws = Workspace()
     for s, e in _chunks(len(x), encode_chunk_rows(model) // ((B if M > 1 else 1) * width), x.device):
-        codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws)
+        codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws, identity)
     return codes
 
 
-def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws):
+def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws, identity):
     M, N, D = model.M, len(x), model.dim
     C0 = model.codebook0
     keep = 1 if M == 1 else B
@@ -111,7 +115,14 @@ def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws):
         cand = None
         if use_pre[m - 2]:
             cand = _smallest(_sq_dist_to_rows(r.reshape(N * F, D), step.preselect, pre_sq[m - 2]), A)  # (N·F, A)
-        if tb.expanded:
+        c_sq = identity[m - 2]
+        if c_sq is not None:
+            rr = r.reshape(N * F, D)
+            err = _sq_dist_to_rows(rr, step.codebook, c_sq).add_(torch.linalg.vecdot(rr, rr).unsqueeze(1))
+            err = err if cand is None else err.gather(1, cand)          # (N·F, K or A)
+            n_cand = err.shape[1]
+            _, j = torch.topk(err.view(N, F * n_cand), keep, dim=1, largest=False, sorted=True)
+        elif tb.expanded:
             err = step.candidate_errors(tb, xhat.reshape(N * F, D), r.reshape(N * F, D), cand, ws)
             n_cand = err.shape[1]
             _, j = torch.topk(err.view(N, F * n_cand), keep, dim=1, largest=False, sorted=True)
@@ -122,7 +133,7 @@ def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws):
             _, j = torch.topk(torch.linalg.vecdot(e, e), keep, dim=1, largest=False, sorted=True)
         parent = torch.div(j, n_cand, rounding_mode="floor")
         code = j % n_cand if cand is None else cand.reshape(N, -1).gather(1, j)
-        if tb.expanded:   # the kept hypotheses, reconstructed as the decoder will: x̂ + f
+        if c_sq is not None or tb.expanded:   # the kept hypotheses, reconstructed as the decoder will: x̂ + f
             xhat = step.decode_step(tb, _gather_rows(xhat, parent).reshape(N * keep, D),
                                     code.reshape(-1)).view(N, keep, D)
         else:

@@ -60,34 +60,103 @@ def _fit_model(n, dim, steps, preset, weight_dtype, decode_only, quiet):
     return choice
 
 
-def _train_model(src, steps, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
-                 device, quiet, unit_norm=False, decode_only=False):
-    """A model of `steps` steps (K=TRAIN_K) trained on a sample of the source, the weight
-    precision to store it with, and the number of rows trained on (the sample's). The model
-    decodes to unit norm when `unit_norm` is set (else a unit-norm sample gets a hint)."""
+def _training_sample(src, train_size, seed, unit_norm, quiet):
+    """The rows compress trains on (src.sample(train_size, seed)), checked for unit norm when the
+    model is to decode to unit norm (else a unit-norm sample gets a hint)."""
     from . import unit_norm as sphere
-    from .presets import DEFAULT_PRESET
-    from .training import train
-
     sample = src.sample(train_size, seed)
     if len(sample) < 2:
         raise InputError(f"{getattr(src, 'name', 'input')}: need at least 2 vectors to train a model, "
                          f"got {len(sample)}; pass a trained model instead")
-    preset = preset or DEFAULT_PRESET
-    overrides = {}
-    if embed_model:
-        choice = _fit_model(src.n, src.dim, steps, preset, weight_dtype, decode_only, quiet)
-        overrides, weight_dtype = choice.overrides, choice.weight_dtype
     if unit_norm:
         sphere.check_unit_norm(sample, name=getattr(src, "name", None) or "input")
     elif sphere.looks_unit_norm(sample):
         note(f"input is unit norm (every sampled row within {sphere.TOLERANCE:g} of norm 1): "
              f"--unit-norm makes the model decode onto the sphere (better cosine and inner-product "
              f"ranking, slightly higher MSE)", quiet)
+    return sample
+
+
+def _train_network(sample, steps, preset, overrides, max_minutes, seed, device, quiet, unit_norm):
+    """The preset's network of `steps` steps (K=TRAIN_K) trained on the sample."""
+    from .training import train
     model = train(sample, preset=preset, steps=steps, K=TRAIN_K, max_minutes=max_minutes, seed=seed,
                   device=device, quiet=quiet, **overrides)
     model.config = model.config.replace(unit_norm=bool(unit_norm))
-    return model, weight_dtype, len(sample)
+    return model
+
+
+def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, train_size, max_minutes,
+                  seed, device, quiet, unit_norm, decode_only, model_choice, chunk_rows, metadata):
+    """The model compress trains for the source: (model, weight dtype, rows trained on, steps to
+    store, rate control's Choice or None). A file that embeds it gets what rate control picks
+    (rate_control.py): the network or codebooks only, whichever gives the lower error for the
+    file's size; `model_choice` 'network' or 'codebooks' forces one."""
+    from . import rate_control as rc
+    from .presets import DEFAULT_PRESET
+
+    preset = preset or DEFAULT_PRESET
+    sample = _training_sample(src, train_size, seed, unit_norm, quiet)
+    if (not embed_model or model_choice == "network") and file_bytes is None:
+        overrides = {}
+        if embed_model:
+            fit = _fit_model(src.n, src.dim, steps, preset, weight_dtype, decode_only, quiet)
+            overrides, weight_dtype = fit.overrides, fit.weight_dtype
+        model = _train_network(sample, steps, preset, overrides, max_minutes, seed, device, quiet, unit_norm)
+        return model, weight_dtype, len(sample), steps, None
+    started = time.monotonic()
+    held_out, _ = _sample(src, len(sample), seed)
+    compare_on = rc.quality_sample_or_train(held_out, sample)
+    n, dim = src.n, src.dim
+    meta_bytes = None if metadata is None else len(rc.encode_json(metadata, "metadata"))
+
+    def minutes_left():
+        return max(max_minutes - (time.monotonic() - started) / 60, 0.01)
+
+    def fit_codebooks(m):
+        model = rc.probe(sample, m, TRAIN_K, seed, quiet)
+        model.config = model.config.replace(unit_norm=bool(unit_norm))
+        return model
+
+    if file_bytes is not None:
+        rc.check_file_budget(n, dim, TRAIN_K, file_bytes, chunk_rows, meta_bytes)
+        budget = int(file_bytes * n)
+        m_cb = rc.most_codebook_steps(n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, rc.MAX_STEPS)
+        m_net = 0 if model_choice == "codebooks" else rc.most_network_steps(
+            n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, preset, "float16", rc.MAX_STEPS)[0]
+        if model_choice == "network" and m_net < 2:
+            raise InputError(f"--file-bytes {file_bytes:g}: no {preset} network fits the budget for "
+                             f"{n:,} vectors (it needs at least two steps); let rate control choose "
+                             f"codebooks only, or raise --file-bytes")
+        codebooks = None if model_choice == "network" else fit_codebooks(m_cb)
+        network = None if m_net < 2 else _train_network(sample, m_net, preset, {}, minutes_left(), seed,
+                                                        device, quiet, unit_norm)
+        choice = rc.decide_file_budget(network, codebooks, compare_on, file_bytes, device)
+    else:
+        fit = None
+        if model_choice != "codebooks":
+            try:
+                fit = _fit_model(n, dim, steps, preset, weight_dtype, decode_only, quiet)
+            except InputError as exc:
+                note(f"rate control: {exc}", quiet)
+        if fit is None:
+            choice = rc.codebooks_only_choice(fit_codebooks(steps), n)
+        else:
+            size = rc.network_file_size(n, dim, steps, TRAIN_K, chunk_rows, fit.model_bytes, preset,
+                                        meta_bytes)
+            equal = rc.most_codebook_steps(n, dim, TRAIN_K, size, chunk_rows, meta_bytes,
+                                           rc.COMPARE_STEPS_FACTOR * steps)
+            codebooks = fit_codebooks(max(steps, equal))
+            network = _train_network(sample, steps, preset, fit.overrides, minutes_left(), seed,
+                                     device, quiet, unit_norm)
+            embedded = rc.stored_model(network, fit.weight_dtype, decode_only)[0]
+            stored = rc.stored_model(network, fit.weight_dtype, decode_only=False)[1]  # it encodes
+            choice = rc.decide_fixed_rate(stored, len(embedded), codebooks, steps, compare_on, n,
+                                          chunk_rows, meta_bytes, fit.weight_dtype, device)
+            if choice.kind == "network":
+                choice = choice._replace(model=network)
+    note(choice.line, quiet)
+    return choice.model, choice.weight_dtype, len(sample), choice.steps, choice
 
 
 def _sample(src, trained_rows, seed):
@@ -225,7 +294,7 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
              metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
              zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
              device="auto", quiet=False, seed=0, report=True, bytes=None, unit_norm=None,
-             decode_only=None, ivf=None):
+             decode_only=None, ivf=None, file_bytes=None, model_choice="auto"):
     """Encode vectors x into a .qnc file at `path`; returns a summary dict.
 
     x: an (n, d) array (memory-mapped arrays are read batch by batch), a vector file path, or a
@@ -251,6 +320,12 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     nowhere else, no when `model_out` is given (the file then names the model written there, so
     files encoded later with it share one model id) and no for a given model (whose id the file
     keeps). `model_out` always gets the full model.
+    Rate control (rate_control.py), for a model compress trains and embeds: `model_choice`
+    'auto' (default) embeds the network or codebooks only (no network), whichever gives the lower
+    held-out error for the file's size; 'network' or 'codebooks' forces one. `file_bytes` (bytes
+    per vector, everything in the file counted) replaces `steps`: the code rate and the model are
+    chosen together and the file stays within file_bytes * n bytes. The summary's `model_choice`
+    says what was chosen and why (None when rate control did not run).
     """
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
 
@@ -261,12 +336,25 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     trained_rows = None
     if decode_only is None:
         decode_only = model is None and embed_model and not model_out
+    choice = None
     if model is None:
         steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
+        if file_bytes is not None and steps is not None:
+            raise InputError("file_bytes and steps: give one (file_bytes chooses the code rate)")
+        if file_bytes is not None and ivf is not None:
+            raise InputError("file_bytes with ivf: the inverted lists are not counted in the budget "
+                             "yet; add them afterwards (qinco-index) or use steps")
+        if model_choice not in ("auto", "network", "codebooks"):
+            raise InputError(f"model_choice must be 'auto', 'network' or 'codebooks', got {model_choice!r}")
         steps = DEFAULT_STEPS if steps is None else steps
-        model, weight_dtype, trained_rows = _train_model(src, steps, preset, embed_model, weight_dtype,
-                                           train_size, max_minutes, seed, device, quiet,
-                                           bool(unit_norm), decode_only)
+        model, weight_dtype, trained_rows, steps, choice = _self_trained(
+            src, steps, file_bytes, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
+            device, quiet, bool(unit_norm), decode_only, model_choice, chunk_rows, metadata)
+        if choice is not None and choice.kind != "network":
+            decode_only = True   # codebooks only: encoded exhaustively, nothing to pre-select
+    elif file_bytes is not None:
+        raise InputError("file_bytes: only for a model compress trains and embeds (with a given "
+                         "model the code rate is `steps`)")
     model, data, sha = load_model_arg(model)
     chosen_A = model.config.A if A is None else A
     if model.decode_only and 0 < chosen_A < model.K:
@@ -289,7 +377,7 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     steps = deprecated_bytes(steps, bytes, model.K, model.M, "the model's rate")
     if model_out:
         from .formats.atomic import write_bytes_atomic
-        write_bytes_atomic(model_out, full_data)
+        write_bytes_atomic(model_out, data if choice is not None and choice.kind != "network" else full_data)
     if not embed_model:
         from . import model_store
         model_store.put(data, sha)
@@ -320,4 +408,5 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
             "bytes_per_vector": steps * model.bytes_per_code, "model_sha256": sha,
             "model_bytes": len(data), "model_embedded": bool(embed_model),
             "code_bytes": code_bytes, "file_size": os.path.getsize(path), "quality_report": quality,
-            "ivf": None if lists is None else lists.summary()}
+            "ivf": None if lists is None else lists.summary(),
+            "model_choice": None if choice is None else {"kind": choice.kind, "line": choice.line}}

@@ -37,15 +37,20 @@ def float16_bytes(n, dim):
     return n * dim * 2
 
 
-def _model_bytes(preset, dim, M, K, overrides, weight_dtype, decode_only=False):
-    """Bytes of the tensor data of such a model (without its pre-selection codebooks when
-    `decode_only`) plus a bound on its safetensors header, by arithmetic (nothing is built)."""
+def model_file_bytes(config, weight_dtype, decode_only=False):
+    """Bytes of a model file of this config: its tensor data (without the pre-selection codebooks
+    when `decode_only`) plus a bound on its safetensors header, by arithmetic (nothing is built)."""
     from .architecture import data_bytes, inventory_size
-    from .config import ModelConfig
-    config = ModelConfig.from_preset(preset, dim, M, K, **overrides)
     tensors = inventory_size(config, preselect=not decode_only).tensors
     return data_bytes(config, weight_dtype, preselect=not decode_only) \
         + HEADER_BYTES_PER_TENSOR * tensors + HEADER_BYTES_FIXED
+
+
+def _model_bytes(preset, dim, M, K, overrides, weight_dtype, decode_only=False):
+    """model_file_bytes of the preset's model with `overrides`."""
+    from .config import ModelConfig
+    return model_file_bytes(ModelConfig.from_preset(preset, dim, M, K, **overrides), weight_dtype,
+                            decode_only)
 
 
 def candidates(preset, weight_dtype):

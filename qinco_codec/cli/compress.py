@@ -35,6 +35,15 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
                    "byte per code) [default: 16]. "
                    "With --model: store only this prefix of each code (a multiple of the code size, "
                    "at most the model's rate) [default: the model's rate].")
+@click.option("--file-bytes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Size of the whole file per vector, everything counted (codes, the embedded "
+                   "model, the container): the code rate and the model are chosen together for the "
+                   "lowest error within it (instead of --bytes; without --model only).")
+@click.option("--model-choice", type=click.Choice(["auto", "network", "codebooks"]), default="auto",
+              show_default=True,
+              help="Without --model, for the embedded model: auto keeps the trained network only when "
+                   "it gives a lower held-out error than codebooks only (no network) in a file of the "
+                   "same size; network or codebooks forces one.")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Training budget when no --model is given. [default: 5]")
 @click.option("--train-size", type=click.IntRange(min=2), default=None,
@@ -76,7 +85,8 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
 @device_option("training and encoding")
 @threads_option
 @quiet_option("the summary, progress bars and notes on stderr")
-def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size, seed, chunk_rows,
+def main(input_path, output, model_path, preset, nbytes, file_bytes, model_choice, max_minutes,
+         train_size, seed, chunk_rows,
          no_embed_model, zstd_level, weights, unit_norm, full_model, metadata, model_out, force, A,
          B, device, quiet, ivf):
     """Compress the vectors in INPUT into OUTPUT.qnc.
@@ -99,8 +109,9 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
                                           ("--train-size", train_size)) if value is not None]
-        given += [name for name, flag in (("--unit-norm", unit_norm), ("--full-model", full_model))
-                  if flag]
+        given += [name for name, flag in (("--unit-norm", unit_norm), ("--full-model", full_model),
+                                          ("--file-bytes", file_bytes is not None),
+                                          ("--model-choice", model_choice != "auto")) if flag]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
     metadata_file = metadata[1:] if metadata and metadata.startswith("@") else None
@@ -131,7 +142,17 @@ def main(input_path, output, model_path, preset, nbytes, max_minutes, train_size
                 kwargs["max_minutes"] = max_minutes
             if train_size is not None:
                 kwargs["train_size"] = train_size
-            kwargs.update(unit_norm=unit_norm, decode_only=None if not full_model else False)
+            kwargs.update(unit_norm=unit_norm, decode_only=None if not full_model else False,
+                          model_choice=model_choice)
+            if file_bytes is not None:
+                if nbytes is not None:
+                    raise click.UsageError("--bytes and --file-bytes: give one (--file-bytes picks "
+                                           "the code rate)")
+                if no_embed_model:
+                    raise click.UsageError("--file-bytes counts the embedded model: not with "
+                                           "--no-embed-model (use --bytes)")
+                kwargs["file_bytes"] = file_bytes
+                stored = 1   # the rate is chosen later; the chunking warning below assumes one code
         else:
             model = ModelFile.read(model_path)  # read once: its K and M turn --bytes into steps
             steps = steps_for_bytes(nbytes, model.model.K, model.model.M, "the model's rate",

@@ -44,6 +44,17 @@ def _ratio_line(label, reference, size_text, info):
             f"{fmt_ratio(r_without)} without it")
 
 
+def _per_vector(info):
+    """', X bytes/vector in all (Y of codes)' for a file with rows: the file's bytes per vector
+    with the model counted (when it is in the file or its size is known) beside the code rate."""
+    n = info.get("n")
+    with_model = info["bytes_with_model"] if not info["model_embedded"] else info["file_size"]
+    if not n or with_model is None:
+        return ""
+    where = "in all" if info["model_embedded"] else "with the model"
+    return f", {with_model / n:,.2f} bytes/vector {where} ({info['bytes_per_vector']} of codes)"
+
+
 def size_lines(info, input_name=None, input_bytes=None):
     """Human-readable lines for the size accounting of QncFile.describe(): file size, where the
     model is and its share, and the compression ratios, with and without the model: first
@@ -57,7 +68,7 @@ def size_lines(info, input_name=None, input_bytes=None):
         where = f"not embedded ({fmt_size(model, short=True)}, kept outside the file)"
     else:
         where = "not embedded (model file not found: size unknown)"
-    lines = [f"file size:   {fmt_size(info['file_size'])}", f"model:       {where}"]
+    lines = [f"file size:   {fmt_size(info['file_size'])}{_per_vector(info)}", f"model:       {where}"]
     label = "compression:"
     if input_bytes is not None:
         lines.append(_ratio_line(label, input_bytes, f"the input {input_name} "

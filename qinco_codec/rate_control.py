@@ -1,0 +1,228 @@
+"""Rate control for self-contained files: what a .qnc that embeds its own model holds, so that the
+whole file, model counted, gives the lowest error it can for its size.
+
+Two kinds of model compete, both measured on the same held-out sample of the input:
+
+* the network: the preset `qinco-compress` trains (sized by sizing.py, stored decode-only);
+* codebooks only: the residual quantizer every network starts from. An untrained QINCo2 step is
+  the identity on its codeword, so a qinco2 model whose steps share one network of width 1 with
+  no blocks (3·dim + 1 floats in all) decodes exactly as RQ with the same codebooks; its
+  codebooks are stored as float16 and it encodes with a beam of CODEBOOKS_BEAM, like faiss's
+  ResidualQuantizer with float16 codebooks, the bar of issue 14.
+
+At a code rate the user fixed (`--bytes`), the network is kept when its error is below what
+codebooks only reach in a file as large as the network's (which may afford more steps); else the
+file holds codebooks only at the requested rate (a smaller file with RQ's error: never worse than
+RQ). Under a whole-file budget (`--file-bytes`), each kind gets the most steps the budget allows
+and the lower error wins. The codebooks-only model is fitted on at most PROBE_ROWS rows of the
+training sample with PROBE_ITERS Lloyd iterations per step; its time counts in the budget.
+"""
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import InputError
+from .formats.layout import bytes_per_code
+from .formats.sections import encode_json
+from .formats.size import file_size
+
+CODEBOOKS_ONLY = "codebooks-only"   # the preset label of a model without a network
+CODEBOOKS_BEAM = 5                  # faiss ResidualQuantizer's default beam (max_beam_size)
+PROBE_ROWS = 50_000
+PROBE_ITERS = 10
+# Most steps the codebooks-only model is fitted to when it is the comparison at a fixed rate:
+# this many times the requested steps (a network that needs more to be matched is kept).
+COMPARE_STEPS_FACTOR = 4
+# Most steps a whole-file budget may buy (the model format's limit is 1024).
+MAX_STEPS = 256
+# Bytes kept for the quality_report section (its JSON is about 1.5 KB with 11 report rates).
+QUALITY_REPORT_BOUND = 4096
+
+
+class Choice(NamedTuple):
+    """What rate control picked: the model to embed (a QincoModel), its kind, the steps stored,
+    the weight dtype to store it with, the held-out MSE of both candidates and one line why."""
+    model: object
+    kind: str
+    steps: int
+    weight_dtype: str
+    line: str
+
+
+def codebooks_only_config(dim, steps, K, B=CODEBOOKS_BEAM):
+    """The config of a model that is residual quantization and nothing else."""
+    from .config import ModelConfig
+    return ModelConfig(arch="qinco2", dim=int(dim), M=int(steps), K=int(K), L=0, hidden=1, embed=1,
+                       share_steps=True, A=0, B=int(B), preset=CODEBOOKS_ONLY)
+
+
+def fit_codebooks_only(x, steps, K, seed=0, B=CODEBOOKS_BEAM):
+    """Residual k-means codebooks of `steps` steps on (a sample of) x, as a model."""
+    from .model import QincoModel
+    from .rq_init import init_from_rq
+    model = QincoModel(codebooks_only_config(x.shape[1], steps, K, B))
+    return init_from_rq(model, x, iters=PROBE_ITERS, seed=seed, max_points=PROBE_ROWS)
+
+
+def first_steps(model, steps):
+    """A model of the first `steps` steps of `model` (the same decoder for those prefixes)."""
+    from .model import QincoModel
+    small = QincoModel(model.config.replace(M=int(steps)), preselect=not model.decode_only)
+    wanted = small.state_dict()
+    small.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
+    return small
+
+
+def stored_model(model, weight_dtype, decode_only=True):
+    """(file bytes, the model as those bytes decode) of `model` stored at `weight_dtype`."""
+    from .serialize import model_from_bytes, model_to_bytes
+    data = model_to_bytes(model, weight_dtype, decode_only=decode_only)
+    return data, model_from_bytes(data)
+
+
+def held_out_mse(model, x, steps=None, device="auto"):
+    """Mean squared error of x coded by `model` at its own search settings, first `steps` codes."""
+    codes = model.encode(x, device=device)
+    recon = model.decode(codes, steps=steps, device=device)
+    return float(((recon.astype(np.float64) - x) ** 2).sum(1).mean())
+
+
+def _container_bytes(n, steps, K, chunk_rows, model_bytes, config_bytes, metadata_bytes):
+    """Whole-file bytes of n vectors at `steps` codes with an embedded model (upper bound)."""
+    sections = [config_bytes, model_bytes, QUALITY_REPORT_BOUND]
+    if metadata_bytes is not None:
+        sections.append(metadata_bytes)
+    return file_size(n, steps, bytes_per_code(K), chunk_rows, sections)
+
+
+def _codebooks_only_bytes(dim, steps, K):
+    """Bytes of a codebooks-only model file (float16 codebooks), by arithmetic."""
+    from .sizing import model_file_bytes
+    return model_file_bytes(codebooks_only_config(dim, steps, K), "float16", decode_only=True)
+
+
+def _config_bytes(config):
+    from .compressor import CONFIG_SUMMARY_KEYS
+    c = config.to_dict()
+    return len(encode_json({**{k: c[k] for k in CONFIG_SUMMARY_KEYS if k in c},
+                            "parameters": 10 ** 12}, "model_config"))
+
+
+def most_codebook_steps(n, dim, K, budget, chunk_rows, metadata_bytes, limit):
+    """The most steps (<= limit) a codebooks-only file of n vectors keeps within `budget` bytes
+    (0 when not even one fits)."""
+    best = 0
+    for steps in range(1, limit + 1):
+        size = _container_bytes(n, steps, K, chunk_rows, _codebooks_only_bytes(dim, steps, K),
+                                _config_bytes(codebooks_only_config(dim, steps, K)), metadata_bytes)
+        if size > budget:
+            break
+        best = steps
+    return best
+
+
+def most_network_steps(n, dim, K, budget, chunk_rows, metadata_bytes, preset, weight_dtype, limit):
+    """The most steps (<= limit) a file with the preset's network (decode-only, `weight_dtype`)
+    keeps within `budget` bytes, and that model's bytes (0, None when not even one fits)."""
+    from .config import ModelConfig
+    from .sizing import model_file_bytes
+    best = (0, None)
+    for steps in range(2, limit + 1):   # a network needs a second step to act on
+        config = ModelConfig.from_preset(preset, dim, steps, K)
+        model_bytes = model_file_bytes(config, weight_dtype, decode_only=True)
+        if _container_bytes(n, steps, K, chunk_rows, model_bytes, _config_bytes(config),
+                            metadata_bytes) > budget:
+            break
+        best = (steps, model_bytes)
+    return best
+
+
+def smallest_file(n, dim, K, chunk_rows, metadata_bytes):
+    """Bytes of the smallest self-contained file: one code per vector with its codebook."""
+    return _container_bytes(n, 1, K, chunk_rows, _codebooks_only_bytes(dim, 1, K),
+                            _config_bytes(codebooks_only_config(dim, 1, K)), metadata_bytes)
+
+
+def check_file_budget(n, dim, K, file_bytes, chunk_rows, metadata_bytes):
+    """Refuse a whole-file budget (bytes per vector) too small for any code."""
+    need = smallest_file(n, dim, K, chunk_rows, metadata_bytes)
+    if file_bytes * n < need:
+        raise InputError(f"--file-bytes {file_bytes:g}: {n:,} vectors of dim {dim} need at least "
+                         f"{need / max(n, 1):,.2f} bytes per vector in a self-contained file (one "
+                         f"code each, its codebook and the container); raise --file-bytes, or share a "
+                         f"model across files (--model PATH --no-embed-model) and use --bytes")
+
+
+def probe(train_sample, steps, K, seed, quiet):
+    """The codebooks-only model of `steps` steps, fitted on (at most PROBE_ROWS of) the sample."""
+    from .progress import note
+    t0 = time.monotonic()
+    model = fit_codebooks_only(train_sample, steps, K, seed)
+    note(f"rate control: codebooks only fitted to {steps} steps in {time.monotonic() - t0:.1f} s", quiet)
+    return model
+
+
+def network_file_size(n, dim, steps, K, chunk_rows, model_bytes, preset, metadata_bytes):
+    """Whole-file bytes with the preset's network of `model_bytes` bytes embedded (upper bound)."""
+    from .config import ModelConfig
+    return _container_bytes(n, steps, K, chunk_rows, model_bytes,
+                            _config_bytes(ModelConfig.from_preset(preset, dim, steps, K)), metadata_bytes)
+
+
+def codebooks_only_choice(codebooks, n):
+    """Codebooks only because no network fits a self-contained file of n vectors."""
+    return Choice(codebooks, CODEBOOKS_ONLY, codebooks.M, "float16",
+                  f"model: codebooks only, no network: {n:,} vectors are too few to carry one (share "
+                  f"a network trained on more data: --model PATH --no-embed-model)")
+
+
+def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chunk_rows,
+                      metadata_bytes, network_dtype, device="auto"):
+    """At `steps` codes per vector: the network, or codebooks only when they reach a lower error in
+    a file no larger than the network's. `codebooks`: a codebooks-only model of at least `steps`
+    steps (the comparison uses as many of them as fit the network's file size)."""
+    dim, K = network.dim, network.K
+    net_size = _container_bytes(n, steps, K, chunk_rows, network_bytes,
+                                _config_bytes(network.config), metadata_bytes)
+    equal = min(codebooks.M, max(steps, most_codebook_steps(n, dim, K, net_size, chunk_rows,
+                                                             metadata_bytes, codebooks.M)))
+    net_mse = held_out_mse(network, held_out, device=device)
+    cb_at_equal = stored_model(first_steps(codebooks, equal), "float16")[1]
+    cb_mse = held_out_mse(cb_at_equal, held_out, device=device)
+    per_vector = net_size / n
+    if net_mse <= cb_mse:
+        return Choice(network, "network", steps, network_dtype,
+                      f"model: network {network.config.preset} ({network_bytes:,} bytes, "
+                      f"{per_vector:,.1f} bytes/vector in all), held-out MSE {net_mse:.4g} at {steps} "
+                      f"steps; codebooks only reach {cb_mse:.4g} in the same file size ({equal} steps)")
+    chosen = first_steps(codebooks, steps)
+    why = (f"{n:,} vectors are too few to pay for a network (share one trained on more data: "
+           f"--model PATH --no-embed-model)" if equal > steps else
+           "the network did not learn enough to beat them (a longer --max-minutes may)")
+    return Choice(chosen, CODEBOOKS_ONLY, steps, "float16",
+                  f"model: codebooks only, no network: the network ({network_bytes:,} bytes) reaches "
+                  f"held-out MSE {net_mse:.4g} at {steps} steps, codebooks only {cb_mse:.4g} in the "
+                  f"same file size ({equal} steps); {why}")
+
+
+def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="auto"):
+    """Under a whole-file budget: the candidate with the lower held-out error (either may be None
+    when the budget does not allow it). Both are stored with float16 weights."""
+    results = []
+    for model, kind in ((network, "network"), (codebooks, CODEBOOKS_ONLY)):
+        if model is not None:
+            stored = stored_model(model, "float16", decode_only=False)[1]
+            results.append((held_out_mse(stored, held_out, device=device), kind, model, "float16"))
+    mse, kind, model, dtype = min(results, key=lambda r: r[0])
+    others = "; ".join(f"{k} {m:.4g} at {mod.M} steps" for m, k, mod, _ in results if k != kind)
+    return Choice(model, kind, model.M, dtype,
+                  f"model: {kind} ({model.M} steps) within --file-bytes {budget_per_vector:g}: "
+                  f"held-out MSE {mse:.4g}" + (f" (against {others})" if others else ""))
+
+
+def quality_sample_or_train(held_out, train_sample, rows=2000):
+    """The rows to compare candidates on: the held-out quality sample when there is one."""
+    if held_out is not None and len(held_out):
+        return held_out
+    return np.asarray(train_sample[:rows], dtype=np.float32)
