@@ -269,17 +269,18 @@ def _pieces_of(job, lo, hi):
 
 # ------------------------------------------------------------------ engines
 _BOARD = None  # the process pool's shared per-shard row counts (set in each worker)
+_MODEL = None  # the model's bytes, given to each worker once when it starts
 
 
-def _init_worker(board):
-    global _BOARD
-    _BOARD = board
+def _init_worker(board, model_data):
+    global _BOARD, _MODEL
+    _BOARD, _MODEL = board, model_data
 
 
-def _process_task(job, model_data, array):
+def _process_task(job, array):
     def report(rows):
         _BOARD[job["index"]] = rows
-    return encode_shard(job, model_data, array, report)
+    return encode_shard(job, _MODEL, array, report)
 
 
 class ProcessEngine:
@@ -301,7 +302,7 @@ class ProcessEngine:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self._workers, mp_context=self._ctx, initializer=_init_worker,
-                initargs=(self._board,))
+                initargs=(self._board, self._model_data))
         return self._pool
 
     def submit(self, job):
@@ -311,7 +312,7 @@ class ProcessEngine:
             array = self._collection.array[job["lo"]:job["hi"]]
             job = dict(job, array_base=job["lo"])
         pool = self._executor()
-        future = pool.submit(_process_task, job, self._model_data, array)
+        future = pool.submit(_process_task, job, array)  # small: the model went at start-up
         self._pool_of[future] = pool
         return future
 
@@ -339,8 +340,14 @@ class ProcessEngine:
         for future in handles:
             future.cancel()
         if self._pool is not None:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
+            processes = list((getattr(self._pool, "_processes", None) or {}).values())
+            for process in processes:
                 process.terminate()
+            for process in processes:
+                process.join(5)
+            queue = getattr(self._pool, "_call_queue", None)
+            if queue is not None:  # nobody reads it now: do not wait at exit to flush it
+                queue.cancel_join_thread()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
@@ -528,6 +535,11 @@ def compress_sharded(inputs, out_dir, model, shards=4, *, steps=None, A=None, B=
               "chunk_rows": chunk_rows, "zstd_level": zstd_level or 0,
               "embed_model": bool(embed_model), "metadata": metadata, "report": bool(report),
               "seed": seed, "ranges": [list(r) for r in ranges]}
+    if metadata is not None:
+        from .formats.sections import encode_json
+        encode_json(metadata, "metadata")  # refused here, not in every task
+    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples as lists, ...)
+    metadata = params["metadata"]  # and as a shard's header gives it back
     manifest_file = _manifest_path(out_dir, name)
     old = _read_manifest(manifest_file)
     changed = None if old is None else sorted(k for k in set(params) | set(old)
@@ -614,6 +626,9 @@ def _run(engine, todo, retries, total, skipped_rows, shard_count, quiet):
                     pbar.refresh()
         except BaseException:
             engine.cancel(list(running))
+            from .formats.atomic import remove_stale_temporaries
+            for job in running.values():  # the killed writers' temporary files
+                remove_stale_temporaries(job["path"])
             raise
     if failures:
         job, error = failures[0]
