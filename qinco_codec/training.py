@@ -22,6 +22,7 @@ resuming from it repeats exactly what an uninterrupted run would have done (when
 bounded by `epochs` rather than by wall-clock time).
 """
 import contextlib
+import hashlib
 import math
 import time
 import warnings
@@ -282,8 +283,6 @@ def _validation_seconds(model, xval, A, probe_rows=256):
 
 def _digest(text):
     """A 63-bit integer fingerprint of text (for Group.check_same)."""
-    import hashlib
-
     return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
