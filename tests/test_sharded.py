@@ -171,3 +171,26 @@ def test_qinco_shard_help_version_and_argument_errors(tmp_path):
     stdin = runner.invoke(shard_main, ["-", "-o", str(tmp_path / "o"), "--model", "-",
                                        "--shards", "2"])
     assert stdin.exit_code != 0 and "stdin cannot be sharded" in stdin.stderr
+
+
+@pytest.mark.slow  # a real process, signalled mid-run
+def test_sigterm_ends_the_run_with_one_line_and_no_partial_shard(work, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sh"
+    proc = subprocess.Popen([sys.executable, "-m", "qinco_codec.cli.shard", str(work / "x.npy"),
+                             "-o", str(out), "--model", str(work / "model.safetensors"),
+                             "--shards", "2", "--chunk-rows", "512", "--A", "0", "--B", "16",
+                             "--workers", "2"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(out.glob(".*.tmp")):
+        time.sleep(0.2)
+    assert list(out.glob(".*.tmp")), "no shard was being written"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == "qinco-shard: error: terminated by SIGTERM"
+    assert sorted(p.name for p in out.iterdir()) == ["shard.manifest.json"]  # nothing partial
