@@ -19,13 +19,13 @@ do not exist (k larger than the candidates) are I = -1 with D = +inf for "l2" (s
 distances) and -inf for "ip" (inner products, larger is nearer).
 """
 import numpy as np
+import torch
 
 from ..errors import InputError
 from ..validation import as_float_matrix
 from .additive import fit_additive
 from .ivf import IVF, probe
-from .lut import (METRICS, code_offsets, lookup_tables, row_sqnorms, scan_all, scan_rows,
-                  top_smallest)
+from .lut import METRICS, code_offsets, lookup_tables, row_sqnorms, scan_all
 
 # Shortlist size when none is given: max(k, DEFAULT_SHORTLIST) (measured on GloVe-50; see
 # README "Search").
@@ -36,6 +36,8 @@ DEFAULT_NPROBE_FRACTION = 1 / 8
 FIT_SAMPLE = 32768
 # Candidate pairs (queries x shortlist) re-ranked per block: bounds the decoded block's memory.
 RERANK_PAIRS = 1 << 17
+# Table indices (pairs of a query and a probed row, times the steps) of one IVF scan block.
+PAIR_BLOCK = 1 << 22
 
 
 def _check_codes(codes, model):
@@ -138,22 +140,56 @@ class SearchIndex:
         if nprobe < 1:
             raise InputError(f"nprobe must be at least 1, got {nprobe}")
         lists, _ = probe(queries, self.ivf.centroids, nprobe)           # (nq, p)
-        if self.relative:
-            qc = queries @ self.ivf.centroids.T                          # (nq, nlist)
-            qc *= -2.0 if metric == "l2" else -1.0
         out = np.full((len(queries), S), -1, np.int64)
+        sizes = self.ivf.lists.sizes()[lists]                            # (nq, p)
+        per_query = np.maximum(sizes.sum(1), 1)
+        # query blocks whose pairs (query, row) hold PAIR_BLOCK table indices at most
+        bounds, total = [0], 0
+        for i, rows in enumerate(per_query):
+            if total and total + rows > PAIR_BLOCK // self.steps:
+                bounds.append(i)
+                total = 0
+            total += rows
+        bounds.append(len(queries))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            out[a:b] = self._shortlist_lists(queries[a:b], tables[a:b], lists[a:b], S, metric)
+        return out
+
+    def _shortlist_lists(self, queries, tables, lists, S, metric):
+        """The IVF scan of one block of queries, vectorised over all its (query, row) pairs:
+        tables (Q, m, K), lists (Q, p) probed. Returns (Q, S) rows, -1 padded."""
+        Q = len(queries)
         offs = self.ivf.lists.offsets
-        for i, probed in enumerate(lists):
-            starts, stops = offs[probed], offs[probed + 1]
-            pos = _concat_ranges(starts, stops)
-            if len(pos) == 0:
-                continue
-            sc = scan_rows(tables[i].reshape(-1), self._offsets[pos],
-                           None if terms is None else terms[pos])
-            if self.relative:
-                sc += np.repeat(qc[i, probed], stops - starts)
-            top = top_smallest(sc, S)
-            out[i, :len(top)] = self._rows[pos[top]]
+        starts, stops = offs[lists], offs[lists + 1]                     # (Q, p)
+        lengths = stops - starts
+        per_query = lengths.sum(1)                                       # (Q,)
+        pos = _concat_ranges(starts.ravel(), stops.ravel())              # (P,) by query
+        out = np.full((Q, S), -1, np.int64)
+        if len(pos) == 0:
+            return out
+        qidx = np.repeat(np.arange(Q), per_query)                        # (P,)
+        MK = self.steps * self.K
+        flat = torch.from_numpy(self._offsets[pos])                      # (P, m)
+        flat += torch.from_numpy(qidx * MK)[:, None]
+        table = torch.from_numpy(np.ascontiguousarray(tables.reshape(-1, 1)))
+        sc = torch.nn.functional.embedding_bag(flat, table, mode="sum")[:, 0]   # (P,)
+        if metric == "l2":
+            sc += torch.from_numpy(self._sqnorms[pos])
+        if self.relative:
+            qc = np.einsum("qd,qpd->qp", queries, self.ivf.centroids[lists])       # (Q, p)
+            qc *= -2.0 if metric == "l2" else -1.0
+            sc += torch.from_numpy(np.repeat(qc.ravel(), lengths.ravel()).astype(np.float32))
+        first = np.cumsum(per_query) - per_query                         # (Q,)
+        col = np.arange(len(pos)) - np.repeat(first, per_query)
+        width = int(per_query.max())
+        padded = torch.full((Q, width), float("inf"))
+        padded[torch.from_numpy(qidx), torch.from_numpy(col)] = sc
+        top_s, top_c = torch.topk(padded, min(S, width), dim=1, largest=False, sorted=True)
+        top_c = top_c.numpy()
+        where = first[:, None] + top_c                                   # (Q, S') pair index
+        rows = self._rows[pos[np.minimum(where, len(pos) - 1)]]
+        found = np.isfinite(top_s.numpy())
+        out[:, :top_c.shape[1]] = np.where(found, rows, -1)
         return out
 
     def default_nprobe(self):

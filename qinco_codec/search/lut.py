@@ -14,8 +14,9 @@ row's codes are turned once into flat indices (`code_offsets`). The scans:
 * `scan_all`: every row against a block of queries, by torch's embedding_bag (one summed gather
   of M table columns per row, the queries in the inner dimension), chunked over rows and
   queries so that memory stays bounded (SCORE_BLOCK floats at a time);
-* `scan_rows`: one query against a subset of rows (the probed inverted lists), a gather and sum
-  over the M columns of that query's table (16 KiB at M = 16: it stays in L1).
+* `scan_rows`: one query against a subset of rows, a gather and sum over the M columns of that
+  query's table (the IVF scan, engine.SearchIndex, does the same for a block of queries at once,
+  every (query, probed row) pair in one embedding_bag).
 """
 import numpy as np
 import torch
@@ -108,11 +109,3 @@ def scan_rows(table, offsets, row_terms=None):
     if row_terms is not None:
         sc += row_terms
     return sc
-
-
-def top_smallest(scores, S):
-    """Positions of the S smallest entries of a 1-D array, smallest first (all when S >= len)."""
-    if S < len(scores):
-        part = np.argpartition(scores, S - 1)[:S]
-        return part[np.argsort(scores[part], kind="stable")]
-    return np.argsort(scores, kind="stable")
