@@ -104,14 +104,13 @@ def test_scan_scores_are_additive_distances(rng):
     C = rng.standard_normal((M, K, d)).astype(np.float32)
     codes = rng.integers(0, K, (n, M)).astype(np.uint8)
     q = rng.standard_normal((nq, d)).astype(np.float32)
-    offsets = lut.code_offsets(codes, K)
-    norms = lut.row_sqnorms(offsets, C)
-    scores, rows = lut.scan_all(lut.lookup_tables(q, C, "l2"), offsets, S, norms)
+    norms = lut.row_sqnorms(codes, C)
+    scores, rows = lut.scan_all(lut.lookup_tables(q, C, "l2"), codes, S, norms)
     a = additive.reconstruct(codes, C)
     D, I = brute_force(q, a, S)
     np.testing.assert_array_equal(rows, I)
     np.testing.assert_allclose(scores + (q * q).sum(1)[:, None], D, rtol=1e-4, atol=1e-3)
-    one = lut.scan_rows(lut.lookup_tables(q[:1], C, "l2")[0].reshape(-1), offsets, norms)
+    one = lut.scan_rows(lut.lookup_tables(q[:1], C, "l2")[0], codes, norms)
     assert one.shape == (n,) and one.dtype == np.float32
     np.testing.assert_allclose(one + (q[0] * q[0]).sum(), np.square(a - q[0]).sum(1),
                                rtol=1e-4, atol=1e-3)
@@ -120,7 +119,7 @@ def test_scan_scores_are_additive_distances(rng):
 def test_scan_pads_when_fewer_rows_than_the_shortlist(rng):
     C = rng.standard_normal((2, 8, 3)).astype(np.float32)
     codes = rng.integers(0, 8, (5, 2))
-    scores, rows = lut.scan_all(lut.lookup_tables(np.ones((2, 3), np.float32), C), lut.code_offsets(codes, 8), 9)
+    scores, rows = lut.scan_all(lut.lookup_tables(np.ones((2, 3), np.float32), C), codes, 9)
     assert (rows[:, 5:] == -1).all() and np.isinf(scores[:, 5:]).all()
     assert sorted(rows[0, :5]) == list(range(5))
 

@@ -79,8 +79,9 @@ def fit_for_codes(codes, model, *, sample=FIT_SAMPLE, seed=0, device="auto", cen
 
 
 class SearchIndex:
-    """Codes (n, m) prepared for search: the additive codebooks, each row's flat table indices
-    and ‖a‖², and (optionally) the inverted lists, with the rows grouped by list.
+    """Codes (n, m) prepared for search: the additive codebooks, each row's ‖a‖², and
+    (optionally) the inverted lists, with a copy of the codes grouped by list. Memory: the codes
+    (twice with an IVF), 4 bytes a row of norms, 12 with an IVF (row order, list ids).
 
     Building it fits the additive codebooks (unless given) and does one pass over the codes;
     keep it to search many query blocks (QncFile.search caches one per prefix).
@@ -118,13 +119,12 @@ class SearchIndex:
             raise InputError(f"additive: expected codebooks of shape {(self.steps, self.K, model.dim)}"
                              f" (steps, K, dim), got {additive.shape}")
         self.codebooks = additive
-        offsets = code_offsets(self.codes, self.K)                       # (n, m)
-        sqnorms = row_sqnorms(offsets, additive, *base)                 # (n,)
+        sqnorms = row_sqnorms(self.codes, additive, *base)              # (n,)
         if self.ivf is None:
-            self._offsets, self._sqnorms, self._rows = offsets, sqnorms, None
+            self._codes, self._sqnorms, self._rows = self.codes, sqnorms, None
         else:   # grouped by list: a probed list is one contiguous slice
             order = self.ivf.lists.rows
-            self._offsets, self._sqnorms, self._rows = offsets[order], sqnorms[order], order
+            self._codes, self._sqnorms, self._rows = self.codes[order], sqnorms[order], order
 
     # ---- the stages
     def shortlist(self, queries, S, *, nprobe=None, metric="l2"):
@@ -135,7 +135,7 @@ class SearchIndex:
             if nprobe is not None:
                 raise InputError(f"nprobe={nprobe} given, but there is no IVF (every row is "
                                  f"scanned): leave nprobe out, or add inverted lists")
-            return scan_all(tables, self._offsets, S, terms)[1]
+            return scan_all(tables, self._codes, S, terms)[1]
         nprobe = self.default_nprobe() if nprobe is None else int(nprobe)
         if nprobe < 1:
             raise InputError(f"nprobe must be at least 1, got {nprobe}")
@@ -169,7 +169,7 @@ class SearchIndex:
             return out
         qidx = np.repeat(np.arange(Q), per_query)                        # (P,)
         MK = self.steps * self.K
-        flat = torch.from_numpy(self._offsets[pos])                      # (P, m)
+        flat = torch.from_numpy(code_offsets(self._codes[pos], self.K))  # (P, m)
         flat += torch.from_numpy(qidx * MK)[:, None]
         table = torch.from_numpy(np.ascontiguousarray(tables.reshape(-1, 1)))
         sc = torch.nn.functional.embedding_bag(flat, table, mode="sum")[:, 0]   # (P,)

@@ -8,8 +8,9 @@ a = Σ_m C[m, code_m], so for a query q:
 * inner product: ⟨q, a⟩ = Σ_m ⟨q, C[m, code_m]⟩.
 
 Every score here is "smaller is nearer" (the inner product is negated), so one scan serves both.
-A table row is flat: entry m·K + k of a query's (M·K) table is step m's term for code k, and a
-row's codes are turned once into flat indices (`code_offsets`). The scans:
+A table row is flat: entry m·K + k of a query's (M·K) table is step m's term for code k; a
+block of rows' codes becomes flat indices (`code_offsets`) as it is scanned, so that only the
+codes themselves (M bytes a row) stay in memory. The scans:
 
 * `scan_all`: every row against a block of queries, by torch's embedding_bag (one summed gather
   of M table columns per row, the queries in the inner dimension), chunked over rows and
@@ -42,15 +43,15 @@ def code_offsets(codes, K):
     return codes.astype(np.int64) + (np.arange(codes.shape[1], dtype=np.int64) * K)
 
 
-def row_sqnorms(offsets, codebooks, centroids=None, list_ids=None, block=65536):
+def row_sqnorms(codes, codebooks, centroids=None, list_ids=None, block=65536):
     """‖a_i‖² per row (n,) float32, a_i = Σ_m C[m, code_im] (+ centroids[list_ids[i]] when
     given: codebooks fitted to residuals to the rows' centroids), in blocks of `block` rows."""
     M, K, d = codebooks.shape
     table = torch.from_numpy(np.ascontiguousarray(codebooks, dtype=np.float32)).reshape(M * K, d)
-    off = torch.from_numpy(offsets)
-    out = np.empty(len(offsets), np.float32)
-    for s in range(0, len(offsets), block):
-        a = torch.nn.functional.embedding_bag(off[s:s + block], table, mode="sum")   # (b, d)
+    out = np.empty(len(codes), np.float32)
+    for s in range(0, len(codes), block):
+        off = torch.from_numpy(code_offsets(codes[s:s + block], K))
+        a = torch.nn.functional.embedding_bag(off, table, mode="sum")                # (b, d)
         if centroids is not None:
             a += torch.from_numpy(np.ascontiguousarray(centroids[list_ids[s:s + block]]))
         out[s:s + block] = (a * a).sum(1).numpy()
@@ -69,18 +70,18 @@ def _merge_top(best_s, best_i, scores, rows, S):
     return top_s, i.gather(1, pos)
 
 
-def scan_all(tables, offsets, S, row_terms=None):
-    """The S best rows of all n per query: scores (nq, S) float32 (table sums + row_terms) and
-    rows (nq, S) int64, best first; rows beyond n are -1 with score +inf."""
+def scan_all(tables, codes, S, row_terms=None):
+    """The S best rows of all n per query: tables (nq, M, K), codes (n, M); scores (nq, S)
+    float32 (table sums + row_terms) and rows (nq, S) int64, best first; rows beyond n are -1
+    with score +inf."""
     nq = len(tables)
-    n = len(offsets)
+    n = len(codes)
     S_eff = min(S, n)
     out_s = np.full((nq, S), np.inf, np.float32)
     out_i = np.full((nq, S), -1, np.int64)
     if n == 0 or nq == 0:
         return out_s, out_i
     M, K = tables.shape[1:]
-    off = torch.from_numpy(offsets)
     terms = None if row_terms is None else torch.from_numpy(row_terms)
     Q = max(1, min(nq, 256))
     R = max(S_eff, SCORE_BLOCK // Q)
@@ -92,7 +93,8 @@ def scan_all(tables, offsets, S, row_terms=None):
         best_s = torch.empty((Qb, 0))
         best_i = torch.empty((Qb, 0), dtype=torch.int64)
         for rs in range(0, n, R):
-            sc = torch.nn.functional.embedding_bag(off[rs:rs + R], table, mode="sum")  # (Rb, Qb)
+            off = torch.from_numpy(code_offsets(codes[rs:rs + R], K))
+            sc = torch.nn.functional.embedding_bag(off, table, mode="sum")     # (Rb, Qb)
             if terms is not None:
                 sc += terms[rs:rs + R, None]
             rows = torch.arange(rs, rs + len(sc), dtype=torch.int64)
@@ -102,10 +104,10 @@ def scan_all(tables, offsets, S, row_terms=None):
     return out_s, out_i
 
 
-def scan_rows(table, offsets, row_terms=None):
-    """Scores (R,) float32 of R rows for one query: table (M·K,) flat, offsets (R, M) flat
-    indices of those rows, row_terms (R,) added when given."""
-    sc = table.take(offsets).sum(1, dtype=np.float32)      # (R,)
+def scan_rows(table, codes, row_terms=None):
+    """Scores (R,) float32 of R rows for one query: table (M, K), codes (R, M) of those rows,
+    row_terms (R,) added when given."""
+    sc = table.reshape(-1).take(code_offsets(codes, table.shape[1])).sum(1, dtype=np.float32)
     if row_terms is not None:
         sc += row_terms
     return sc
