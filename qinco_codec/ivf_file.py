@@ -104,9 +104,9 @@ class CompressLists:
     """The inverted lists `compress(..., ivf=nlist)` writes: centroids fitted by k-means on the
     input's own training sample (`train_size` rows drawn with `seed`, the rows a model compress
     trains is trained on), then each row put in the list of the centroid nearest its *original*
-    vector while it is encoded (`source` wraps the input). Measured on GloVe-50 (README, search
-    section), original vectors give a higher recall at small nprobe than decoded ones, which is
-    what add_ivf must use since it has no originals. The file is written without the section
+    vector while it is encoded (`source` wraps the input). Measured on GloVe-50 (README,
+    "Inverted lists"), original vectors give a higher recall at small nprobe than decoded ones,
+    which are what add_ivf must use since it has no originals. The file is written without the section
     first and then rewritten with it (`finish`): the section precedes the chunks, the list ids
     are known only once every row has been read."""
 
