@@ -712,6 +712,19 @@ def frontier_rows(result, t=None):
     return table_rows(dict(result, rows=kept))
 
 
+def top_rows(result):
+    """The table rows of each curve's highest-R@10 point (the faster one on a tie), per rate:
+    how far each method goes, whatever the speed."""
+    tops = []
+    for b in result["settings"]["bytes"]:
+        at = [r for r in result["rows"] if r["bytes"] == b and r["R@10"] is not None]
+        for curve in dict.fromkeys(r["curve"] for r in at):
+            pts = [r for r in at if r["curve"] == curve]
+            tops.append(max(pts, key=lambda r: (r["R@10"], max(r["qps"].values(), default=0)
+                                                or 0)))
+    return table_rows(dict(result, rows=tops))
+
+
 def text_table(result):
     return format_table(table_rows(result), columns(result))
 
@@ -763,6 +776,8 @@ def markdown(result, png_name="search.png"):
         f"{s['recall']}. Bytes per vector: {s['bytes_counted']}. QPS: all queries in one batch, "
         f"best of {s['repeats']}, at {', '.join(map(str, s['threads']))} thread(s). nlist "
         f"{s['nlist']}.", "",
+        "Each curve's highest R@10 (the faster point on a tie):", "",
+        format_table(top_rows(result), columns(result), markdown=True), "",
         f"Each curve's Pareto frontier at {max(s['threads'])} threads (no other point of the "
         f"curve has both a higher R@10 and more queries per second) and every ceiling:", "",
         format_table(frontier_rows(result), columns(result), markdown=True), "",
