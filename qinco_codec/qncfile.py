@@ -157,7 +157,7 @@ class QncFile:
         An additive shortlist of `shortlist` rows per query (default max(k, 100)), scored from
         the code planes by lookup tables, is re-ranked by decoding it with the model
         (search/engine.py). When the file has an IVF section only the `nprobe` nearest lists
-        are scanned (default nlist / 8); otherwise every row is. `steps` searches a prefix:
+        are scanned (default nlist / 32); otherwise every row is. `steps` searches a prefix:
         only those planes are read and scored. The first search at a prefix reads its codes,
         fits the additive codebooks on up to 32,768 decoded rows of the file and keeps them
         (`search_index`); later searches reuse them. `bytes=` is deprecated."""

@@ -94,7 +94,7 @@ def write_distances(path, dist):
                    "[default: max(k, 100)]")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None,
               help="Inverted lists scanned per query, for a file with an IVF section (see "
-                   "qinco-info). [default: an eighth of the lists]")
+                   "qinco-info). [default: 1/32 of the lists, at least 1]")
 @click.option("--bytes", "nbytes", type=click.IntRange(min=1), default=None,
               help="Search a prefix of each code: this many bytes per vector (a multiple of the "
                    "code size, at most the file's rate); only those planes are read. "

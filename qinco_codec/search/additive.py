@@ -17,8 +17,14 @@ Two fits, same objective min_C ‖X − Σ_m onehot(i_m)·C_m‖²:
   residual left by the others over the rows holding each code, starting from the greedy
   residual means (RQ-like); `rounds` sweeps. O(rounds · n · M · d), no (MK)² system.
 
-Measured on GloVe-50 (qinco2-XS, 16 B, 20k-row fit, held-out rows): see the search section of
-the report / BENCHMARKS.md; lstsq gives the lower MSE and is cheap at M·K ≤ 4096.
+Measured on GloVe-50 (qinco2-XS trained 20 min, 16 B, fit on 32,768 decoded rows of a 100k
+base, error on 20,000 other rows, relative to their variance): lstsq 5.5e-6 in 10.4 s (load 14
+on 2 cores; an M·K = 4096 system); alternating 3.3e-2 from the greedy start alone, 1.2e-4
+after 2 rounds (4.7 s), 6.3e-6 after 4 (7.5 s), 5.5e-6 after 8 (15.3 s). lstsq is the default:
+the exact optimum, and cheaper than alternating rounds that reach it. For a prefix of b steps
+fit the prefix (codes[:, :b] against the b-step reconstructions): at b = 8 of 16 its held-out
+error is 5.5e-5 against 0.36 for the first 8 codebooks of the full fit (whose later codebooks
+absorb part of the earlier steps' work).
 """
 import numpy as np
 

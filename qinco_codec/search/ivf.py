@@ -4,7 +4,9 @@ The codes do not depend on the lists (each vector is encoded by the QINCo model 
 residual to its centroid), so an IVF can be fitted afterwards on a file's decoded vectors and
 added to an existing file without re-encoding it; the lists only say which rows to score. The
 on-disk form (centroids and per-row list ids) is the .qnc IVF section (formats/ivf.py); this
-module is what search builds from it.
+module is what search builds from it. Scoring the shortlist relative to the centroid (IVF-QINCo's
+residual) was measured and does not pay when the codes were not encoded relative to it (see
+engine.SearchIndex, `relative`).
 
 Probing is by L2 distance to the centroids for both metrics: the cells are L2 Voronoi cells, and
 for normalised embeddings the L2-nearest rows are the inner-product-nearest ones.
