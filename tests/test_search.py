@@ -307,3 +307,22 @@ def test_qncfile_search_refuses_bad_queries_before_reading_codes(qnc_path):
         with pytest.raises(InputError, match="dimension 50"):
             f.search(np.zeros((2, 3), np.float32))
         assert f.bytes_read == before
+
+
+def test_qncfile_with_inverted_lists_uses_them(qnc_path, data, tmp_path):
+    """A file with an ivf section (qinco_codec.add_ivf): every list probed with a full shortlist
+    is brute force; a few lists return only rows of those lists; nprobe defaults to nlist/32."""
+    _, q, _, _ = data
+    with_ivf = tmp_path / "ivf.qnc"
+    qinco_codec.add_ivf(qnc_path, 64, out=with_ivf)
+    with qinco_codec.open(with_ivf) as f:
+        decoded = f.decode()
+        D, I = f.search(q, 10, shortlist=f.n, nprobe=64)
+        index = f.search_index()
+        assert index.ivf is not None and index.ivf.nlist == 64
+        assert index.default_nprobe() == 2
+        _, I2 = f.search(q, 10, nprobe=3)
+        lists = engine.probe(q, index.ivf.centroids, 3)[0]
+    np.testing.assert_array_equal(I, brute_force(q, decoded, 10)[1])
+    for row_ids, probed in zip(I2, lists):
+        assert set(index.ivf.lists.list_ids[row_ids[row_ids >= 0]]) <= set(probed)
