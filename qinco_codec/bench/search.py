@@ -37,7 +37,6 @@ METHODS = ("qinco", "ivfpq", "ivfpqfs", "ivfrq", "hnswpq")
 CEILING_OF = {"ivfpq": "pq", "ivfpqfs": "pqfs", "ivfrq": "rq", "hnswpq": "pq"}
 METRICS = ("l2", "ip")
 MIN_TRAIN = 256                   # k-means needs at least as many points as codewords
-ADDITIVE_SAMPLE = 20000           # training vectors the additive decoder is fitted on
 HNSW_M = 32                       # graph degree of IndexHNSWPQ (faiss's usual setting)
 ID_BYTES = 8                      # an inverted list stores an int64 id per vector
 
@@ -45,6 +44,7 @@ DEFAULT_NPROBE = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_SHORTLIST = (10, 30, 100, 300, 1000)
 DEFAULT_EF = (16, 32, 64, 128, 256, 512)
 DEFAULT_OUR_NPROBE = (4, 16, 64)
+IVF_VARIANTS = ("filter", "relative")   # our IVF: lists filter rows; or also score to centroids
 
 
 # ---------------------------------------------------------------- inputs
@@ -225,7 +225,8 @@ def faiss_builders(faiss, d, nbytes, nlist, metric):
         return ix, {"nlist": nlist, "M": nbytes, "nbits": 8, "max_beam_size": ix.rq.max_beam_size}
 
     def hnswpq():
-        ix, d2 = _remapped(faiss, d, nbytes, lambda d2: faiss.IndexHNSWPQ(d2, nbytes, HNSW_M, 8, fm))
+        ix, d2 = _remapped(faiss, d, nbytes,
+                           lambda d2: faiss.IndexHNSWPQ(d2, nbytes, HNSW_M, 8, fm))
         return ix, {"M_hnsw": HNSW_M, "M": nbytes, "nbits": 8, "padded_dim": d2}
 
     def pq():
@@ -294,7 +295,8 @@ def run_faiss(key, builders, inputs, nbytes, sweep, opts, step, warnings):
             "threads": max(opts["threads"]), "params": params}
     step(f"{name}: trained in {t1 - t0:.1f} s, {len(inputs.base):,} added in {t2 - t1:.1f} s")
     space = faiss.ParameterSpace()
-    values = [None] if param is None else [v for v in sweep if param != "nprobe" or v <= opts["nlist"]]
+    values = ([None] if param is None
+              else [v for v in sweep if param != "nprobe" or v <= opts["nlist"]])
     rows = []
     if key in DECODE_ALL:
         def search():
@@ -376,9 +378,6 @@ def full_decode_search(model, codes, queries, k, metric, device, faiss):
     flat = (faiss.IndexFlatL2 if metric == "l2" else faiss.IndexFlatIP)(decoded.shape[1])
     flat.add(decoded)
     return flat.search(queries, k)
-
-
-IVF_VARIANTS = ("filter", "relative")
 
 
 def run_ours(inputs, model, nbytes, opts, step, cache_dir):
@@ -521,7 +520,8 @@ def run(inputs, bytes_list=(8, 16), methods=METHODS, models=(), preset="qinco2-X
         "builds": [], "rows": [], "complete": False}
     opts = {"faiss": faiss, "threads": threads, "repeats": repeats, "nlist": nlist,
             "metric": metric, "shortlist": tuple(shortlist), "our_nprobe": tuple(our_nprobe),
-            "ivf_variants": tuple(ivf_variants), "A": A, "B": B, "device": device, "seed": seed, "preset": preset,
+            "ivf_variants": tuple(ivf_variants), "A": A, "B": B, "device": device, "seed": seed,
+            "preset": preset,
             "train_minutes": train_minutes, "epochs": epochs,
             "samples_per_epoch": samples_per_epoch}
 

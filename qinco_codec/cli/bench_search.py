@@ -4,6 +4,8 @@ import os
 
 import click
 
+from ..bench.search import (DEFAULT_EF, DEFAULT_NPROBE, DEFAULT_OUR_NPROBE, DEFAULT_SHORTLIST,
+                            IVF_VARIANTS, METHODS)
 from ..presets import DEFAULT_PRESET, PRESETS
 from .common import DEVICES, load_vectors, quiet_option, search_options
 from .multivalue import many_option, multi_command
@@ -11,10 +13,10 @@ from .multivalue import many_option, multi_command
 EXAMPLE = """
 qinco-bench search --dataset glove50 --bytes 8 16 --train-minutes 5 --out docs/search-glove50
 qinco-bench search --dataset glove50 --bytes 16 --model m16.safetensors --shortlist 30 100 300
-qinco-bench search --dataset minilm384 --bytes 8 16 --metric ip --model m8.safetensors --model m16.safetensors
+qinco-bench search --dataset minilm384 --bytes 16 --metric ip --model m16.safetensors
 qinco-bench search base.npy --queries q.npy --train learn.npy --bytes 8 --nlist 256 --nprobe 1 4 16
 """
-METHOD_NAMES = ("qinco", "ivfpq", "ivfpqfs", "ivfrq", "hnswpq")
+METHOD_NAMES = METHODS
 DATASETS = {"glove50": None, "minilm384": os.path.join("out", "minilm384")}
 
 
@@ -77,21 +79,22 @@ def _earlier_run(path):
 @click.option("--nlist", type=click.IntRange(min=1), default=None,
               help="Inverted lists of every IVF (ours and faiss's). [default: a power of two "
                    "near 4*sqrt(training vectors), at most 1/39 of them]")
-@many_option("--nprobe", metavar="N...", default=("1", "2", "4", "8", "16", "32", "64", "128"),
+@many_option("--nprobe", metavar="N...", default=tuple(map(str, DEFAULT_NPROBE)),
              show_default=True, help="nprobe sweep of faiss's IVF indexes (values above "
                                      "--nlist are skipped).")
-@many_option("--our-nprobe", metavar="N...", default=("4", "16", "64"), show_default=True,
-             help="nprobe sweep of our IVF, each with every --shortlist (empty with "
-                  "--our-nprobe 0: exhaustive only).")
-@many_option("--ivf-variants", item=str, choices={"filter", "relative"}, metavar="NAME...",
-             default=("filter", "relative"), show_default=True,
+@many_option("--our-nprobe", metavar="N...", default=tuple(map(str, DEFAULT_OUR_NPROBE)),
+             show_default=True,
+             help="nprobe sweep of our IVF, each with every --shortlist (--our-nprobe 0: "
+                  "no IVF, exhaustive search only).")
+@many_option("--ivf-variants", item=str, choices=set(IVF_VARIANTS), metavar="NAME...",
+             default=IVF_VARIANTS, show_default=True,
              help="Our IVF variants: 'filter' (the lists only choose the rows scanned), "
                   "'relative' (the additive stage also scores each row's residual to its "
                   "centroid; the codes are the same).")
-@many_option("--shortlist", metavar="N...", default=("10", "30", "100", "300", "1000"),
+@many_option("--shortlist", metavar="N...", default=tuple(map(str, DEFAULT_SHORTLIST)),
              show_default=True, help="Our shortlist sizes (rows re-ranked with the QINCo "
                                      "decoder); the full decode (every row) is always added.")
-@many_option("--ef-search", metavar="N...", default=("16", "32", "64", "128", "256", "512"),
+@many_option("--ef-search", metavar="N...", default=tuple(map(str, DEFAULT_EF)),
              show_default=True, help="efSearch sweep of faiss's HNSW-PQ.")
 @many_option("--threads", metavar="T...", default=("1", "2"), show_default=True,
              help="Thread counts at which every point's queries per second are measured.")
@@ -122,8 +125,8 @@ def _earlier_run(path):
 @quiet_option()
 def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_paths, preset,
            train_minutes, epochs, samples_per_epoch, nlist, nprobe, our_nprobe, shortlist,
-           ef_search, ivf_variants, threads, repeats, metric, train_size, n_base, n_queries, A, B, device,
-           seed, out_dir, cache_dir, baselines_from, quiet):
+           ef_search, ivf_variants, threads, repeats, metric, train_size, n_base, n_queries, A, B,
+           device, seed, out_dir, cache_dir, baselines_from, quiet):
     """Recall against speed: R@1, R@10 and R@100 (share of queries whose exact nearest
     neighbour is among the first 1, 10, 100 results) and queries per second at each --threads
     count, for our model's codes through the search engine (exhaustive shortlist and IVF, over
@@ -158,10 +161,10 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
     ef_search, threads = _positive(ef_search, "--ef-search"), _positive(threads, "--threads")
     our_nprobe = () if tuple(our_nprobe) == (0,) else _positive(our_nprobe, "--our-nprobe")
     ivf_variants = tuple(dict.fromkeys(v.lower() for v in ivf_variants))
-    bad = [v for v in ivf_variants if v not in ("filter", "relative")]
+    bad = [v for v in ivf_variants if v not in IVF_VARIANTS]
     if bad:
-        raise click.BadParameter(f"unknown variant(s) {', '.join(bad)}; expected filter and/or "
-                                 f"relative", param_hint="--ivf-variants")
+        raise click.BadParameter(f"unknown variant(s) {', '.join(bad)}; expected some of: "
+                                 f"{', '.join(IVF_VARIANTS)}", param_hint="--ivf-variants")
     if model_paths and "qinco" not in methods:
         raise click.UsageError("--model goes with the method qinco (see --methods)")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -204,7 +207,8 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
     result = bench.run(inputs, bytes_list=nbytes, methods=methods, models=models, preset=preset,
                        train_minutes=train_minutes, epochs=epochs,
                        samples_per_epoch=samples_per_epoch, nlist=nlist, nprobe=nprobe,
-                       our_nprobe=our_nprobe, ivf_variants=ivf_variants, shortlist=shortlist, ef_search=ef_search,
+                       our_nprobe=our_nprobe, ivf_variants=ivf_variants, shortlist=shortlist,
+                       ef_search=ef_search,
                        threads=threads, repeats=repeats, metric=metric, A=A, B=B, device=device,
                        seed=seed, cache_dir=cache_dir, quiet=quiet,
                        on_rows=lambda partial: bench.write_partial(partial, out_dir),
