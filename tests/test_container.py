@@ -158,7 +158,7 @@ def test_compress_from_memmapped_npy_and_stdin_stream(tmp_path, model16, glove_b
 def test_compress_trains_a_model_when_none_is_given(tmp_path, glove_base):
     path = tmp_path / "auto.qnc"
     summary = qinco_codec.compress(glove_base, path, steps=4, max_minutes=0.05, quiet=True,
-                                   train_size=1000, B=1)
+                                   train_size=1000, B=1, model_choice="network")
     with qinco_codec.open(path) as f:
         assert f.header.has_embedded_model and f.bytes_per_vector == 4 and f.model.M == 4
         assert f.model.config.trained["epochs"] >= 1

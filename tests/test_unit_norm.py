@@ -117,7 +117,7 @@ def test_unit_norm_decoding_puts_every_prefix_on_the_sphere_and_ranks_better(rq_
 def test_compress_unit_norm_trains_a_unit_norm_model_and_refuses_other_rows(tmp_path, sphere_data):
     train, base, _ = sphere_data
     path = tmp_path / "u.qnc"
-    qinco_codec.compress(base, path, steps=4, preset="qinco2-XS", max_minutes=0.05,
+    qinco_codec.compress(base, path, steps=4, preset="qinco2-XS", max_minutes=0.05, model_choice="network",
                          unit_norm=True, model_out=tmp_path / "m.safetensors", decode_only=True,
                          quiet=True, report=False)
     with qinco_codec.open(path) as f:
@@ -136,13 +136,14 @@ def test_compress_unit_norm_trains_a_unit_norm_model_and_refuses_other_rows(tmp_
         qinco_codec.compress(base[:50], tmp_path / "x.qnc", model, unit_norm=False, quiet=True)
     with pytest.raises(InputError, match=r"row 3 has L2 norm 2"):
         qinco_codec.compress(np.concatenate([base[:3], 2 * base[3:]]), tmp_path / "y.qnc",
-                             steps=4, preset="qinco2-XS", max_minutes=0.05, unit_norm=True, quiet=True)
+                             steps=4, preset="qinco2-XS", max_minutes=0.05, model_choice="network",
+                             unit_norm=True, quiet=True)
 
 
 def test_compress_embeds_a_decode_only_model_unless_the_model_is_written_out(tmp_path, sphere_data):
     base = sphere_data[1]
     path, full = tmp_path / "d.qnc", tmp_path / "full.safetensors"
-    summary = qinco_codec.compress(base, path, steps=4, preset="qinco2-XS", max_minutes=0.05,
+    summary = qinco_codec.compress(base, path, steps=4, preset="qinco2-XS", max_minutes=0.05, model_choice="network",
                                    decode_only=True, model_out=full, quiet=True, report=False)
     full_model = qinco_codec.load_model(full)
     assert not full_model.decode_only
@@ -152,10 +153,10 @@ def test_compress_embeds_a_decode_only_model_unless_the_model_is_written_out(tmp
         np.testing.assert_array_equal(f.decode(), full_model.decode(f.codes()))
         assert np.array_equal(f.codes(), full_model.encode(base)[:, :4])  # encoded with the full model
     default = qinco_codec.compress(base, tmp_path / "k.qnc", steps=4, preset="qinco2-XS",
-                                   max_minutes=0.05, quiet=True, report=False)
+                                   max_minutes=0.05, model_choice="network", quiet=True, report=False)
     assert default["model_bytes"] == summary["model_bytes"]  # decode-only by default
     written = qinco_codec.compress(base, tmp_path / "w.qnc", steps=4, preset="qinco2-XS",
                                    max_minutes=0.05, model_out=tmp_path / "w.safetensors",
-                                   quiet=True, report=False)
+                                   model_choice="network", quiet=True, report=False)
     assert written["model_sha256"] == serialize.sha256_hex((tmp_path / "w.safetensors").read_bytes())
     assert written["model_bytes"] > summary["model_bytes"]
