@@ -41,7 +41,7 @@ class ChunkHeader(NamedTuple):
 
 class RawChunk(NamedTuple):
     """A chunk as stored: its decoded header and the stored bytes of all its planes (each plane's
-    CRC verified). Copying it into another file with `encode_raw_chunk` moves codes without
+    CRC verified). Copying it into another file with `raw_chunk_header` moves codes without
     decoding or recompressing a plane (merging shards, adding a section to a file)."""
     header: ChunkHeader
     planes: bytes
@@ -54,10 +54,10 @@ def _chunk_header_bytes(index, rows, entries):
     return head + CHUNK_CRC.pack(crc32(head))
 
 
-def encode_raw_chunk(raw, index):
-    """The bytes of `raw` as chunk number `index` of another file: a new header (the chunk index
-    is part of it), the planes byte for byte."""
-    return _chunk_header_bytes(index, raw.header.rows, raw.header.planes) + raw.planes
+def raw_chunk_header(raw, index):
+    """The header of `raw` as chunk number `index` of another file (the chunk index is part of
+    it); its planes follow byte for byte."""
+    return _chunk_header_bytes(index, raw.header.rows, raw.header.planes)
 
 
 def zstd_compressor(level):

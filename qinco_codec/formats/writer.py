@@ -12,7 +12,7 @@ import numpy as np
 
 from .atomic import atomic_output
 from .errors import InputError
-from .chunks import PlaneEncoder, encode_raw_chunk
+from .chunks import PlaneEncoder, raw_chunk_header
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
 from .ivf import encode_ivf, ivf_problem
@@ -194,9 +194,10 @@ class QncWriter:
             raise InputError(f"write_raw_chunk: the chunk's planes are not {raw_len} bytes raw "
                              f"(rows x bytes per code for K={self._K})")
         self._written += rows
-        data = encode_raw_chunk(raw, len(self._chunks))
-        self._chunks.append((self._offset, len(data)))
-        self._write(data)
+        header = raw_chunk_header(raw, len(self._chunks))
+        self._chunks.append((self._offset, len(header) + len(raw.planes)))
+        self._write(header)
+        self._write(raw.planes)   # not joined to the header: no copy of the planes
 
     def _emit(self, codes):
         """Write one chunk holding `codes` and record it for the index."""
