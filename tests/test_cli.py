@@ -14,13 +14,14 @@ import pytest
 from cli_util import cli_runner
 
 import qinco_codec
-from qinco_codec.cli import compress, decompress, info, train
+from qinco_codec.cli import compress, decompress, index, info, merge, search, shard, train
 from qinco_codec.cli import eval as eval_cmd
 from qinco_codec.readers import read_vectors, write_vectors
 
 N, DIM = 2000, 16
 COMMANDS = {"qinco-train": train.main, "qinco-eval": eval_cmd.main, "qinco-compress": compress.main,
-            "qinco-decompress": decompress.main, "qinco-info": info.main}
+            "qinco-decompress": decompress.main, "qinco-info": info.main, "qinco-search": search.main,
+            "qinco-index": index.main, "qinco-merge": merge.main, "qinco-shard": shard.main}
 
 
 

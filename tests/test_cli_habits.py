@@ -18,13 +18,14 @@ import pytest
 from cli_util import cli_runner
 
 import qinco_codec
-from qinco_codec.cli import bench, compress, decompress, info, train
+from qinco_codec.cli import bench, compress, decompress, index, info, merge, search, shard, train
 from qinco_codec.cli import eval as eval_cmd
 
 N, DIM = 600, 16
 ALL_COMMANDS = {"qinco-train": train.main, "qinco-eval": eval_cmd.main,
                 "qinco-compress": compress.main, "qinco-decompress": decompress.main,
-                "qinco-info": info.main, "qinco-bench": bench.main}
+                "qinco-info": info.main, "qinco-bench": bench.main, "qinco-search": search.main,
+                "qinco-index": index.main, "qinco-merge": merge.main, "qinco-shard": shard.main}
 
 
 def run(cmd, *args, code=0):
