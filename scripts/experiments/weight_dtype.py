@@ -72,6 +72,20 @@ def trained_model(name, nbytes, train, minutes, out, reuse, seed):
                    f"validation MSE {info.get('val_mse', float('nan')):.4g}), saved to {path}")
 
 
+def weight_range(model):
+    """Largest |weight| (float16 stops at 65504: a larger one would be stored as inf, and the file
+    refused when read) and the share of non-zero weights below float16's smallest normal number
+    (6.1e-5), which float16 keeps with fewer significant bits."""
+    import torch
+
+    w = torch.cat([t.detach().flatten().abs() for n, t in model.state_dict().items()
+                   if t.is_floating_point() and n not in ("mean", "std")])
+    nonzero = w[w > 0]
+    tiny = torch.finfo(torch.float16).tiny
+    return {"max_abs_weight": float(w.max()),
+            "float16_subnormal_share": float((nonzero < tiny).float().mean()) if len(nonzero) else 0.0}
+
+
 def measure(model, x):
     """One record per stored precision (see the module docstring)."""
     from qinco_codec.evaluation import mse
@@ -110,7 +124,9 @@ def markdown(run):
              "B/vector at 100k / 1M / 10M (decode-only) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     same = all(r["decode_only_identical"] for r in run["records"])
-    lines[0] += "; decode-only files decode " + ("bit-identically" if same else "DIFFERENTLY")
+    lines[0] += ("; decode-only files decode " + ("bit-identically" if same else "DIFFERENTLY")
+                 + f"; largest |weight| {run['max_abs_weight']:.3g}, "
+                 f"{100 * run['float16_subnormal_share']:.3f}% of non-zero weights below float16's normal range")
     for r in run["records"]:
         bpv = " / ".join(f"{v:.3f}" for v in r["bytes_per_vector"].values())
         lines.append(f"| {r['weight_dtype']} | {r['model_bytes']:,} | {r['bytes_ratio']:.3f} | "
@@ -149,7 +165,8 @@ def main():
             desc = f"model file {arg} ({info.get('epochs', '?')} epochs, validation MSE {info.get('val_mse', float('nan')):.4g})"
         M, K, d = model.M, model.K, model.dim
         run = {"set": name, "bytes": model.bytes_per_vector, "dim": d, "preset": model.config.preset, "model": desc,
-               "n_eval": len(x), "rq_codebook_bytes": 4 * M * K * d, "records": measure(model, x),
+               "n_eval": len(x), "rq_codebook_bytes": 4 * M * K * d, **weight_range(model),
+               "records": measure(model, x),
                "load_average": os.getloadavg()}
         runs.append(run)
         print(markdown(run) + "\n", flush=True)
