@@ -88,7 +88,8 @@ def parse_threads(values, cores, default=None):
                   "Gaussian vectors of each dimension (e.g. '50,128,384,768'), encode vectors/s with "
                   "the expanded and the direct error (and whether their codes agree), decode vectors/s, "
                   "training-step samples/s, FLOPs per vector and faiss RQ (beam 5) encode vectors/s, "
-                  "each cost over its value at the first dimension; one --threads count "
+                  "per CPU second and per wall-clock second, each cost (CPU time) over its value at "
+                  "the first dimension; one --threads count "
                   "(speed-dims.json / speed-dims.md with --out). --time-limit is per measurement.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
