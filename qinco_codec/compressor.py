@@ -48,6 +48,13 @@ def config_summary(model, n_params=None):
     return out
 
 
+def fits_float16(model):
+    """Whether every weight of the model is within float16's finite range (it would store inf)."""
+    import torch
+    limit = torch.finfo(torch.float16).max
+    return all(bool(p.detach().abs().max() <= limit) for p in model.parameters() if p.numel())
+
+
 def _fit_model(n, dim, steps, preset, weight_dtype, decode_only, quiet):
     """The model shape and weight precision that keep a self-trained file below float16 size."""
     from .sizing import fit_model_to_file
@@ -292,7 +299,7 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
 
 def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
              metadata=None, preset=None, max_minutes=DEFAULT_MAX_MINUTES, train_size=DEFAULT_TRAIN_SIZE,
-             zstd_level=3, A=None, B=None, weight_dtype="float32", model_out=None, batch_size=16384,
+             zstd_level=3, A=None, B=None, weight_dtype=None, model_out=None, batch_size=16384,
              device="auto", quiet=False, seed=0, report=True, bytes=None, unit_norm=None,
              decode_only=None, ivf=None, file_bytes=None, model_choice="auto"):
     """Encode vectors x into a .qnc file at `path`; returns a summary dict.
@@ -304,7 +311,9 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     `steps` is the number of codes stored per vector: a prefix of the model's M (default: all).
     The model is embedded unless embed_model=False; then it is put in the model store so the
     file still opens. `weight_dtype` ('float32', 'float16', 'bfloat16') sets how the model's
-    weights are stored. `zstd_level` 1-22 compresses the code planes, 0 or None stores them raw.
+    weights are stored; None (default) means float16 for a model compress trains and embeds
+    (the same MSE as float32 to 1e-4, half the bytes: docs/experiments/2026-12-02-weight-dtype.md;
+    float32 when a weight is beyond float16's range) and float32 otherwise. `zstd_level` 1-22 compresses the code planes, 0 or None stores them raw.
     `bytes=` (bytes per vector) is the deprecated former spelling of `steps`.
     `report=False` leaves out the quality report (the file is then a version 1.0 file); the
     summary's `quality_report` is the report written (see the module docstring), or None.
@@ -337,6 +346,11 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     if decode_only is None:
         decode_only = model is None and embed_model and not model_out
     choice = None
+    if weight_dtype is None:
+        weight_dtype = "float16" if model is None and embed_model else "float32"
+        chosen_dtype = True
+    else:
+        chosen_dtype = False
     if model is None:
         steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
         if file_bytes is not None and steps is not None:
@@ -352,6 +366,9 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
             device, quiet, bool(unit_norm), decode_only, model_choice, chunk_rows, metadata)
         if choice is not None and choice.kind != "network":
             decode_only = True   # codebooks only: encoded exhaustively, nothing to pre-select
+        if chosen_dtype and weight_dtype == "float16" and not fits_float16(model):
+            note("note: a weight is beyond float16's range: the model is stored as float32", quiet)
+            weight_dtype = "float32"
     elif file_bytes is not None:
         raise InputError("file_bytes: only for a model compress trains and embeds (with a given "
                          "model the code rate is `steps`)")

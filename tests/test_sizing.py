@@ -36,7 +36,7 @@ def test_compress_sizes_the_model_and_the_file_stays_below_float16(tmp_path, cap
     x = (rng.standard_normal((12_000, 32)) @ rng.standard_normal((32, 32))).astype(np.float32)
     path = tmp_path / "x.qnc"
     summary = qinco_codec.compress(x, path, steps=4, max_minutes=0.02, train_size=3000, B=1,
-                                   decode_only=False)
+                                   decode_only=False, weight_dtype="float32", model_choice="network")
     assert os.path.getsize(path) < float16_bytes(*x.shape)
     assert "so that the file stays below float16 size" in capsys.readouterr().err
     with qinco_codec.open(path) as f:

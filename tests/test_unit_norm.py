@@ -4,6 +4,7 @@ effect on real unit-norm data, and the compress front end."""
 import json
 
 import numpy as np
+import torch
 import pytest
 
 import qinco_codec
@@ -160,3 +161,17 @@ def test_compress_embeds_a_decode_only_model_unless_the_model_is_written_out(tmp
                                    model_choice="network", quiet=True, report=False)
     assert written["model_sha256"] == serialize.sha256_hex((tmp_path / "w.safetensors").read_bytes())
     assert written["model_bytes"] > summary["model_bytes"]
+
+
+def test_a_trained_embedded_model_is_float16_by_default_unless_a_weight_overflows(tmp_path, sphere_data):
+    from qinco_codec.compressor import fits_float16
+    base = sphere_data[1]
+    summary = qinco_codec.compress(base, tmp_path / "h.qnc", steps=4, preset="qinco2-XS",
+                                   max_minutes=0.05, model_choice="network", quiet=True)
+    assert summary["quality_report"]["model"]["weight_dtype"] == "float16"
+    with qinco_codec.open(tmp_path / "h.qnc") as f:
+        model = f.model
+    assert fits_float16(model)
+    with torch.no_grad():
+        model.steps[0].codebook[0, 0] = 70000.0   # beyond float16's largest finite value, 65504
+    assert not fits_float16(model)
