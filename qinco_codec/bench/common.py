@@ -109,3 +109,29 @@ def write_text(path, text):
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def notes_and_figure(result, alt, png_name):
+    """The closing Markdown lines of a report: its notes, faiss's warnings, then the figure."""
+    lines = []
+    if result["notes"]:
+        lines += ["Notes:", ""] + [f"- {t}" for t in result["notes"]] + [""]
+    if result.get("warnings"):
+        lines += ["faiss warnings:", ""] + [f"- {t}" for t in result["warnings"]] + [""]
+    return lines + [f"![{alt}]({png_name})", ""]
+
+
+def write_partial(result, out_dir, stem):
+    """STEM.json alone, with "complete": false, while a run is going on."""
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, f"{stem}.json"), result)
+
+
+def write_json_and_markdown(result, out_dir, stem, markdown_text):
+    """STEM.json and STEM.md under out_dir; returns the paths of those and of STEM.png (to be
+    drawn by the caller)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("json", "md", "png")}
+    write_json(paths["json"], result)
+    write_text(paths["md"], markdown_text)
+    return paths

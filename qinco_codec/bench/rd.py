@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import InputError
 from ..progress import note
 from . import baselines
-from .common import Inputs, Timer, format_table, require_faiss, write_json, write_text
+from .common import (Inputs, Timer, format_table, notes_and_figure, require_faiss,
+                     write_json_and_markdown)
+from .common import write_partial as common_write_partial
 
 METHODS = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
 K = 256          # codewords per step of every trained method here (8-bit codes)
@@ -444,28 +446,20 @@ def markdown(result, png_name="rd.png"):
         "benchmark's n, and 1M).", "",
         format_table(sort_rows(result["rows"]), COLUMNS, markdown=True), "",
     ]
-    if result["notes"]:
-        lines += ["Notes:", ""] + [f"- {t}" for t in result["notes"]] + [""]
-    if result.get("warnings"):
-        lines += ["faiss warnings:", ""] + [f"- {t}" for t in result["warnings"]] + [""]
-    lines += [f"![rate-distortion]({png_name})", ""]
+    lines += notes_and_figure(result, "rate-distortion", png_name)
     return "\n".join(lines)
 
 
 def write_partial(result, out_dir):
     """rd.json alone, with "complete": false, while a run is going on."""
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "rd.json"), result)
+    common_write_partial(result, out_dir, "rd")
 
 
 def write_outputs(result, out_dir):
     """rd.json, rd.md and rd.png under out_dir; returns their paths."""
     from .plot import plot_rd
 
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"rd.{k}") for k in ("json", "md", "png")}
-    write_json(paths["json"], result)
-    write_text(paths["md"], markdown(result))
+    paths = write_json_and_markdown(result, out_dir, "rd", markdown(result))
     s = result["settings"]
     plot_rd(result["rows"], paths["png"], variance=s["variance"],
             title=f"{s['data']}, {s['protocol']} protocol, n={s['n_eval']:,}")

@@ -30,7 +30,9 @@ import numpy as np
 from ..errors import InputError
 from ..progress import note
 from .baselines import captured_native_stderr, summarize_warnings
-from .common import Inputs, best_of, format_table, require_faiss, write_json, write_text
+from .common import (Inputs, best_of, format_table, notes_and_figure, require_faiss,
+                     write_json_and_markdown)
+from .common import write_partial as common_write_partial
 
 RECALL_AT = (1, 10, 100)          # the R@k reported
 METHODS = ("qinco", "ivfpq", "ivfpqfs", "ivfrq", "hnswpq")
@@ -788,29 +790,21 @@ def markdown(result, png_name="search.png"):
     if tl:
         lines += ["Target (R@10 at the high end of our curve above the best faiss ceiling at the "
                   "same bytes):", ""] + [f"- {t}" for t in tl] + [""]
-    if result["notes"]:
-        lines += ["Notes:", ""] + [f"- {t}" for t in result["notes"]] + [""]
-    if result.get("warnings"):
-        lines += ["faiss warnings:", ""] + [f"- {t}" for t in result["warnings"]] + [""]
-    lines += [f"![recall@10 against queries per second]({png_name})", ""]
+    lines += notes_and_figure(result, "recall@10 against queries per second", png_name)
     return "\n".join(lines)
 
 
 def write_partial(result, out_dir):
     """search.json alone, with "complete": false, while a run is going on."""
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "search.json"), result)
+    common_write_partial(result, out_dir, "search")
 
 
 def write_outputs(result, out_dir):
     """search.json, search.md and search.png under out_dir; returns their paths."""
     from .search_plot import plot_search
 
-    os.makedirs(out_dir, exist_ok=True)
     result["targets"] = targets(result)
-    paths = {k: os.path.join(out_dir, f"search.{k}") for k in ("json", "md", "png")}
-    write_json(paths["json"], result)
-    write_text(paths["md"], markdown(result))
+    paths = write_json_and_markdown(result, out_dir, "search", markdown(result))
     s = result["settings"]
     plot_search(result["rows"], paths["png"], s["threads"],
                 title=f"{s['data']}, n={s['n_base']:,}, {s['n_queries']:,} queries ({s['metric']})")
