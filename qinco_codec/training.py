@@ -75,6 +75,17 @@ def _param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
+def optimizer_step(model, opt, loss, recipe):
+    """One update from `loss`: gradients, the recipe's clipping (by value, by norm), the step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.clip_value:
+        torch.nn.utils.clip_grad_value_(model.parameters(), recipe.clip_value)
+    if recipe.clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
+    opt.step()
+
+
 def lr_factor(progress):
     """Multiplier of the base learning rate at a fraction `progress` of the run (warm-up, cosine)."""
     if progress < WARMUP_FRACTION:
@@ -480,13 +491,7 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
                 if group.world > 1:  # the mean over the whole batch, as in one process, when
                     share = len(xb) / len(batch)  # ranks hold unequal shares (DDP averages)
                     loss, mse = loss * (share * group.world), mse * share
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if p.clip_value:
-                    torch.nn.utils.clip_grad_value_(model.parameters(), p.clip_value)
-                if p.clip_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
-                opt.step()
+                optimizer_step(model, opt, loss, p)
                 run["step"] += 1
                 if i == 0 and dropout and not masks_drawn[0] and any(s.blocks for s in model.steps):
                     raise RuntimeError("dropout drew no mask: QincoStep.forward no longer calls the "

@@ -85,13 +85,7 @@ def _training_step(model, batch_size):
         codes = codec.encode_normalized(model, xb, p.train_A, 1)      # under no_grad
         encode_seconds = time.perf_counter() - t0
         loss, _, _ = training.prefix_losses(model, xb, codes)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if p.clip_value:
-            torch.nn.utils.clip_grad_value_(model.parameters(), p.clip_value)
-        if p.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
-        opt.step()
+        training.optimizer_step(model, opt, loss, p)
         return encode_seconds
 
     return step
