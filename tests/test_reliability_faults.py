@@ -70,7 +70,7 @@ def timed_run(args, directory):
 @pytest.fixture(scope="module")
 def kill_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    model_path, _ = small_model()
+    model_path = network_model(root / "net.safetensors")
     new = npy(root / "new.npy", glove("base", N_ROWS))
     old = npy(root / "old.npy", glove("base", N_ROWS + 2000)[N_ROWS:])
     ref = root / "ref"
@@ -86,6 +86,22 @@ def kill_setup(tmp_path_factory):
     assert new_codes.shape == (N_ROWS, 4)
     return dict(root=root, model=model_path, new=new, new_bytes=new_bytes, old_bytes=old_bytes,
                 new_codes=new_codes, old_codes=old_codes, startup=startup, window=window)
+
+
+def network_model(path):
+    """The small RQ-initialised model with small non-zero output projections, saved at `path`: its
+    steps run their networks (an RQ start's identity steps encode as plain RQ, several times
+    faster, which would shrink the writing window the kill trials aim at)."""
+    import copy
+
+    import torch
+    model = copy.deepcopy(small_model()[1])   # small_model() is shared by the session's tests
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for step in model.steps:
+            step.out_proj.weight.copy_(1e-3 * torch.randn(step.out_proj.weight.shape, generator=gen))
+    model.save(path)
+    return path
 
 
 def one_kill_trial(i, s):
