@@ -175,3 +175,23 @@ def test_a_trained_embedded_model_is_float16_by_default_unless_a_weight_overflow
     with torch.no_grad():
         model.steps[0].codebook[0, 0] = 70000.0   # beyond float16's largest finite value, 65504
     assert not fits_float16(model)
+
+
+def test_qinco_train_unit_norm(tmp_path, sphere_data):
+    from click.testing import CliRunner
+
+    from qinco_codec.cli import train as train_cmd
+    x = sphere_data[0][:3000]
+    np.save(tmp_path / "u.npy", x)
+    out = tmp_path / "u.safetensors"
+    args = [str(tmp_path / "u.npy"), "-o", str(out), "--bytes", "2", "--epochs", "1", "--quiet"]
+    result = CliRunner().invoke(train_cmd.main, args + ["--unit-norm"])
+    assert result.exit_code == 0, result.output
+    model = qinco_codec.load_model(out)
+    assert model.config.unit_norm
+    assert np.abs(np.linalg.norm(model.decode(model.encode(x[:100])), axis=1) - 1).max() < 1e-5
+    np.save(tmp_path / "v.npy", np.concatenate([x[:10], 3 * x[10:20]]))
+    bad = CliRunner().invoke(train_cmd.main, [str(tmp_path / "v.npy"), "-o", str(tmp_path / "v.st"),
+                                              "--bytes", "2", "--epochs", "1", "--unit-norm"])
+    assert bad.exit_code == 1 and not (tmp_path / "v.st").exists()
+    assert f"{tmp_path / 'v.npy'}: row 10 has L2 norm 3" in bad.output

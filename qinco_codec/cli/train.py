@@ -39,12 +39,16 @@ torchrun --standalone --nproc_per_node 2 -m qinco_codec.cli.train base.npy -o mo
               help="Checkpoint file: written after every epoch and, if it already exists, resumed "
                    "from (same data, settings and seed required).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--unit-norm", is_flag=True,
+              help="For unit-norm embeddings compared by cosine or inner product: the model decodes "
+                   "every vector onto the unit sphere (MODEL-SPEC.md feature unit_norm; every row of "
+                   "DATA must have norm 1 within 0.01).")
 @force_option("MODEL (-o)")
 @device_option("training")
 @threads_option
 @quiet_option("the progress bar on stderr")
-def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, force, device,
-         quiet):
+def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, unit_norm, force,
+         device, quiet):
     """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads
     an .npy from stdin) and write it to MODEL.
 
@@ -69,6 +73,9 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
     from .. import train  # torch: imported only once the paths and the rate are known to be right
     x = load_vectors(data)
+    if unit_norm:
+        from ..unit_norm import check_unit_norm
+        check_unit_norm(x, name=data)
     if checkpoint and os.path.exists(checkpoint) and not quiet and is_main_process():
         click.echo(f"resuming from checkpoint {checkpoint}", err=True)
     if val >= 1:
@@ -77,6 +84,7 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
                   seed=seed, device=device, checkpoint=checkpoint, quiet=quiet)
     if not is_main_process():  # every rank holds the same model: rank 0 writes and reports it
         return
+    model.config = model.config.replace(unit_norm=unit_norm)   # decoding only: training is the same
     sha = model.save(output)
     trained = model.config.trained or {}
     click.echo(f"model: {output}")
