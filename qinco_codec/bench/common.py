@@ -135,3 +135,33 @@ def write_json_and_markdown(result, out_dir, stem, markdown_text):
     write_json(paths["json"], result)
     write_text(paths["md"], markdown_text)
     return paths
+
+
+# Fewest training vectors a benchmark accepts: k-means needs as many points as its 256 codewords.
+MIN_TRAIN = 256
+
+
+def training_vectors(train, base, name):
+    """The training vectors given as `name`, as float32, checked against DATA (`base`)."""
+    from ..errors import InputError
+    from ..validation import as_float_matrix
+    train = as_float_matrix(train, name=name, allow_empty=False)
+    if train.shape[1] != base.shape[1]:
+        raise InputError(f"{name}: dimension {train.shape[1]} differs from DATA's {base.shape[1]}")
+    return train
+
+
+def sample_training(train, train_size, seed):
+    """A seeded sample of `train_size` rows (in their order) when there are more."""
+    if train_size is not None and train_size < len(train):
+        rows = np.sort(np.random.default_rng(seed).choice(len(train), train_size, replace=False))
+        train = train[rows]
+    return train
+
+
+def check_training_size(train):
+    """Refuse fewer than MIN_TRAIN training vectors."""
+    from ..errors import InputError
+    if len(train) < MIN_TRAIN:
+        raise InputError(f"need at least {MIN_TRAIN} training vectors (256 codewords per step), "
+                         f"got {len(train)}")

@@ -24,13 +24,12 @@ import numpy as np
 from ..errors import InputError
 from ..progress import note
 from . import baselines
-from .common import (Inputs, Timer, format_table, notes_and_figure, require_faiss,
-                     write_json_and_markdown)
+from .common import (Inputs, Timer, check_training_size, format_table, notes_and_figure,
+                     require_faiss, sample_training, training_vectors, write_json_and_markdown)
 from .common import write_partial as common_write_partial
 
 METHODS = ("pq", "opq", "rq", "lsq", "sq", "rabitq", "turboquant", "eden", "qinco")
 K = 256          # codewords per step of every trained method here (8-bit codes)
-MIN_TRAIN = K    # k-means needs at least as many points as codewords
 ONE_MILLION = 1_000_000
 
 COLUMNS = [
@@ -96,16 +95,8 @@ def prepare(name, protocol, base, train=None, queries=None, gt=None, train_size=
         notes.append(f"protocol self: every method is trained on {n_train:,} vectors drawn from "
                      f"the {len(base):,} it is evaluated on; compare effective bytes (model counted)")
     else:
-        train = as_float_matrix(train, name="training vectors", allow_empty=False)
-        if train.shape[1] != base.shape[1]:
-            raise InputError(f"training vectors: dimension {train.shape[1]} differs from DATA's "
-                             f"{base.shape[1]}")
-        if train_size is not None and train_size < len(train):
-            rows = np.sort(np.random.default_rng(seed).choice(len(train), train_size, replace=False))
-            train = train[rows]
-    if len(train) < MIN_TRAIN:
-        raise InputError(f"need at least {MIN_TRAIN} training vectors (256 codewords per step), "
-                         f"got {len(train)}")
+        train = sample_training(training_vectors(train, base, "training vectors"), train_size, seed)
+    check_training_size(train)
     return Inputs(name, np.ascontiguousarray(train), np.ascontiguousarray(base), queries,
                   None if gt is None else np.asarray(gt), protocol=protocol, notes=notes)
 

@@ -30,15 +30,14 @@ import numpy as np
 from ..errors import InputError
 from ..progress import note
 from .baselines import captured_native_stderr, summarize_warnings
-from .common import (Inputs, best_of, format_table, notes_and_figure, require_faiss,
-                     write_json_and_markdown)
+from .common import (Inputs, best_of, check_training_size, format_table, notes_and_figure,
+                     require_faiss, sample_training, training_vectors, write_json_and_markdown)
 from .common import write_partial as common_write_partial
 
 RECALL_AT = (1, 10, 100)          # the R@k reported
 METHODS = ("qinco", "ivfpq", "ivfpqfs", "ivfrq", "hnswpq")
 CEILING_OF = {"ivfpq": "pq", "ivfpqfs": "pqfs", "ivfrq": "rq", "hnswpq": "pq"}
 METRICS = ("l2", "ip")
-MIN_TRAIN = 256                   # k-means needs at least as many points as codewords
 HNSW_M = 32                       # graph degree of IndexHNSWPQ (faiss's usual setting)
 ID_BYTES = 8                      # an inverted list stores an int64 id per vector
 
@@ -84,16 +83,9 @@ def prepare(name, base, queries, train=None, metric="l2", train_size=None, seed=
         notes.append(f"no separate training vectors: every method trains on DATA itself "
                      f"({len(base):,} vectors)")
     else:
-        train = as_float_matrix(train, name="--train", allow_empty=False)
-        if train.shape[1] != base.shape[1]:
-            raise InputError(f"--train: dimension {train.shape[1]} differs from DATA's "
-                             f"{base.shape[1]}")
-    if train_size is not None and train_size < len(train):
-        rows = np.sort(np.random.default_rng(seed).choice(len(train), train_size, replace=False))
-        train = train[rows]
-    if len(train) < MIN_TRAIN:
-        raise InputError(f"need at least {MIN_TRAIN} training vectors (256 codewords per step), "
-                         f"got {len(train)}")
+        train = training_vectors(train, base, "--train")
+    train = sample_training(train, train_size, seed)
+    check_training_size(train)
     gt = exact_neighbours(base, queries, 1, metric)
     return Inputs(name, np.ascontiguousarray(train), np.ascontiguousarray(base),
                   np.ascontiguousarray(queries), gt, description=description, notes=notes)
