@@ -90,12 +90,16 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32, expanded=None):
     c0_sq = (model.codebook0 * model.codebook0).sum(1)
     # steps whose correction is exactly their codeword (W_out = 0: an untrained QINCo2 step, or a
     # codebooks-only model): scored as residual quantization, ‖r − c‖² from one matmul
-    identity = [(s.codebook * s.codebook).sum(1) if s.out_proj is not None and not s.out_proj.weight.any()
-                else None for s in model.steps]
+    identity = [(s.codebook * s.codebook).sum(1) if s.is_identity() else None for s in model.steps]
     width = max(A, 1) if any(use_pre) else K
+    hypotheses = B if M > 1 else 1
+    if all(c is not None for c in identity):  # residual quantization: (hypotheses, K) distances a row
+        rows = CPU_CHUNK_FLOATS // (hypotheses * (K + model.dim))
+    else:
+        rows = encode_chunk_rows(model) // (hypotheses * width)
     codes = torch.empty((len(x), M), dtype=torch.int64, device=x.device)
     ws = Workspace()
-    for s, e in _chunks(len(x), encode_chunk_rows(model) // ((B if M > 1 else 1) * width), x.device):
+    for s, e in _chunks(len(x), rows, x.device):
         codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws, identity)
     return codes
 

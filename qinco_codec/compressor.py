@@ -120,10 +120,18 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
     def minutes_left():
         return max(max_minutes - (time.monotonic() - started) / 60, 0.01)
 
+    def seconds_left():
+        return minutes_left() * 60
+
+    reserve = rc.REFINE_SHARE * max_minutes * 60   # seconds kept for refining codebooks only
+
     def fit_codebooks(m):
         model = rc.probe(sample, m, TRAIN_K, seed, quiet)
         model.config = model.config.replace(unit_norm=bool(unit_norm))
         return model
+
+    def polish(codebooks, seconds):
+        return rc.refined(codebooks, rc.refine_sample(sample, seed), seconds, device, quiet)
 
     if file_bytes is not None:
         rc.check_file_budget(n, dim, TRAIN_K, file_bytes, chunk_rows, meta_bytes)
@@ -135,7 +143,8 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
             raise InputError(f"--file-bytes {file_bytes:g}: no {preset} network fits the budget for "
                              f"{n:,} vectors (it needs at least two steps); let rate control choose "
                              f"codebooks only, or raise --file-bytes")
-        codebooks = None if model_choice == "network" else fit_codebooks(m_cb)
+        codebooks = None if model_choice == "network" else polish(
+            fit_codebooks(m_cb), reserve if m_net >= 2 else seconds_left())
         network = None if m_net < 2 else _train_network(sample, m_net, preset, {}, minutes_left(), seed,
                                                         device, quiet, unit_norm)
         choice = rc.decide_file_budget(network, codebooks, compare_on, file_bytes, device)
@@ -147,19 +156,22 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
             except InputError as exc:
                 note(f"rate control: {exc}", quiet)
         if fit is None:
-            choice = rc.codebooks_only_choice(fit_codebooks(steps), n)
+            choice = rc.codebooks_only_choice(polish(fit_codebooks(steps), seconds_left()), n)
         else:
             size = rc.network_file_size(n, dim, steps, TRAIN_K, chunk_rows, fit.model_bytes, preset,
                                         meta_bytes)
             equal = rc.most_codebook_steps(n, dim, TRAIN_K, size, chunk_rows, meta_bytes,
                                            rc.COMPARE_STEPS_FACTOR * steps)
             codebooks = fit_codebooks(max(steps, equal))
-            network = _train_network(sample, steps, preset, fit.overrides, minutes_left(), seed,
-                                     device, quiet, unit_norm)
+            network = _train_network(sample, steps, preset, fit.overrides,
+                                     max(minutes_left() - reserve / 60, 0.01), seed, device, quiet,
+                                     unit_norm)
             embedded = rc.stored_model(network, fit.weight_dtype, decode_only)[0]
             stored = rc.stored_model(network, fit.weight_dtype, decode_only=False)[1]  # it encodes
             choice = rc.decide_fixed_rate(stored, len(embedded), codebooks, steps, compare_on, n,
-                                          chunk_rows, meta_bytes, fit.weight_dtype, device)
+                                          chunk_rows, meta_bytes, fit.weight_dtype, device,
+                                          refine_on=rc.refine_sample(sample, seed),
+                                          refine_seconds=seconds_left(), quiet=quiet)
             if choice.kind == "network":
                 choice = choice._replace(model=network)
     note(choice.line, quiet)
@@ -426,4 +438,5 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
             "model_bytes": len(data), "model_embedded": bool(embed_model),
             "code_bytes": code_bytes, "file_size": os.path.getsize(path), "quality_report": quality,
             "ivf": None if lists is None else lists.summary(),
-            "model_choice": None if choice is None else {"kind": choice.kind, "line": choice.line}}
+            "model_choice": None if choice is None else {"kind": choice.kind, "line": choice.line,
+                                                          **choice.measured}}

@@ -195,8 +195,11 @@ class QincoModel(nn.Module):
                              f"pre-select A={A} candidates: encode with A=0 (every codeword evaluated) "
                              f"or with the full model")
         dev = resolve_device(device)
-        cands = (A if 0 < A < self.K else self.K) * min(B, self.K)
-        rows = self._batch_rows(cands, batch_size, dev)
+        if all(step.is_identity() for step in self.steps):   # RQ: a distance per candidate
+            rows = batch_size or max(16, _work_elements(dev) // (min(B, self.K) * (self.K + self.dim)))
+        else:
+            cands = (A if 0 < A < self.K else self.K) * min(B, self.K)
+            rows = self._batch_rows(cands, batch_size, dev)
         out = np.empty((len(x), self.M), dtype=self.code_dtype)
         with torch.inference_mode(), _on_device(self, dev) as model:
             for start in range(0, len(x), rows):

@@ -8,7 +8,9 @@ Two kinds of model compete, both measured on the same held-out sample of the inp
   the identity on its codeword, so a qinco2 model whose steps share one network of width 1 with
   no blocks (3·dim + 1 floats in all) decodes exactly as RQ with the same codebooks; its
   codebooks are stored as float16 and it encodes with a beam of CODEBOOKS_BEAM, like faiss's
-  ResidualQuantizer with float16 codebooks, the bar of issue 14.
+  ResidualQuantizer with float16 codebooks, the bar of issue 14. Its greedy residual k-means
+  is then refined to the beam's codes (rq_refine.py), within REFINE_SHARE of the time budget:
+  on GloVe-50 that takes it from 1.05x faiss RQ's MSE to 0.96x.
 
 At a code rate the user fixed (`--bytes`), the network is kept when its error is below what
 codebooks only reach in a file as large as the network's (which may afford more steps); else the
@@ -31,6 +33,12 @@ CODEBOOKS_ONLY = "codebooks-only"   # the preset label of a model without a netw
 CODEBOOKS_BEAM = 5                  # faiss ResidualQuantizer's default beam (max_beam_size)
 PROBE_ROWS = 50_000
 PROBE_ITERS = 10
+# Residuals the beam-trained k-means of one step may see, times the dimension (128 MiB of
+# float32): all B·PROBE_ROWS beam hypotheses up to d = 128, fewer above (its time grows as
+# points·d: 91 s for 16 steps of 150k 384-d points on one thread).
+BEAM_TRAIN_FLOATS = 1 << 25
+# Share of the time budget kept for refining the codebooks-only model (rq_refine.py).
+REFINE_SHARE = 0.2
 # Most steps the codebooks-only model is fitted to when it is the comparison at a fixed rate:
 # this many times the requested steps (a network that needs more to be matched is kept).
 COMPARE_STEPS_FACTOR = 4
@@ -42,12 +50,14 @@ QUALITY_REPORT_BOUND = 4096
 
 class Choice(NamedTuple):
     """What rate control picked: the model to embed (a QincoModel), its kind, the steps stored,
-    the weight dtype to store it with, the held-out MSE of both candidates and one line why."""
+    the weight dtype to store it with, one line why, and what was measured (`measured`: the
+    held-out MSE of each candidate, its steps and model bytes; benchmarks read it)."""
     model: object
     kind: str
     steps: int
     weight_dtype: str
     line: str
+    measured: dict = {}
 
 
 def codebooks_only_config(dim, steps, K, B=CODEBOOKS_BEAM):
@@ -58,11 +68,37 @@ def codebooks_only_config(dim, steps, K, B=CODEBOOKS_BEAM):
 
 
 def fit_codebooks_only(x, steps, K, seed=0, B=CODEBOOKS_BEAM):
-    """Residual k-means codebooks of `steps` steps on (a sample of) x, as a model."""
+    """Residual k-means codebooks of `steps` steps on (a sample of) x, trained for the beam of B
+    that will encode with them (rq_init.beam_residual_kmeans), as a model; `refined` polishes it."""
     from .model import QincoModel
     from .rq_init import init_from_rq
     model = QincoModel(codebooks_only_config(x.shape[1], steps, K, B))
-    return init_from_rq(model, x, iters=PROBE_ITERS, seed=seed, max_points=PROBE_ROWS)
+    return init_from_rq(model, x, iters=PROBE_ITERS, seed=seed, max_points=PROBE_ROWS, beam=B,
+                        beam_points=max(PROBE_ROWS, BEAM_TRAIN_FLOATS // x.shape[1]))
+
+
+def refine_sample(x, seed=0):
+    """The rows the codebooks are refined on: a seeded sample of at most PROBE_ROWS rows of x."""
+    if len(x) <= PROBE_ROWS:
+        return np.asarray(x, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), PROBE_ROWS, replace=False))
+    return np.asarray(x[rows], dtype=np.float32)
+
+
+def refined(codebooks, x, seconds, device="auto", quiet=True):
+    """A copy of the codebooks-only model `codebooks` refined on x (rq_refine.refine) for at most
+    `seconds` (whole rounds: a round started is finished), with a note of what it reached."""
+    import copy
+
+    from . import rq_refine
+    from .progress import note
+    t0 = time.monotonic()
+    model = copy.deepcopy(codebooks)
+    errors = rq_refine.refine(model, x, stop=rq_refine.time_limit(seconds), device=device)
+    if len(errors) > 1:
+        note(f"rate control: codebooks refined {len(errors) - 1} rounds in {time.monotonic() - t0:.1f} s "
+             f"({model.M} steps; training MSE {errors[0]:.4g} to {errors[-1]:.4g}, normalised)", quiet)
+    return model
 
 
 def first_steps(model, steps):
@@ -178,32 +214,51 @@ def codebooks_only_choice(codebooks, n):
 
 
 def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chunk_rows,
-                      metadata_bytes, network_dtype, device="auto"):
+                      metadata_bytes, network_dtype, device="auto", refine_on=None, refine_seconds=0.0,
+                      quiet=True):
     """At `steps` codes per vector: the network, or codebooks only when they reach a lower error in
-    a file no larger than the network's. `codebooks`: a codebooks-only model of at least `steps`
-    steps (the comparison uses as many of them as fit the network's file size)."""
+    a file no larger than the network's. `codebooks`: a greedy codebooks-only model of at least
+    `steps` steps (the comparison uses as many of them as fit the network's file size), refined on
+    `refine_on` (rows of the training sample) for `refine_seconds` in all, at the steps compared
+    and, when they win, at `steps`."""
     dim, K = network.dim, network.K
     net_size = _container_bytes(n, steps, K, chunk_rows, network_bytes,
                                 _config_bytes(network.config), metadata_bytes)
     equal = min(codebooks.M, max(steps, most_codebook_steps(n, dim, K, net_size, chunk_rows,
                                                              metadata_bytes, codebooks.M)))
     net_mse = held_out_mse(network, held_out, device=device)
-    cb_at_equal = stored_model(first_steps(codebooks, equal), "float16")[1]
+    started = time.monotonic()
+    share = refine_seconds if equal == steps else refine_seconds / 2
+
+    def polished(m):
+        small = first_steps(codebooks, m)
+        return small if refine_on is None else refined(small, refine_on, share, device, quiet)
+
+    at_equal = polished(equal)
+    cb_at_equal = stored_model(at_equal, "float16")[1]
     cb_mse = held_out_mse(cb_at_equal, held_out, device=device)
     per_vector = net_size / n
+    measured = {"network_mse": net_mse, "network_steps": steps, "network_model_bytes": network_bytes,
+                "network_file_bytes": net_size, "codebooks_mse": cb_mse, "codebooks_steps": equal,
+                "codebooks_model_bytes": _codebooks_only_bytes(dim, equal, K)}
     if net_mse <= cb_mse:
         return Choice(network, "network", steps, network_dtype,
                       f"model: network {network.config.preset} ({network_bytes:,} bytes, "
                       f"{per_vector:,.1f} bytes/vector in all), held-out MSE {net_mse:.4g} at {steps} "
-                      f"steps; codebooks only reach {cb_mse:.4g} in the same file size ({equal} steps)")
-    chosen = first_steps(codebooks, steps)
+                      f"steps; codebooks only reach {cb_mse:.4g} in the same file size ({equal} steps)",
+                      measured)
+    if equal == steps:
+        chosen = at_equal
+    else:
+        share = max(refine_seconds - (time.monotonic() - started), 0.0)
+        chosen = polished(steps)
     why = (f"{n:,} vectors are too few to pay for a network (share one trained on more data: "
            f"--model PATH --no-embed-model)" if equal > steps else
            "the network did not learn enough to beat them (a longer --max-minutes may)")
     return Choice(chosen, CODEBOOKS_ONLY, steps, "float16",
                   f"model: codebooks only, no network: the network ({network_bytes:,} bytes) reaches "
                   f"held-out MSE {net_mse:.4g} at {steps} steps, codebooks only {cb_mse:.4g} in the "
-                  f"same file size ({equal} steps); {why}")
+                  f"same file size ({equal} steps); {why}", measured)
 
 
 def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="auto"):
@@ -215,10 +270,12 @@ def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="
             stored = stored_model(model, "float16", decode_only=False)[1]
             results.append((held_out_mse(stored, held_out, device=device), kind, model, "float16"))
     mse, kind, model, dtype = min(results, key=lambda r: r[0])
+    measured = {f"{'network' if k == 'network' else 'codebooks'}_{what}": value
+                for m, k, mod, _ in results for what, value in (("mse", m), ("steps", mod.M))}
     others = "; ".join(f"{k} {m:.4g} at {mod.M} steps" for m, k, mod, _ in results if k != kind)
     return Choice(model, kind, model.M, dtype,
                   f"model: {kind} ({model.M} steps) within --file-bytes {budget_per_vector:g}: "
-                  f"held-out MSE {mse:.4g}" + (f" (against {others})" if others else ""))
+                  f"held-out MSE {mse:.4g}" + (f" (against {others})" if others else ""), measured)
 
 
 def quality_sample_or_train(held_out, train_sample, rows=2000):

@@ -118,10 +118,59 @@ def residual_kmeans(x, M, K, iters=LLOYD_ITERS, seed=0, stop=None, on_iteration=
     return codebooks
 
 
+def beam_step(residual, err, codebook, keep):
+    """One step of beam search over hypotheses: residual (n, F, d) and their squared norms err
+    (n, F) against a codebook (K, d); the `keep` best of the F·K extensions per row as
+    (residual (n, keep, d), err (n, keep)), best first."""
+    n, F, d = residual.shape
+    K = len(codebook)
+    c_sq = (codebook * codebook).sum(1)
+    new_res = torch.empty((n, keep, d), dtype=residual.dtype)
+    new_err = torch.empty((n, keep), dtype=residual.dtype)
+    rows = max(1, ASSIGN_CHUNK // F)
+    for s in range(0, n, rows):
+        r = residual[s:s + rows]                                                  # (b, F, d)
+        dist = torch.baddbmm(err[s:s + rows].unsqueeze(-1) + c_sq, r,             # (b, F, K)
+                             codebook.T.expand(len(r), d, K), alpha=-2.0)
+        best, j = torch.topk(dist.reshape(len(r), F * K), keep, dim=1, largest=False, sorted=True)
+        parent, code = torch.div(j, K, rounding_mode="floor"), j % K
+        new_res[s:s + rows] = r.gather(1, parent.unsqueeze(-1).expand(-1, -1, d)) - codebook[code]
+        new_err[s:s + rows] = best.clamp_min(0)
+    return new_res, new_err
+
+
+def beam_residual_kmeans(x, M, K, beam, iters=LLOYD_ITERS, seed=0, max_points=None):
+    """M codebooks (each K x d) of residual k-means trained the way a beam search will use them
+    (faiss ResidualQuantizer's training): step m's k-means runs on the residuals of all `beam`
+    hypotheses kept per vector after the steps before it (at most `max_points` of them, a
+    seeded sample), then the hypotheses are extended by one beam-search step.
+
+    Why: the beam's residuals are the ones the codebook will be asked to code, and the `beam`
+    times more points per codeword generalise better. Measured on GloVe-50 (20k training
+    vectors, 8 steps, held-out 5k, encoded with beam 5): greedy 3.063, this 3.015; faiss's
+    ResidualQuantizer (beam 5) 3.009; drawing only n of the n·beam residuals instead: 3.066."""
+    gen = torch.Generator().manual_seed(seed)
+    n, d = x.shape
+    residual = x.unsqueeze(1).clone()                                               # (n, 1, d)
+    err = (x * x).sum(1, keepdim=True)                                              # (n, 1)
+    codebooks = []
+    for m in range(M):
+        points = residual.reshape(-1, d)
+        if max_points is not None and len(points) > max_points:
+            points = points[torch.randperm(len(points), generator=gen)[:max_points]]
+        cb = kmeans(points.contiguous(), K, iters, gen)
+        codebooks.append(cb)
+        if m < M - 1:
+            residual, err = beam_step(residual, err, cb, min(beam, residual.shape[1] * K))
+    return codebooks
+
+
 @torch.no_grad()
-def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=None, on_iteration=None):
+def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=None, on_iteration=None,
+                 beam=1, beam_points=None):
     """Set the model's normalisation from raw x and its codebooks from residual k-means on it
-    (`stop`, `on_iteration`: see the module docstring)."""
+    (`stop`, `on_iteration`: see the module docstring). beam > 1: beam-trained residual k-means
+    (`beam_residual_kmeans`, on at most `beam_points` residuals a step; no stop)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     if len(x) > max_points:
         gen = torch.Generator().manual_seed(seed)
@@ -129,7 +178,11 @@ def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=N
     mean = x.mean(0)
     std = (x - mean).square().mean().sqrt().clamp_min(1e-12)
     model.set_normalization(mean, std)
-    codebooks = residual_kmeans((x - mean) / std, model.M, model.K, iters, seed, stop, on_iteration)
+    if beam > 1:
+        codebooks = beam_residual_kmeans((x - mean) / std, model.M, model.K, beam, iters, seed,
+                                         beam_points)
+    else:
+        codebooks = residual_kmeans((x - mean) / std, model.M, model.K, iters, seed, stop, on_iteration)
     model.codebook0.copy_(codebooks[0])
     for step, cb in zip(model.steps, codebooks[1:]):
         step.codebook.copy_(cb)

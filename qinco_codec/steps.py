@@ -94,6 +94,11 @@ class QincoStep(nn.Module):
         if self.out_proj is not None:
             nn.init.zeros_(self.out_proj.weight)
 
+    def is_identity(self):
+        """Whether the step's correction is exactly its codeword (W_out = 0: an untrained QINCo2
+        step, or a codebooks-only model), so that it encodes as residual quantization."""
+        return self.out_proj is not None and not bool(self.out_proj.weight.any())
+
     # ---- plain reference forward (training, and the reference the fast path must match) ----
     def forward(self, codes, xhat):
         """f(C[codes], x̂) for one code per row: codes (N,) int64, xhat (N, dim) -> (N, dim)."""

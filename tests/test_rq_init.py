@@ -63,3 +63,45 @@ def test_start_matches_faiss_residual_quantizer_on_held_out_vectors():
 def test_min_cluster_points():
     assert min_cluster_points(100, 256) == 2.0
     assert min_cluster_points(256 * 80, 256) == 10.0
+
+
+def _beam_mse(x, codebooks, beam):
+    """Error of beam-search codes (beam_step all the way) under the codebooks: (n,) -> float."""
+    from qinco_codec.rq_init import beam_step
+    r, e = x.unsqueeze(1).clone(), (x * x).sum(1, keepdim=True)
+    for cb in codebooks:
+        r, e = beam_step(r, e, cb, min(beam, r.shape[1] * len(cb)))
+    return float(e[:, 0].mean())
+
+
+def test_beam_step_keeps_the_best_extensions():
+    from qinco_codec.rq_init import beam_step
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 8, generator=g)
+    cb1, cb2 = torch.randn(5, 8, generator=g), torch.randn(6, 8, generator=g)
+    r, e = beam_step(x.unsqueeze(1), (x * x).sum(1, keepdim=True), cb1, 3)
+    r, e = beam_step(r, e, cb2, 4)
+    # brute force over all 5 x 6 pairs, restricted to the 3 best first steps (what a beam keeps)
+    for i in range(len(x)):
+        first = ((x[i] - cb1) ** 2).sum(1).argsort()[:3]
+        errs = sorted(float(((x[i] - cb1[a] - cb2[b]) ** 2).sum()) for a in first for b in range(6))
+        np.testing.assert_allclose(e[i].numpy(), errs[:4], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose((r[i] ** 2).sum(1).numpy(), e[i].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_beam_of_one_is_greedy_residual_kmeans():
+    from qinco_codec.rq_init import beam_residual_kmeans
+    x = _anisotropic(3000, 32, seed=4)
+    greedy = residual_kmeans(x, 3, 16, iters=5, seed=0)
+    beam1 = beam_residual_kmeans(x, 3, 16, beam=1, iters=5, seed=0)
+    for a, b in zip(greedy, beam1):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_beam_trained_codebooks_code_held_out_vectors_better():
+    from qinco_codec.rq_init import beam_residual_kmeans
+    x = _anisotropic(8000, 64, seed=5)
+    xt, xb = _normalised(x[:6000].contiguous(), x[6000:].contiguous())
+    greedy = residual_kmeans(xt, 4, 32, iters=8, seed=0)
+    beam = beam_residual_kmeans(xt, 4, 32, beam=5, iters=8, seed=0)
+    assert _beam_mse(xb, beam, 5) < _beam_mse(xb, greedy, 5)
