@@ -23,7 +23,7 @@ from qinco_codec import datasets
 
 LAYERS = {
     "cli": ("test_cli.py", "test_bench_rd.py", "test_bench_speed.py", "test_bench_search.py",
-            "test_cli_search.py"),
+            "test_cli_search.py", "test_bench_filesize.py"),
     "spec": ("test_qnc_format.py", "test_spec_reader.py", "test_model_spec.py",
              "test_model_format.py", "test_readme.py"),
 }

@@ -4,6 +4,7 @@ The subcommands live in their own modules (bench_speed.py, bench_rd.py, bench_se
 one only groups them.
 faiss is an optional extra (`pip install qinco-codec[bench]`), needed only here.
 """
+from .bench_filesize import filesize
 from .bench_rd import rd
 from .bench_search import search
 from .bench_speed import speed
@@ -13,6 +14,7 @@ EXAMPLE = """
 qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --threads 1
 qinco-bench rd --dataset glove50 --bytes 8 16 --budget-minutes 20 --out docs/rd-glove50
 qinco-bench search --dataset glove50 --bytes 8 16 --train-minutes 5 --out docs/search-glove50
+qinco-bench filesize --dataset glove50 --sizes 10000 30000 100000 --bytes 16 --out docs/filesize-glove50
 """
 
 
@@ -27,6 +29,7 @@ def main():
 main.add_command(speed)
 main.add_command(rd)
 main.add_command(search)
+main.add_command(filesize)
 
 
 if __name__ == "__main__":
