@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..validation import as_float_matrix
 from .additive import fit_additive
 from .ivf import IVF, probe
-from .lut import METRICS, code_offsets, lookup_tables, row_sqnorms, scan_all
+from .lut import METRICS, flat_indices, lookup_tables, row_sqnorms, scan_all
 
 # Shortlist size when none is given: max(k, DEFAULT_SHORTLIST). On GloVe-50 (qinco2-XS trained
 # 20 min, 16 B, 100k rows) the additive decoder ranks almost as the model does and a shortlist
@@ -176,8 +176,7 @@ class SearchIndex:
             return out
         qidx = np.repeat(np.arange(Q), per_query)                        # (P,)
         MK = self.steps * self.K
-        flat = torch.from_numpy(code_offsets(self._codes[pos], self.K))  # (P, m)
-        flat += torch.from_numpy(qidx * MK)[:, None]
+        flat = flat_indices(self._codes[pos], self.K, torch.from_numpy(qidx * MK), Q * MK)  # (P, m)
         table = torch.from_numpy(np.ascontiguousarray(tables.reshape(-1, 1)))
         sc = torch.nn.functional.embedding_bag(flat, table, mode="sum")[:, 0]   # (P,)
         if metric == "l2":
