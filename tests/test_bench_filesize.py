@@ -97,12 +97,12 @@ def test_subsets_and_curve_rows_are_seeded_and_disjoint():
     a, b = fs.subset_rows(10_000, 1_000, 0), fs.subset_rows(10_000, 1_000, 0)
     assert np.array_equal(a, b) and len(np.unique(a)) == 1_000
     assert np.array_equal(fs.subset_rows(500, 500, 3), np.arange(500))
-    train, test, held = fs.curve_rows(10_000, 3_000, 2_000, 0)
-    assert held and len(train) == 2_000 and len(test) == fs.HELD_OUT_ROWS
-    assert np.isin(train, fs.subset_rows(10_000, 3_000, 0)).all()
-    assert not np.isin(test, train).any()
-    train, test, held = fs.curve_rows(3_000, 3_000, 100_000, 0)
-    assert not held and np.isin(test, train).all()     # no other rows: measured on trained ones
+    rows = fs.curve_rows(10_000, 3_000, 2_000, 0)
+    chosen = fs.subset_rows(10_000, 3_000, 0)
+    assert len(rows["train"]) == 2_000 and np.isin(rows["train"], chosen).all()
+    assert len(rows["collection"]) == fs.HELD_OUT_ROWS and np.isin(rows["collection"], chosen).all()
+    assert len(rows["held_out"]) == fs.HELD_OUT_ROWS and not np.isin(rows["held_out"], rows["train"]).any()
+    assert fs.curve_rows(3_000, 3_000, 100_000, 0)["held_out"] is None    # no other rows
 
 
 # ---------------------------------------------------------------- end to end

@@ -60,6 +60,7 @@ CROSSOVER_COLUMNS = [
     ("sizes", "sizes measured", ""),
     ("measured", "network wins from (measured)", ""),
     ("computed", "network wins from (computed)", ""),
+    ("computed_held_out", "computed on held-out rows", ""),
 ]
 
 
@@ -205,17 +206,19 @@ def subset(x, n, seed):
 
 
 def curve_rows(total, n, train_size, seed):
-    """(training rows, held-out rows, whether those are held out) for the codebooks-only curve:
-    a seeded sample of min(n, train_size) rows of the n-row subset, and HELD_OUT_ROWS rows of the
-    whole collection outside that sample (rows of the sample when there are too few others)."""
+    """The rows of the codebooks-only curve: {'train': a seeded sample of min(n, train_size) rows
+    of the n-row subset (`subset_rows`), 'collection': HELD_OUT_ROWS rows of that subset (rows the
+    file compresses: trained on when n <= train_size, as in rate control's own comparison), and
+    'held_out': HELD_OUT_ROWS rows of the whole collection outside the training sample (None when
+    there are too few)}."""
     rng = np.random.default_rng(seed + 2)
     chosen = subset_rows(total, n, seed)
     train = np.sort(rng.choice(chosen, min(n, train_size), replace=False))
+    collection = np.sort(rng.choice(chosen, min(n, HELD_OUT_ROWS), replace=False))
     others = np.setdiff1d(np.arange(total), train)
-    held = len(others) >= HELD_OUT_ROWS
-    pool = others if held else train
-    test = np.sort(rng.choice(pool, min(len(pool), HELD_OUT_ROWS), replace=False))
-    return train, test, held
+    held_out = (np.sort(rng.choice(others, HELD_OUT_ROWS, replace=False))
+                if len(others) >= HELD_OUT_ROWS else None)
+    return {"train": train, "collection": collection, "held_out": held_out}
 
 
 # ---------------------------------------------------------------- measuring
@@ -301,23 +304,27 @@ def measure_size(data, n, steps, max_minutes, seed, faiss, quiet, step):
     return row
 
 
-def codebooks_curve(train, test, steps, s_max, seed, refine_seconds, quiet):
-    """Held-out MSE on `test` of one codebooks-only model of s_max steps at each prefix
-    steps..s_max: fitted on `train` (rate_control.fit_codebooks_only), refined for
-    `refine_seconds` as rate control refines its own (0: greedy), stored as float16.
-    Returns {steps: MSE}."""
+def codebooks_curve(train, tests, steps, s_max, seed, refine_seconds, quiet):
+    """The MSE of one codebooks-only model of s_max steps at each prefix steps..s_max, on each
+    set of rows in `tests` (name -> rows): {name: {steps: MSE}}. Fitted on `train`
+    (rate_control.fit_codebooks_only), refined for `refine_seconds` as rate control refines its
+    own (0: not refined), stored as float16 (as a file holds it)."""
     from .. import rate_control as rc
     model = rc.fit_codebooks_only(train, s_max, K, seed)
     if refine_seconds > 0:
         model = rc.refined(model, rc.refine_sample(train, seed), refine_seconds, quiet=quiet)
-    model = rc.stored_model(model, "float16")[1]     # the codebooks as a file stores them
-    codes = model.encode(test)
-    return {s: mse_of(test, model.decode(codes, steps=s)) for s in range(steps, s_max + 1)}
+    model = rc.stored_model(model, "float16")[1]
+    curves = {}
+    for name, x in tests.items():
+        codes = model.encode(x)
+        curves[name] = {s: mse_of(x, model.decode(codes, steps=s)) for s in range(steps, s_max + 1)}
+    return curves
 
 
 def crossover(name, data, rows, steps, seed, refine_seconds, quiet):
     """The crossover entry of one dataset from the measured rows (see the module docstring)."""
     from .. import rate_control as rc
+    from ..compressor import DEFAULT_TRAIN_SIZE
 
     sizes = [r["n"] for r in rows]
     points = [(r["n"], r["model_choice"].get("network_mse"), r["model_choice"].get("codebooks_mse"))
@@ -338,11 +345,12 @@ def crossover(name, data, rows, steps, seed, refine_seconds, quiet):
     choice = last["model_choice"]
     seen = [r["model_choice"].get("codebooks_steps") or steps for r in compared]
     s_max = min(max(seen), rc.COMPARE_STEPS_FACTOR * steps)
-    from ..compressor import DEFAULT_TRAIN_SIZE
-    train, test, held = curve_rows(len(data), last["n"], DEFAULT_TRAIN_SIZE, seed)
-    curve = codebooks_curve(data[train], np.ascontiguousarray(data[test]), steps, s_max, seed,
-                            refine_seconds, quiet)
-    n_train = len(train)
+    rows_of = curve_rows(len(data), last["n"], DEFAULT_TRAIN_SIZE, seed)
+    tests = {k: np.ascontiguousarray(data[r]) for k, r in rows_of.items()
+             if k != "train" and r is not None}
+    curves = codebooks_curve(data[rows_of["train"]], tests, steps, s_max, seed, refine_seconds,
+                             quiet)
+    curve = curves["collection"]
     dim, net_mse, model_bytes = data.shape[1], choice["network_mse"], choice["network_model_bytes"]
 
     def fitting(n):
@@ -350,9 +358,15 @@ def crossover(name, data, rows, steps, seed, refine_seconds, quiet):
 
     computed = crossover_beyond(net_mse, curve, fitting, last["n"])
     entry.update({"computed_n": computed, "from_n": last["n"], "network_mse": net_mse,
-                  "curve": {str(s): v for s, v in curve.items()}, "curve_held_out": held,
-                  "curve_trained_on": n_train, "curve_refine_seconds": refine_seconds,
+                  "curve": {str(s): v for s, v in curve.items()},
+                  "curve_trained_on": len(rows_of["train"]), "curve_refine_seconds": refine_seconds,
                   "curve_s_max": s_max})
+    if "held_out" in curves:   # the same against rows no model trained on
+        held = curves["held_out"]
+        entry["curve_held_out"] = {str(s): v for s, v in held.items()}
+        entry["computed_held_out_n"] = crossover_beyond(net_mse, held, fitting, last["n"])
+        entry["computed_held_out"] = computed_text(entry["computed_held_out_n"], last["n"],
+                                                   net_mse, held[steps], steps)
     if choice.get("codebooks_steps") in curve and choice.get("codebooks_mse"):
         # how the curve's codebooks compare with rate control's own at the steps it compared
         entry["curve_vs_rate_control"] = curve[choice["codebooks_steps"]] / choice["codebooks_mse"]
@@ -439,7 +453,9 @@ def markdown(result):
         "Measured: rate control's own comparison at each n (held-out MSE of the network against "
         "codebooks only with the steps that fit the network's file). Computed: the network's MSE "
         "at the largest n measured against a codebooks-only model's held-out MSE at the steps "
-        "that fit the network's file at larger n.", "",
+        "that fit the network's file at larger n, that MSE measured on rows of the collection (as "
+        "rate control measures: rows it trained on when n is at most its training sample) and, "
+        "in the last column, on rows outside the training sample.", "",
         crossover_table(result, markdown=True), "",
         "Commands:", "", "```", *result["commands"], "```", "",
         f"Software: qinco-codec {env['qinco_codec']}, torch {env['torch']}, faiss {env['faiss']}, "
