@@ -113,7 +113,7 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
         return model, weight_dtype, len(sample), steps, None
     started = time.monotonic()
     held_out, _ = _sample(src, len(sample), seed)
-    compare_on = rc.quality_sample_or_train(held_out, sample)
+    compare_on, label = rc.quality_sample_or_train(held_out, sample)
     n, dim = src.n, src.dim
     meta_bytes = None if metadata is None else len(rc.encode_json(metadata, "metadata"))
 
@@ -147,7 +147,7 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
             fit_codebooks(m_cb), reserve if m_net >= 2 else seconds_left())
         network = None if m_net < 2 else _train_network(sample, m_net, preset, {}, minutes_left(), seed,
                                                         device, quiet, unit_norm)
-        choice = rc.decide_file_budget(network, codebooks, compare_on, file_bytes, device)
+        choice = rc.decide_file_budget(network, codebooks, compare_on, file_bytes, device, label)
     else:
         fit = None
         if model_choice != "codebooks":
@@ -171,7 +171,8 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
             choice = rc.decide_fixed_rate(stored, len(embedded), codebooks, steps, compare_on, n,
                                           chunk_rows, meta_bytes, fit.weight_dtype, device,
                                           refine_on=rc.refine_sample(sample, seed),
-                                          refine_seconds=seconds_left(), quiet=quiet)
+                                          refine_seconds=seconds_left(), quiet=quiet,
+                                          label=label)
             if choice.kind == "network":
                 choice = choice._replace(model=network)
     note(choice.line, quiet)

@@ -1,7 +1,9 @@
 """Rate control for self-contained files: what a .qnc that embeds its own model holds, so that the
 whole file, model counted, gives the lowest error it can for its size.
 
-Two kinds of model compete, both measured on the same held-out sample of the input:
+Two kinds of model compete, both measured on the same sample of the input (held out from
+training when the input has rows training did not take; else rows of the training sample, which
+are then rows of the file itself: for a file the error on its own rows is what counts):
 
 * the network: the preset `qinco-compress` trains (sized by sizing.py, stored decode-only);
 * codebooks only: the residual quantizer every network starts from. An untrained QINCo2 step is
@@ -215,7 +217,7 @@ def codebooks_only_choice(codebooks, n):
 
 def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chunk_rows,
                       metadata_bytes, network_dtype, device="auto", refine_on=None, refine_seconds=0.0,
-                      quiet=True):
+                      quiet=True, label="held-out"):
     """At `steps` codes per vector: the network, or codebooks only when they reach a lower error in
     a file no larger than the network's. `codebooks`: a greedy codebooks-only model of at least
     `steps` steps (the comparison uses as many of them as fit the network's file size), refined on
@@ -240,11 +242,11 @@ def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chu
     per_vector = net_size / n
     measured = {"network_mse": net_mse, "network_steps": steps, "network_model_bytes": network_bytes,
                 "network_file_bytes": net_size, "codebooks_mse": cb_mse, "codebooks_steps": equal,
-                "codebooks_model_bytes": _codebooks_only_bytes(dim, equal, K)}
+                "codebooks_model_bytes": _codebooks_only_bytes(dim, equal, K), "compared_on": label}
     if net_mse <= cb_mse:
         return Choice(network, "network", steps, network_dtype,
                       f"model: network {network.config.preset} ({network_bytes:,} bytes, "
-                      f"{per_vector:,.1f} bytes/vector in all), held-out MSE {net_mse:.4g} at {steps} "
+                      f"{per_vector:,.1f} bytes/vector in all), {label} MSE {net_mse:.4g} at {steps} "
                       f"steps; codebooks only reach {cb_mse:.4g} in the same file size ({equal} steps)",
                       measured)
     if equal == steps:
@@ -257,11 +259,12 @@ def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chu
            "the network did not learn enough to beat them (a longer --max-minutes may)")
     return Choice(chosen, CODEBOOKS_ONLY, steps, "float16",
                   f"model: codebooks only, no network: the network ({network_bytes:,} bytes) reaches "
-                  f"held-out MSE {net_mse:.4g} at {steps} steps, codebooks only {cb_mse:.4g} in the "
+                  f"{label} MSE {net_mse:.4g} at {steps} steps, codebooks only {cb_mse:.4g} in the "
                   f"same file size ({equal} steps); {why}", measured)
 
 
-def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="auto"):
+def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="auto",
+                       label="held-out"):
     """Under a whole-file budget: the candidate with the lower held-out error (either may be None
     when the budget does not allow it). Both are stored with float16 weights."""
     results = []
@@ -272,14 +275,16 @@ def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="
     mse, kind, model, dtype = min(results, key=lambda r: r[0])
     measured = {f"{'network' if k == 'network' else 'codebooks'}_{what}": value
                 for m, k, mod, _ in results for what, value in (("mse", m), ("steps", mod.M))}
+    measured["compared_on"] = label
     others = "; ".join(f"{k} {m:.4g} at {mod.M} steps" for m, k, mod, _ in results if k != kind)
     return Choice(model, kind, model.M, dtype,
                   f"model: {kind} ({model.M} steps) within --file-bytes {budget_per_vector:g}: "
-                  f"held-out MSE {mse:.4g}" + (f" (against {others})" if others else ""), measured)
+                  f"{label} MSE {mse:.4g}" + (f" (against {others})" if others else ""), measured)
 
 
 def quality_sample_or_train(held_out, train_sample, rows=2000):
-    """The rows to compare candidates on: the held-out quality sample when there is one."""
+    """The rows to compare candidates on and what they are: the held-out quality sample when
+    there is one ("held-out"), else the first `rows` of the training sample ("in-sample")."""
     if held_out is not None and len(held_out):
-        return held_out
-    return np.asarray(train_sample[:rows], dtype=np.float32)
+        return held_out, "held-out"
+    return np.asarray(train_sample[:rows], dtype=np.float32), "in-sample"
