@@ -112,8 +112,8 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
         model = _train_network(sample, steps, preset, overrides, max_minutes, seed, device, quiet, unit_norm)
         return model, weight_dtype, len(sample), steps, None
     started = time.monotonic()
-    held_out, _ = _sample(src, len(sample), seed)
-    compare_on, label = rc.quality_sample_or_train(held_out, sample)
+    quality_rows, held = _sample(src, len(sample), seed)
+    compare_on, label = rc.quality_sample_or_train(quality_rows, sample, held)
     n, dim = src.n, src.dim
     meta_bytes = None if metadata is None else len(rc.encode_json(metadata, "metadata"))
 

@@ -39,7 +39,7 @@ PROBE_ITERS = 10
 # float32): all B·PROBE_ROWS beam hypotheses up to d = 128, fewer above (its time grows as
 # points·d: 91 s for 16 steps of 150k 384-d points on one thread).
 BEAM_TRAIN_FLOATS = 1 << 25
-# Share of the time budget kept for refining the codebooks-only model (rq_refine.py).
+# Share of the time budget kept for refining a codebooks-only model (rq_refine.py).
 REFINE_SHARE = 0.2
 # Most steps the codebooks-only model is fitted to when it is the comparison at a fixed rate:
 # this many times the requested steps (a network that needs more to be matched is kept).
@@ -220,9 +220,11 @@ def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chu
                       quiet=True, label="held-out"):
     """At `steps` codes per vector: the network, or codebooks only when they reach a lower error in
     a file no larger than the network's. `codebooks`: a greedy codebooks-only model of at least
-    `steps` steps (the comparison uses as many of them as fit the network's file size), refined on
-    `refine_on` (rows of the training sample) for `refine_seconds` in all, at the steps compared
-    and, when they win, at `steps`."""
+    `steps` steps (the comparison uses as many of them as fit the network's file size).
+
+    Refinement on `refine_on` (rows of the training sample), `refine_seconds` in all, goes first
+    to the model stored: the compared codebooks are refined (half the time) only when the network
+    beats them unrefined; codebooks only, once chosen, are refined at `steps` with what is left."""
     dim, K = network.dim, network.K
     net_size = _container_bytes(n, steps, K, chunk_rows, network_bytes,
                                 _config_bytes(network.config), metadata_bytes)
@@ -230,15 +232,11 @@ def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chu
                                                              metadata_bytes, codebooks.M)))
     net_mse = held_out_mse(network, held_out, device=device)
     started = time.monotonic()
-    share = refine_seconds if equal == steps else refine_seconds / 2
-
-    def polished(m):
-        small = first_steps(codebooks, m)
-        return small if refine_on is None else refined(small, refine_on, share, device, quiet)
-
-    at_equal = polished(equal)
-    cb_at_equal = stored_model(at_equal, "float16")[1]
-    cb_mse = held_out_mse(cb_at_equal, held_out, device=device)
+    at_equal, polished = first_steps(codebooks, equal), False
+    cb_mse = held_out_mse(stored_model(at_equal, "float16")[1], held_out, device=device)
+    if net_mse <= cb_mse and refine_on is not None:     # close: refined codebooks may still win
+        at_equal, polished = refined(at_equal, refine_on, refine_seconds / 2, device, quiet), True
+        cb_mse = held_out_mse(stored_model(at_equal, "float16")[1], held_out, device=device)
     per_vector = net_size / n
     measured = {"network_mse": net_mse, "network_steps": steps, "network_model_bytes": network_bytes,
                 "network_file_bytes": net_size, "codebooks_mse": cb_mse, "codebooks_steps": equal,
@@ -249,11 +247,13 @@ def decide_fixed_rate(network, network_bytes, codebooks, steps, held_out, n, chu
                       f"{per_vector:,.1f} bytes/vector in all), {label} MSE {net_mse:.4g} at {steps} "
                       f"steps; codebooks only reach {cb_mse:.4g} in the same file size ({equal} steps)",
                       measured)
-    if equal == steps:
+    if equal == steps and polished:
         chosen = at_equal
     else:
-        share = max(refine_seconds - (time.monotonic() - started), 0.0)
-        chosen = polished(steps)
+        chosen = first_steps(codebooks, steps)
+        if refine_on is not None:
+            left = max(refine_seconds - (time.monotonic() - started), 0.0)
+            chosen = refined(chosen, refine_on, left, device, quiet)
     why = (f"{n:,} vectors are too few to pay for a network (share one trained on more data: "
            f"--model PATH --no-embed-model)" if equal > steps else
            "the network did not learn enough to beat them (a longer --max-minutes may)")
@@ -282,9 +282,10 @@ def decide_file_budget(network, codebooks, held_out, budget_per_vector, device="
                   f"{label} MSE {mse:.4g}" + (f" (against {others})" if others else ""), measured)
 
 
-def quality_sample_or_train(held_out, train_sample, rows=2000):
-    """The rows to compare candidates on and what they are: the held-out quality sample when
-    there is one ("held-out"), else the first `rows` of the training sample ("in-sample")."""
-    if held_out is not None and len(held_out):
-        return held_out, "held-out"
+def quality_sample_or_train(quality_rows, train_sample, held, rows=2000):
+    """The rows to compare candidates on and what they are: the quality sample of the input when
+    there is one ("held-out" when `held`, none of its rows trained on; else "in-sample"), else
+    the first `rows` of the training sample ("in-sample")."""
+    if quality_rows is not None and len(quality_rows):
+        return quality_rows, "held-out" if held else "in-sample"
     return np.asarray(train_sample[:rows], dtype=np.float32), "in-sample"

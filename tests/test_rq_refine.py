@@ -64,3 +64,24 @@ def test_refined_codebooks_beat_faiss_rq_on_held_out_glove(glove):
     theirs = float(((rq.decode(rq.compute_codes(base)) - base) ** 2).sum(1).mean())
     assert ours < greedy
     assert ours < theirs, (ours, theirs, greedy)
+
+
+def test_rate_control_refines_the_codebooks_it_stores(glove):
+    """Codebooks only, chosen at a fixed rate, are refined at the steps stored (not only at the
+    larger number of steps they were compared at), within the time given."""
+    from qinco_codec.model import QincoModel
+    from qinco_codec.rq_init import init_from_rq
+    train = glove[0][:4000]
+    codebooks = rc.fit_codebooks_only(train, 6, 256)
+    network = init_from_rq(QincoModel.from_preset("qinco2-XS", 50, 4), train, iters=2)
+    data, _ = rc.stored_model(network, "float16", decode_only=True)
+    choice = rc.decide_fixed_rate(network, len(data), codebooks, 4, train[:1000], 4000, 65536, None,
+                                  "float16", refine_on=train, refine_seconds=60, label="in-sample")
+    assert choice.kind == "codebooks-only" and choice.model.M == 4
+    assert "in-sample MSE" in choice.line and choice.measured["codebooks_steps"] == 6
+    unrefined = rc.first_steps(codebooks, 4)
+    assert _mse(choice.model, train) < _mse(unrefined, train)
+    untouched = rc.decide_fixed_rate(network, len(data), codebooks, 4, train[:1000], 4000, 65536,
+                                     None, "float16")
+    np.testing.assert_array_equal(rq_refine.codebooks_of(untouched.model),
+                                  rq_refine.codebooks_of(unrefined))
