@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from cli_util import cli_runner  # noqa: E402
+from cli_util import cli_runner, one_line_error, restore_threads  # noqa: E402,F401
 from qinco_codec.bench import filesize as fs  # noqa: E402
 from qinco_codec.cli.bench import main as bench_main  # noqa: E402
 
@@ -19,14 +19,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def restore_threads():
-    """--threads 1 sets torch's and faiss's thread counts for the whole process: put them back."""
-    import faiss
-    import torch
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+def _threads_put_back(restore_threads):
     yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
 
 
 # ---------------------------------------------------------------- the faiss size rule
@@ -156,34 +150,28 @@ def test_help_has_examples():
 
 
 # ---------------------------------------------------------------- refusals
-def _one_line_error(result, code):
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qinco-bench: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_refuses_a_size_larger_than_the_collection(collection, tmp_path):
-    line = _one_line_error(invoke("--data", collection, "--sizes", 1000, 5000, "--out", tmp_path), 1)
+    line = one_line_error(invoke("--data", collection, "--sizes", 1000, 5000, "--out", tmp_path), 1)
     assert "5,000 is larger than the collection (3,000 rows)" in line
 
 
 def test_refuses_a_size_below_256(collection, tmp_path):
-    line = _one_line_error(invoke("--data", collection, "--sizes", 100, "--out", tmp_path), 1)
+    line = one_line_error(invoke("--data", collection, "--sizes", 100, "--out", tmp_path), 1)
     assert "below 256" in line
 
 
 def test_refuses_an_unknown_dataset(tmp_path):
-    line = _one_line_error(invoke("--dataset", "sift1m", "--out", tmp_path), 2)
+    line = one_line_error(invoke("--dataset", "sift1m", "--out", tmp_path), 2)
     assert "sift1m" in line
 
 
 def test_refuses_a_missing_file(tmp_path):
-    line = _one_line_error(invoke("--data", tmp_path / "nope.npy", "--out", tmp_path), 1)
+    line = one_line_error(invoke("--data", tmp_path / "nope.npy", "--out", tmp_path), 1)
     assert "no such file" in line
 
 
 def test_refuses_both_or_neither_source(collection, tmp_path):
-    _one_line_error(invoke("--out", tmp_path), 2)
-    _one_line_error(invoke("--dataset", "glove50", "--data", collection, "--out", tmp_path), 2)
+    one_line_error(invoke("--out", tmp_path), 2)
+    one_line_error(invoke("--dataset", "glove50", "--data", collection, "--out", tmp_path), 2)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("faiss")
 pytest.importorskip("matplotlib")
 
-from cli_util import cli_runner  # noqa: E402
+from cli_util import cli_runner, one_line_error, restore_threads  # noqa: E402,F401
 from qinco_codec.cli.bench import main as bench_main  # noqa: E402
 from qinco_codec.evaluation import knn  # noqa: E402
 
@@ -45,15 +45,8 @@ QUICK = ["--threads", "1", "--budget-minutes", "0.02", "--epochs", "1", "--sampl
 
 
 @pytest.fixture(scope="module", autouse=True)
-def restore_threads():
-    """--threads 1 (no oversubscription on a loaded machine) sets torch's and faiss's thread
-    counts for the whole process: put them back afterwards."""
-    import faiss
-    import torch
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+def _threads_put_back(restore_threads):
     yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")
@@ -155,36 +148,30 @@ def test_extra_beams_and_float16_weights(files, tmp_path):
     assert f16["mse"] == pytest.approx(f32["mse"], rel=0.02)
 
 
-def _one_line_error(result, code):
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qinco-bench: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_usage_errors(files, tmp_path):
-    assert "--gt needs --queries" in _one_line_error(
+    assert "--gt needs --queries" in one_line_error(
         invoke(files["base"], "--gt", files["gt"], "--out", tmp_path), 2)
-    assert "DATA or --dataset" in _one_line_error(invoke("--out", tmp_path), 2)
-    assert "needs --train" in _one_line_error(
+    assert "DATA or --dataset" in one_line_error(invoke("--out", tmp_path), 2)
+    assert "needs --train" in one_line_error(
         invoke(files["base"], "--protocol", "heldout", "--out", tmp_path), 2)
-    assert "--methods" in _one_line_error(invoke(files["base"], "--methods", "nope"), 2)
+    assert "--methods" in one_line_error(invoke(files["base"], "--methods", "nope"), 2)
 
 
 def test_input_errors(files, tmp_path):
     bad_q = tmp_path / "q8.npy"
     np.save(bad_q, np.zeros((5, 8), np.float32))
-    assert "dimension 8" in _one_line_error(
+    assert "dimension 8" in one_line_error(
         invoke(files["base"], "--queries", bad_q, "--methods", "sq", "--out", tmp_path), 1)
     bad_gt = tmp_path / "gt.npy"
     np.save(bad_gt, np.zeros((7, 10), np.int64))
-    assert "7 rows" in _one_line_error(
+    assert "7 rows" in one_line_error(
         invoke(files["base"], "--queries", files["queries"], "--gt", bad_gt, "--methods", "sq",
                "--out", tmp_path), 1)
     small = tmp_path / "small.npy"
     np.save(small, np.ones((100, DIM), np.float32))
-    assert "at least 256 training vectors" in _one_line_error(
+    assert "at least 256 training vectors" in one_line_error(
         invoke(small, "--methods", "pq", "--out", tmp_path), 1)
 
 
@@ -234,11 +221,11 @@ def test_baselines_from_reuses_faiss_rows_and_measures_ours(files, tmp_path):
     assert "reused_from" not in sq8  # a reference the earlier run lacked: measured now
     other = invoke(files["base"], "--protocol", "self", "--threads", "1", "--quiet", "--methods", "pq",
                    "--bytes", "4", "--baselines-from", first / "rd.json", "--out", tmp_path / "third")
-    line = _one_line_error(other, 1)
+    line = one_line_error(other, 1)
     assert "cannot reuse the baselines" in line and "protocol" in line
     missing = invoke(*args, "--bytes", "4", "--baselines-from", tmp_path / "nope.json",
                      "--out", tmp_path / "fourth")
-    assert "--baselines-from: no earlier run at" in _one_line_error(missing, 1)
+    assert "--baselines-from: no earlier run at" in one_line_error(missing, 1)
 
 
 @pytest.mark.parametrize("spelling", [
@@ -261,5 +248,5 @@ def test_multi_value_spellings_agree(spelling):
 
 
 def test_multi_value_bad_integer_is_a_usage_error(tmp_path):
-    line = _one_line_error(invoke("--bytes", "8,x", "--dataset", "glove50", "--out", tmp_path), 2)
+    line = one_line_error(invoke("--bytes", "8,x", "--dataset", "glove50", "--out", tmp_path), 2)
     assert "--bytes" in line and "expected integers, got 'x'" in line

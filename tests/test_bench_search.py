@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("faiss")
 pytest.importorskip("matplotlib")
 
-from cli_util import cli_runner  # noqa: E402
+from cli_util import cli_runner, one_line_error, restore_threads  # noqa: E402,F401
 from qinco_codec.bench import search as bench  # noqa: E402
 from qinco_codec.cli.bench import main as bench_main  # noqa: E402
 
@@ -21,14 +21,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def restore_threads():
-    """The benchmark sets torch's and faiss's thread counts for the process: put them back."""
-    import faiss
-    import torch
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+def _threads_put_back(restore_threads):
     yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")
@@ -174,40 +168,35 @@ def test_targets_and_frontier_hand_made():
     assert "NOT met by -0.010" in bench.target_lines(result)[0]
 
 
-def _one_line_error(result, code):
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qinco-bench: error: "), result.stderr
-    return lines[0]
 
 
 def test_usage_errors(files, tmp_path):
     base, q = files["base"], files["queries"]
-    assert "DATA or --dataset" in _one_line_error(invoke("--out", tmp_path), 2)
-    assert "DATA or --dataset" in _one_line_error(invoke(base, "--dataset", "glove50"), 2)
-    assert "needs --queries" in _one_line_error(invoke(base), 2)
-    assert "brings its own" in _one_line_error(invoke("--dataset", "glove50", "--queries", q), 2)
-    assert "--data-dir goes with" in _one_line_error(
+    assert "DATA or --dataset" in one_line_error(invoke("--out", tmp_path), 2)
+    assert "DATA or --dataset" in one_line_error(invoke(base, "--dataset", "glove50"), 2)
+    assert "needs --queries" in one_line_error(invoke(base), 2)
+    assert "brings its own" in one_line_error(invoke("--dataset", "glove50", "--queries", q), 2)
+    assert "--data-dir goes with" in one_line_error(
         invoke(base, "--queries", q, "--data-dir", tmp_path), 2)
-    assert "--methods" in _one_line_error(invoke(base, "--queries", q, "--methods", "nope"), 2)
-    assert "--bytes" in _one_line_error(invoke(base, "--queries", q, "--bytes", "0"), 2)
-    assert "--model goes with" in _one_line_error(
+    assert "--methods" in one_line_error(invoke(base, "--queries", q, "--methods", "nope"), 2)
+    assert "--bytes" in one_line_error(invoke(base, "--queries", q, "--bytes", "0"), 2)
+    assert "--model goes with" in one_line_error(
         invoke(base, "--queries", q, "--methods", "ivfpq", "--model", files["model"]), 2)
 
 
 def test_input_errors(files, tmp_path):
     base, q = files["base"], files["queries"]
-    assert "no such file" in _one_line_error(
+    assert "no such file" in one_line_error(
         invoke(base, "--queries", q, "--model", tmp_path / "none.safetensors"), 1)
     (tmp_path / "file").write_text("x")
-    assert "not a directory" in _one_line_error(
+    assert "not a directory" in one_line_error(
         invoke(base, "--queries", q, "--out", tmp_path / "file"), 1)
     np.save(tmp_path / "q8.npy", np.zeros((3, 8), np.float32))
-    assert "dimension 8" in _one_line_error(invoke(base, "--queries", tmp_path / "q8.npy",
+    assert "dimension 8" in one_line_error(invoke(base, "--queries", tmp_path / "q8.npy",
                                                    "--out", tmp_path / "o"), 1)
-    assert "below every --bytes" in _one_line_error(
+    assert "below every --bytes" in one_line_error(
         invoke(base, "--queries", q, "--model", files["model"], "--bytes", "4"), 1)
-    assert "train.npy does not exist" in _one_line_error(
+    assert "train.npy does not exist" in one_line_error(
         invoke("--dataset", "minilm384", "--data-dir", tmp_path, "--out", tmp_path / "o"), 1)
 
 
@@ -231,6 +220,6 @@ def test_baselines_from_keeps_the_faiss_rows(files, run, tmp_path):
         "ours, exhaustive", "ours, full decode", f"ours, IVF{NLIST}"}
     other = invoke(*common, *[a if a != NLIST else 2 for a in quick], "--baselines-from",
                    earlier, "--out", tmp_path / "other")
-    assert "differs in nlist (4 there, 2 here)" in _one_line_error(other, 1)
-    assert "no earlier run at" in _one_line_error(
+    assert "differs in nlist (4 there, 2 here)" in one_line_error(other, 1)
+    assert "no earlier run at" in one_line_error(
         invoke(*common, "--baselines-from", tmp_path / "none.json", "--out", tmp_path / "x"), 1)
