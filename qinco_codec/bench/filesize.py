@@ -450,12 +450,13 @@ def markdown(result):
         "RQ MSE @steps: faiss RQ at our code rate (smaller file), for reference.", "",
         format_table(result["rows"], COLUMNS, markdown=True), "",
         "## Crossover: the learned network against codebooks only in the same file size", "",
-        "Measured: rate control's own comparison at each n (held-out MSE of the network against "
-        "codebooks only with the steps that fit the network's file). Computed: the network's MSE "
-        "at the largest n measured against a codebooks-only model's held-out MSE at the steps "
-        "that fit the network's file at larger n, that MSE measured on rows of the collection (as "
-        "rate control measures: rows it trained on when n is at most its training sample) and, "
-        "in the last column, on rows outside the training sample.", "",
+        "Measured: rate control's own comparison at each n (the MSE of the network against "
+        "codebooks only with the steps that fit the network's file, on the rows rate control "
+        "compares on: held out from training, or rows it trained on when training took all n). "
+        "Computed: the network's MSE at the largest n measured against a codebooks-only model's "
+        "MSE at the steps that fit the network's file at larger n, that MSE measured on rows of "
+        "the collection (as rate control measures) and, in the last column, on rows outside the "
+        "training sample.", "",
         crossover_table(result, markdown=True), "",
         "Commands:", "", "```", *result["commands"], "```", "",
         f"Software: qinco-codec {env['qinco_codec']}, torch {env['torch']}, faiss {env['faiss']}, "
