@@ -175,3 +175,19 @@ def test_refuses_a_missing_file(tmp_path):
 def test_refuses_both_or_neither_source(collection, tmp_path):
     one_line_error(invoke("--out", tmp_path), 2)
     one_line_error(invoke("--dataset", "glove50", "--data", collection, "--out", tmp_path), 2)
+
+
+def test_the_stored_codebooks_file_bounds_the_curve_at_its_steps():
+    curve = {16: 0.594, 17: 0.495, 18: 0.414}
+    rows = [{"n": 10_000, "model_kind": "codebooks-only", "steps": 16, "mse": 0.21},
+            {"n": 100_000, "model_kind": "codebooks-only", "steps": 16, "mse": 0.537}]
+    entry = {}
+    fs.apply_stored_codebooks(entry, curve, rows, 16)
+    assert curve[16] == 0.537 and entry["curve_prefix_at_steps"] == 0.594
+    assert entry["curve_at_steps_from_file"]["n"] == 100_000
+    # the network at 0.583 then never beats codebooks only, even where they keep only 16 steps
+    assert fs.crossover_beyond(0.583, curve, lambda n: 16, 100_000) is None
+    network_rows = [{"n": 100_000, "model_kind": "network", "steps": 16, "mse": 0.4}]
+    untouched = dict(curve)
+    fs.apply_stored_codebooks({}, untouched, network_rows, 16)
+    assert untouched == curve
