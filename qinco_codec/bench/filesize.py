@@ -378,6 +378,7 @@ def crossover(name, data, rows, steps, seed, refine_seconds, quiet):
                   "curve_s_max": s_max})
     if "held_out" in curves:   # the same against rows no model trained on
         held = curves["held_out"]
+        apply_stored_codebooks({}, held, rows, steps)
         entry["curve_held_out"] = {str(s): v for s, v in held.items()}
         entry["computed_held_out_n"] = crossover_beyond(net_mse, held, fitting, last["n"])
         entry["computed_held_out"] = computed_text(entry["computed_held_out_n"], last["n"],
