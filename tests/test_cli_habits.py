@@ -315,7 +315,10 @@ SLOW_COMPRESS = """
 import sys, time
 from qinco_codec.formats.writer import QncWriter
 def slow_write(*args, **kwargs):  # called once the temporary file exists
-    time.sleep(120)
+    # short sleeps: a process-directed signal may land on one of torch's threads, which does not
+    # interrupt a long sleep of the main thread; its Python handler then runs within 0.1 s
+    for _ in range(1200):
+        time.sleep(0.1)
 QncWriter.write_codes = slow_write
 from qinco_codec.cli.compress import main
 sys.exit(main(sys.argv[1:], standalone_mode=False))
