@@ -35,10 +35,6 @@ CODEBOOKS_ONLY = "codebooks-only"   # the preset label of a model without a netw
 CODEBOOKS_BEAM = 5                  # faiss ResidualQuantizer's default beam (max_beam_size)
 PROBE_ROWS = 50_000
 PROBE_ITERS = 10
-# Residuals the beam-trained k-means of one step may see, times the dimension (128 MiB of
-# float32): all B·PROBE_ROWS beam hypotheses up to d = 128, fewer above (its time grows as
-# points·d: 91 s for 16 steps of 150k 384-d points on one thread).
-BEAM_TRAIN_FLOATS = 1 << 25
 # Share of the time budget kept for refining a codebooks-only model (rq_refine.py).
 REFINE_SHARE = 0.2
 # Most steps the codebooks-only model is fitted to when it is the comparison at a fixed rate:
@@ -75,8 +71,7 @@ def fit_codebooks_only(x, steps, K, seed=0, B=CODEBOOKS_BEAM):
     from .model import QincoModel
     from .rq_init import init_from_rq
     model = QincoModel(codebooks_only_config(x.shape[1], steps, K, B))
-    return init_from_rq(model, x, iters=PROBE_ITERS, seed=seed, max_points=PROBE_ROWS, beam=B,
-                        beam_points=max(PROBE_ROWS, BEAM_TRAIN_FLOATS // x.shape[1]))
+    return init_from_rq(model, x, iters=PROBE_ITERS, seed=seed, max_points=PROBE_ROWS, beam=B)
 
 
 def refine_sample(x, seed=0):

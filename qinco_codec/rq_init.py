@@ -18,6 +18,11 @@ import torch
 ASSIGN_CHUNK = 1 << 14
 LLOYD_ITERS = 10  # Lloyd iterations per codebook
 SPLIT_EPS = 1.0 / 1024  # relative offset between the two halves of a split cluster
+# Residuals the beam-trained k-means of one step may see by default, times the dimension (128 MiB
+# of float32), and never fewer than the vectors: all B hypotheses of 50k vectors up to
+# d = 128 at B = 5, fewer above (its time grows as points·d: 91 s for 16 steps of 150k 384-d
+# points on one thread).
+BEAM_TRAIN_FLOATS = 1 << 25
 
 
 def nearest(x, centroids):
@@ -139,11 +144,14 @@ def beam_step(residual, err, codebook, keep):
     return new_res, new_err
 
 
-def beam_residual_kmeans(x, M, K, beam, iters=LLOYD_ITERS, seed=0, max_points=None):
+def beam_residual_kmeans(x, M, K, beam, iters=LLOYD_ITERS, seed=0, max_points=None, stop=None,
+                         on_iteration=None):
     """M codebooks (each K x d) of residual k-means trained the way a beam search will use them
     (faiss ResidualQuantizer's training): step m's k-means runs on the residuals of all `beam`
     hypotheses kept per vector after the steps before it (at most `max_points` of them, a
-    seeded sample), then the hypotheses are extended by one beam-search step.
+    seeded sample), then the hypotheses are extended by one beam-search step. `stop`,
+    `on_iteration`: see the module docstring (the reserve counts, per step left, one assignment
+    pass and one beam-search step).
 
     Why: the beam's residuals are the ones the codebook will be asked to code, and the `beam`
     times more points per codeword generalise better. Measured on GloVe-50 (20k training
@@ -154,14 +162,25 @@ def beam_residual_kmeans(x, M, K, beam, iters=LLOYD_ITERS, seed=0, max_points=No
     residual = x.unsqueeze(1).clone()                                               # (n, 1, d)
     err = (x * x).sum(1, keepdim=True)                                              # (n, 1)
     codebooks = []
+    seconds = {"iteration": 0.0, "beam_step": 0.0}  # the last of each: the reserve per step left
+
+    def timed(s):
+        seconds["iteration"] = s
+        if on_iteration is not None:
+            on_iteration()
+
     for m in range(M):
         points = residual.reshape(-1, d)
         if max_points is not None and len(points) > max_points:
             points = points[torch.randperm(len(points), generator=gen)[:max_points]]
-        cb = kmeans(points.contiguous(), K, iters, gen)
+        step_stop = None if stop is None else (
+            lambda left=M - m: stop(left * (seconds["iteration"] + seconds["beam_step"])))
+        cb = kmeans(points.contiguous(), K, iters, gen, step_stop, timed)
         codebooks.append(cb)
         if m < M - 1:
+            t0 = time.monotonic()
             residual, err = beam_step(residual, err, cb, min(beam, residual.shape[1] * K))
+            seconds["beam_step"] = time.monotonic() - t0
     return codebooks
 
 
@@ -170,7 +189,8 @@ def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=N
                  beam=1, beam_points=None):
     """Set the model's normalisation from raw x and its codebooks from residual k-means on it
     (`stop`, `on_iteration`: see the module docstring). beam > 1: beam-trained residual k-means
-    (`beam_residual_kmeans`, on at most `beam_points` residuals a step; no stop)."""
+    (`beam_residual_kmeans`, on at most `beam_points` residuals a step; None: the larger of the
+    vectors and BEAM_TRAIN_FLOATS / d)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     if len(x) > max_points:
         gen = torch.Generator().manual_seed(seed)
@@ -179,8 +199,10 @@ def init_from_rq(model, x, iters=LLOYD_ITERS, seed=0, max_points=200_000, stop=N
     std = (x - mean).square().mean().sqrt().clamp_min(1e-12)
     model.set_normalization(mean, std)
     if beam > 1:
+        if beam_points is None:
+            beam_points = max(len(x), BEAM_TRAIN_FLOATS // x.shape[1])
         codebooks = beam_residual_kmeans((x - mean) / std, model.M, model.K, beam, iters, seed,
-                                         beam_points)
+                                         beam_points, stop, on_iteration)
     else:
         codebooks = residual_kmeans((x - mean) / std, model.M, model.K, iters, seed, stop, on_iteration)
     model.codebook0.copy_(codebooks[0])

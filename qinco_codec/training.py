@@ -309,7 +309,7 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
           batch_size=1024, samples_per_epoch=32768,
           lr=None, weight_decay=None, train_A=None, clip_value=None, clip_norm=None, last_step_loss=False,
           L=None, hidden=None, embed=None, A=None, B=None, share_steps=None,
-          noise=0.0, dropout=0.0,
+          noise=0.0, dropout=0.0, start_beam=1,
           device="auto", threads=None, quiet=False, on_epoch=None, return_history=False,
           M=None, bytes=None):
     """Train a model of `preset` with `steps` codes of K values per vector on vectors x (n, d) and
@@ -348,6 +348,9 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     RMS per coordinate) to every training batch (codes and loss then refer to the noisy vectors);
     `dropout` drops that share of the step networks' hidden units.
 
+    Start: `start_beam` > 1 trains the RQ start for a beam search of that width
+    (rq_init.beam_residual_kmeans, faiss ResidualQuantizer's way) instead of greedily.
+
     Runtime: `device` ('auto', 'cpu' or 'cuda'), `threads` (torch CPU threads during this call),
     `quiet` (no progress bar), `on_epoch(record)` called after each epoch (and its checkpoint)
     with that epoch's record. Runs with torch's deterministic algorithms.
@@ -379,6 +382,7 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     _check("threads", threads, threads is None or (_is_int(threads) and threads >= 1), "an integer >= 1")
     _check("dropout", dropout, _is_number(dropout) and 0.0 <= dropout < 1.0, "in [0, 1)")
     _check("noise", noise, _is_number(noise) and noise >= 0, ">= 0")
+    _check("start_beam", start_beam, _is_int(start_beam) and start_beam >= 1, "an integer >= 1")
     if epochs is None and max_minutes is None:
         epochs = DEFAULT_EPOCHS
     p = _recipe(preset, lr=lr, weight_decay=weight_decay, train_A=train_A, clip_value=clip_value,
@@ -389,14 +393,15 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
         model, history = _fit(x, p, M, K, shape, epochs=epochs, patience=patience,
                               val=val, seed=seed, checkpoint=checkpoint, batch_size=batch_size,
                               samples_per_epoch=samples_per_epoch, last_step_loss=last_step_loss, noise=noise,
-                              dropout=dropout, dev=group.device, quiet=quiet or not group.main,
+                              dropout=dropout, start_beam=start_beam, dev=group.device, quiet=quiet or not group.main,
                               on_epoch=on_epoch, group=group,
                               clock=_Clock(max_minutes * 60.0 if max_minutes else None, started))
     return TrainResult(model, history) if return_history else model
 
 
 def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_size,
-         samples_per_epoch, last_step_loss, noise, dropout, dev, quiet, on_epoch, group, clock):
+         samples_per_epoch, last_step_loss, noise, dropout, start_beam, dev, quiet, on_epoch, group,
+         clock):
     """The training run of train(), its options checked: p is the preset with the recipe applied,
     shape the model-shape overrides, group the distributed.Group of the ranks (each draws its
     share of every batch; see docs/scale-out.md), clock the _Clock of the budget.
@@ -407,6 +412,8 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
     model = QincoModel.from_preset(preset, x.shape[1], M, K, **shape)
     job = (data_fingerprint(xtrain, seed), xval.shape, p, shape, epochs, patience, batch_size,
            samples_per_epoch, last_step_loss, noise, dropout, checkpoint is None, clock.budget)
+    if start_beam > 1:  # (so that the fingerprint of a greedy start stays what it was)
+        job += (("start_beam", start_beam),)
     group.check_same(_digest(repr(job)), "the training data or options")
     ckpt = Checkpoint(checkpoint, model.config, xtrain, seed) if checkpoint else None
     state = ckpt.load() if ckpt else None
@@ -417,7 +424,8 @@ def _fit(x, p, M, K, shape, *, epochs, patience, val, seed, checkpoint, batch_si
     if state is None and group.main:  # the other ranks receive rank 0's start (broadcast_ below)
         with bar(total=M * LLOYD_ITERS, desc=f"RQ start M={M}", unit="it", quiet=quiet) as rq_bar:
             stop = (lambda reserve: clock.out(reserve + val_seconds)) if clock.budget else None
-            init_from_rq(model, xtrain, seed=seed, stop=stop, on_iteration=lambda: rq_bar.update(1))
+            init_from_rq(model, xtrain, seed=seed, stop=stop, on_iteration=lambda: rq_bar.update(1),
+                         beam=start_beam)
     model.to(dev)
     opt = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=base_lr)
     # elapsed: seconds counted against the budget so far; start_seconds: those the RQ start and

@@ -150,6 +150,21 @@ def test_extra_beams_and_float16_weights(files, tmp_path):
 
 
 
+def test_save_models_writes_the_model_that_was_measured(files, tmp_path):
+    """--save-models: DIR/models/PRESET-NB.safetensors is the trained model; encoded as the run
+    did, it gives the row's MSE."""
+    from qinco_codec.evaluation import mse
+    from qinco_codec import load_model
+    result = invoke(files["base"], "--protocol", "self", "--train-size", "600", "--methods", "qinco",
+                    "--bytes", "2", *QUICK, "--B", "1", "--save-models", "--quiet", "--out", tmp_path)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    row = json.loads((tmp_path / "rd.json").read_text())["rows"][0]
+    model = load_model(tmp_path / "models" / "qinco2-XS-2B.safetensors")
+    base = np.load(files["base"])
+    assert model.M == 2
+    assert mse(base, model.decode(model.encode(base, B=1))) == pytest.approx(row["mse"], rel=1e-5)
+
+
 def test_usage_errors(files, tmp_path):
     assert "--gt needs --queries" in one_line_error(
         invoke(files["base"], "--gt", files["gt"], "--out", tmp_path), 2)

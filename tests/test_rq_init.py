@@ -105,3 +105,22 @@ def test_beam_trained_codebooks_code_held_out_vectors_better():
     greedy = residual_kmeans(xt, 4, 32, iters=8, seed=0)
     beam = beam_residual_kmeans(xt, 4, 32, beam=5, iters=8, seed=0)
     assert _beam_mse(xb, beam, 5) < _beam_mse(xb, greedy, 5)
+
+
+def test_a_stopped_beam_trained_start_is_complete_and_an_unstopped_one_unchanged():
+    """The training budget's stop: a stop that never fires changes nothing; one that fires at
+    once still gives every codebook (the initial draws); it is asked before every Lloyd
+    iteration, with a reserve once one has been timed."""
+    from qinco_codec.rq_init import beam_residual_kmeans
+    x = _anisotropic(2000, 16, seed=6)
+    plain = beam_residual_kmeans(x, 3, 8, beam=4, iters=4, seed=0)
+    reserves = []
+    never = beam_residual_kmeans(x, 3, 8, beam=4, iters=4, seed=0,
+                                 stop=lambda reserve: reserves.append(reserve) or False)
+    for a, b in zip(plain, never):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert len(reserves) == 3 * 4 and reserves[0] == 0.0 and min(reserves[1:]) > 0
+    stopped = beam_residual_kmeans(x, 3, 8, beam=4, iters=4, seed=0, stop=lambda reserve: True)
+    assert [tuple(c.shape) for c in stopped] == [(8, 16)] * 3
+    assert all(bool(torch.isfinite(c).all()) for c in stopped)
+    assert _beam_mse(x, stopped, 4) > _beam_mse(x, plain, 4)

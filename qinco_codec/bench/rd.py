@@ -173,6 +173,9 @@ def run_qinco(preset, nbytes, prefixes, inputs, var, opts, quiet):
         model = train(inputs.train, preset=preset, steps=steps, max_minutes=opts["budget_minutes"],
                       epochs=opts["epochs"], samples_per_epoch=opts["samples_per_epoch"],
                       seed=opts["seed"], quiet=quiet)
+    if opts.get("models_dir"):
+        os.makedirs(opts["models_dir"], exist_ok=True)
+        model.save(os.path.join(opts["models_dir"], f"{preset}-{nbytes}B.safetensors"))
     weights = opts["weights"]
     blob = model_to_bytes(model, weights)
     if weights != "float32":  # encode and decode with the weights the file would hold
@@ -231,14 +234,15 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
         budget_minutes=5.0, epochs=None, samples_per_epoch=32768, lsq_train_size=20000,
         rotation_bits=(1, 2, 3, 4), prefix_bytes=None, A=None, B=None, extra_beams=(),
         weights="float32", opq_iters=None, lsq_iters=None, seed=0, quiet=False, on_rows=None,
-        previous=None, baseline_run=None):
+        previous=None, baseline_run=None, models_dir=None):
     """Every method on `inputs`; returns {'settings', 'environment', 'notes', 'warnings', 'rows',
     'complete'}. `on_rows(result)` is called with the partial result (complete=False) after each
     method, so that a long run that fails late keeps what it measured. `previous` (an earlier,
     interrupted result with the same settings) supplies the rows it already has: they are kept,
     not measured again. `baseline_run` (an earlier result on the same vectors, complete or not)
     supplies its faiss and reference rows, so that a new run of our presets is compared with
-    baselines measured once."""
+    baselines measured once. `models_dir`: where each of our trained models is written (float32,
+    as PRESET-NB.safetensors), for later benchmarks on the same models."""
     from ..evaluation import variance
 
     faiss = require_faiss()
@@ -342,7 +346,7 @@ def run(inputs, bytes_list=(4, 8, 16, 32), presets=("qinco2-XS",), methods=METHO
                         if extra_beams else ""))
         opts = {"budget_minutes": budget_minutes, "epochs": epochs,
                 "samples_per_epoch": samples_per_epoch, "seed": seed, "A": A, "B": B,
-                "extra_beams": extra_beams, "weights": weights}
+                "extra_beams": extra_beams, "weights": weights, "models_dir": models_dir}
         for preset in presets:
             for b in bytes_list:
                 if have(preset, b, our_rows=True):

@@ -99,6 +99,9 @@ def _earlier_run(path, option):
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--out", "out_dir", metavar="DIR", default="qinco-bench-rd", show_default=True,
               help="Directory for rd.json, rd.md and rd.png.")
+@click.option("--save-models", is_flag=True,
+              help="Also write each of our trained models to DIR/models/PRESET-NB.safetensors "
+                   "(float32), for qinco-bench search or speed on the same models.")
 @click.option("--resume", is_flag=True,
               help="Keep the rows of the interrupted run whose rd.json is in --out (same "
                    "settings required) and measure only the missing ones.")
@@ -110,7 +113,7 @@ def _earlier_run(path, option):
 def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, presets, methods,
        train_size, eval_size, budget_minutes, epochs, samples_per_epoch, lsq_train_size,
        rotation_bits, opq_iters, lsq_iters, A, B, extra_beams, weights, threads, seed, out_dir,
-       resume, baselines_from, quiet):
+       save_models, resume, baselines_from, quiet):
     """Rate-distortion: train and evaluate faiss PQ, OPQ+PQ, RQ (beam 5) and LSQ at every
     --bytes rate, the training-free references at their own rates (float16, SQ8, SQ4, and the
     rotation-based RaBitQ, TurboQuant and EDEN where this faiss has them) and our presets, on
@@ -187,7 +190,8 @@ def rd(data, dataset, queries, gt, train_path, protocol, nbytes, prefix_bytes, p
                        weights=weights, opq_iters=opq_iters,
                        lsq_iters=lsq_iters, seed=seed, quiet=quiet,
                        on_rows=lambda partial: bench.write_partial(partial, out_dir),
-                       previous=previous, baseline_run=baselines)
+                       previous=previous, baseline_run=baselines,
+                       models_dir=os.path.join(out_dir, "models") if save_models else None)
     paths = bench.write_outputs(result, out_dir)
     click.echo(bench.text_table(result))
     for text in result["notes"]:

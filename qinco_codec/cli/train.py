@@ -39,6 +39,10 @@ torchrun --standalone --nproc_per_node 2 -m qinco_codec.cli.train base.npy -o mo
               help="Checkpoint file: written after every epoch and, if it already exists, resumed "
                    "from (same data, settings and seed required).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--start-beam", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train the residual k-means start for a beam search of this width (faiss "
+                   "ResidualQuantizer's way: each step's k-means on every beam hypothesis' "
+                   "residual); 1: greedy.")
 @click.option("--unit-norm", is_flag=True,
               help="For unit-norm embeddings compared by cosine or inner product: the model decodes "
                    "every vector onto the unit sphere (MODEL-SPEC.md feature unit_norm; every row of "
@@ -47,8 +51,8 @@ torchrun --standalone --nproc_per_node 2 -m qinco_codec.cli.train base.npy -o mo
 @device_option("training")
 @threads_option
 @quiet_option("the progress bar on stderr")
-def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, unit_norm, force,
-         device, quiet):
+def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, seed, start_beam, unit_norm,
+         force, device, quiet):
     """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads
     an .npy from stdin) and write it to MODEL.
 
@@ -81,7 +85,7 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     if val >= 1:
         val = int(val)
     model = train(x, preset=preset, steps=steps, K=K, max_minutes=max_minutes, epochs=epochs, val=val,
-                  seed=seed, device=device, checkpoint=checkpoint, quiet=quiet)
+                  seed=seed, start_beam=start_beam, device=device, checkpoint=checkpoint, quiet=quiet)
     if not is_main_process():  # every rank holds the same model: rank 0 writes and reports it
         return
     model.config = model.config.replace(unit_norm=unit_norm)   # decoding only: training is the same
