@@ -87,6 +87,31 @@ def test_qinco1_two_thread_counts_and_scaling():
     assert {s["mode"] for s in data["scaling"]} == set(keys)
 
 
+def test_data_measures_the_given_vectors(tmp_path):
+    """--data / --train: the rows measured are the file's (its dimension, not --dim's default),
+    so the MSE of each mode is that of those vectors; a dimension that does not fit is one line."""
+    import numpy as np
+    rng = np.random.default_rng(1)
+    base = (rng.normal(size=(300, 12)) * np.linspace(0.2, 3.0, 12)).astype(np.float32)
+    train = (rng.normal(size=(700, 12)) * np.linspace(0.2, 3.0, 12)).astype(np.float32)
+    np.save(tmp_path / "base.npy", base)
+    np.save(tmp_path / "train.npy", train)
+    args = [a for a in TINY if a not in ("--dim", "8")]
+    result = invoke("--preset", "qinco2-XS", *args, "--data", tmp_path / "base.npy", "--train",
+                    tmp_path / "train.npy", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert "base.npy[:200]" in data["config"]["vectors"] and "train.npy[:600]" in data["config"]["vectors"]
+    assert data["config"]["dim"] == 12
+    scale = float((base[:200] ** 2).sum(1).mean())
+    assert all(0 < m["mse"] < scale for m in data["modes"] if m.get("mse") is not None)
+    bad = invoke("--preset", "qinco2-XS", *TINY, "--data", tmp_path / "base.npy")
+    assert bad.exit_code == 1 and "dimension 12, expected 8" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    alone = invoke("--preset", "qinco2-XS", *TINY, "--train", tmp_path / "train.npy")
+    assert alone.exit_code == 2 and "--train goes with --data" in alone.stderr
+
+
 @pytest.mark.parametrize("args,code,match", [
     (["--settings", "16"], 1, "--settings"),
     (["--settings", "16/0"], 1, "B >= 1"),

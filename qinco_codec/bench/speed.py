@@ -100,6 +100,17 @@ def prepare_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0):
                             why="" if dim != 50 else " (GloVe-50 data not installed)")
 
 
+def given_vectors(base, train, n, train_size, base_name, train_name):
+    """The first n rows of `base` measured and the first train_size rows of `train` for training
+    (the user's own vectors: --data / --train)."""
+    if n > len(base):
+        raise InputError(f"--n {n}: {base_name} has {len(base):,} vectors")
+    train = train[:train_size]
+    return Inputs(os.path.basename(base_name), np.ascontiguousarray(train, dtype=np.float32),
+                  np.ascontiguousarray(base[:n], dtype=np.float32),
+                  description=f"{base_name}[:{n}] ({train_name}[:{len(train)}] for training)")
+
+
 def gaussian_vectors(dim, n, train_size=DEFAULT_TRAIN_SIZE, seed=0, why=""):
     """Standard Gaussian vectors of dimension dim: n measured, a separate draw of train_size for
     training (the same seed gives the same vectors)."""
@@ -311,8 +322,9 @@ class _Bench:
 
 def run(preset, dim, nbytes, n=DEFAULT_N, threads=None, device="auto", settings=None, K=256,
         train_seconds=DEFAULT_TRAIN_SECONDS, train_size=DEFAULT_TRAIN_SIZE, time_limit=DEFAULT_TIME_LIMIT,
-        lsq_train_size=5000, model=None, bf16=True, seed=0, quiet=False):
-    """Measure every mode at every thread count; returns the result dict (see `text_report`)."""
+        lsq_train_size=5000, model=None, bf16=True, seed=0, quiet=False, vectors=None):
+    """Measure every mode at every thread count; returns the result dict (see `text_report`).
+    `vectors`: the Inputs to measure on (`given_vectors`) instead of `prepare_vectors`'."""
     import torch
 
     from ..devices import available_cores, resolve_device
@@ -330,14 +342,14 @@ def run(preset, dim, nbytes, n=DEFAULT_N, threads=None, device="auto", settings=
     saved_threads, saved_faiss = torch.get_num_threads(), faiss.omp_get_max_threads()
     try:
         return _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train_size,
-                    time_limit, lsq_train_size, model, bf16, seed, quiet, cores, faiss)
+                    time_limit, lsq_train_size, model, bf16, seed, quiet, cores, faiss, vectors)
     finally:
         torch.set_num_threads(saved_threads)
         faiss.omp_set_num_threads(saved_faiss)
 
 
 def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train_size, time_limit,
-         lsq_train_size, model, bf16, seed, quiet, cores, faiss):
+         lsq_train_size, model, bf16, seed, quiet, cores, faiss, vectors=None):
     import torch
 
     load_at_start = _load()
@@ -353,7 +365,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
     if model is not None:
         cfg = model.config
         preset, dim, K, M = cfg.preset, cfg.dim, cfg.K, cfg.M
-        inputs = prepare_vectors(dim, n, train_size, seed)
+        inputs = vectors or prepare_vectors(dim, n, train_size, seed)
         model_desc = "loaded model" + (" (trained)" if cfg.trained else "")
     else:
         get_preset(preset)
@@ -365,7 +377,7 @@ def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train
         if nbytes < 1:
             raise InputError(f"--bytes must be at least 1, got {nbytes}")
         M = nbytes
-        inputs = prepare_vectors(dim, n, train_size, seed)
+        inputs = vectors or prepare_vectors(dim, n, train_size, seed)
         note(f"building {preset} d={dim} M={M} K={K} on {len(inputs.train):,} training vectors", quiet)
         model, model_desc = build_model(preset, dim, M, K, inputs.train, train_seconds, seed, quiet)
     model.eval()

@@ -10,13 +10,14 @@ EXAMPLE = """
 qinco-bench speed --preset qinco1-L2 --dim 128 --bytes 8 --n 20000 --threads 1,2
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --settings 0/1,16/1,16/4 --out speed-xs
 qinco-bench speed --model model.safetensors --threads 1 --json speed.json
+qinco-bench speed --model m384.safetensors --data base.npy --train train.npy --settings 16/4,8/4,8/2
 qinco-bench speed --preset qinco2-XS --dim 50 --bytes 8 --n 3000 --busy 2 --wait-policy default,unset,passive
 qinco-bench speed --dims 50,128,384,768 --bytes 16 --threads 1 --train-size 5000 --out speed-dims
 """
 
 # options the d-scaling mode (--dims) does not use: giving one with --dims is a usage error
-NOT_WITH_DIMS = ("dim", "model_path", "settings", "no_bf16", "train_seconds", "lsq_train_size", "busy",
-                 "wait_policies")
+NOT_WITH_DIMS = ("dim", "model_path", "data_path", "train_path", "settings", "no_bf16", "train_seconds",
+                 "lsq_train_size", "busy", "wait_policies")
 
 
 def thread_count(token):
@@ -46,6 +47,12 @@ def parse_threads(values, cores, default=None):
               help="Codewords per step (power of two <= 256; faiss RQ / LSQ rows need 256).")
 @click.option("--model", "model_path", metavar="PATH", default=None,
               help="Measure this model file instead of building one (its preset, dim, M and K apply).")
+@click.option("--data", "data_path", metavar="PATH", default=None,
+              help="Measure on these vectors (the first --n rows; .npy, .fvecs, ...) instead of "
+                   "--dim's built-in or Gaussian ones, so that the MSE columns are those of real data.")
+@click.option("--train", "train_path", metavar="PATH", default=None,
+              help="With --data: the vectors faiss RQ / LSQ (and a model built here) train on "
+                   "(default: --data itself).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Vectors to encode and decode per mode (slow modes: the prefix that fits "
                    "--time-limit).")
@@ -98,7 +105,7 @@ def parse_threads(values, cores, default=None):
               help="Write speed.json and speed.md (Markdown tables) to DIR.")
 @quiet_option()
 @click.pass_context
-def speed(ctx, preset, dim, nbytes, K, model_path, n, threads, device, settings, no_bf16, train_seconds,
+def speed(ctx, preset, dim, nbytes, K, model_path, data_path, train_path, n, threads, device, settings, no_bf16, train_seconds,
           train_size, lsq_train_size, time_limit, busy, wait_policies, dims, seed, json_path, out_dir,
           quiet):
     """Encode and decode throughput (vectors/s) of our modes (exact float32, bfloat16, QINCo2
@@ -130,6 +137,10 @@ def speed(ctx, preset, dim, nbytes, K, model_path, n, threads, device, settings,
     if dims:
         return _dims(ctx, preset, nbytes, K, n, threads, device, train_size, time_limit, dims, seed,
                      json_path, out_dir, quiet)
+    if busy is not None and (data_path or train_path):
+        raise click.UsageError("--data / --train do not go with --busy (it times the encoder only)")
+    if train_path and not data_path:
+        raise click.UsageError("--train goes with --data")
     if busy is not None:
         return _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds,
                            train_size, time_limit, busy, wait_policies, seed, json_path, out_dir,
@@ -143,12 +154,35 @@ def speed(ctx, preset, dim, nbytes, K, model_path, n, threads, device, settings,
     if model_path:
         from ..serialize import load_model
         model = load_model(model_path)
+    vectors = None
+    if data_path:
+        from click.core import ParameterSource
+        dim_given = ctx.get_parameter_source("dim") not in (ParameterSource.DEFAULT, None)
+        vectors = _given_vectors(data_path, train_path, model, dim if dim_given else None, n, train_size)
+        dim = vectors.base.shape[1]
     result = bench.run(preset, dim, nbytes, n=n, threads=thread_counts, device=device, settings=parsed,
                        K=K, train_seconds=train_seconds, train_size=train_size, time_limit=time_limit,
                        lsq_train_size=lsq_train_size, model=model, bf16=not no_bf16, seed=seed,
-                       quiet=quiet)
+                       quiet=quiet, vectors=vectors)
     paths = bench.write_outputs(result, out_dir, json_path)
     emit_report(result, bench.text_report(result), paths, json_path, quiet)
+
+
+def _given_vectors(data_path, train_path, model, dim, n, train_size):
+    """--data (and --train) read and checked against the model's or --dim's dimension (dim None:
+    not given, --data's own)."""
+    from ..bench import speed as bench
+    from ..errors import InputError
+    from .common import load_vectors
+
+    base = load_vectors(data_path)
+    train = load_vectors(train_path) if train_path else base
+    want = model.dim if model is not None else dim if dim is not None else base.shape[1]
+    for path, x in ((data_path, base), (train_path or data_path, train)):
+        if x.shape[1] != want:
+            raise InputError(f"{path}: vectors of dimension {x.shape[1]}, expected {want} (the "
+                             + ("model's" if model is not None else "--dim") + ")")
+    return bench.given_vectors(base, train, n, train_size, data_path, train_path or data_path)
 
 
 def _under_load(preset, dim, nbytes, K, model_path, n, threads, device, train_seconds, train_size,
