@@ -73,10 +73,10 @@ class ModelConfig:
 
     @classmethod
     def from_preset(cls, name, dim, M, K=256, **overrides):
-        """The config of preset `name` (with any field overridden) for `dim`-dimensional vectors
-        and M codes of K values."""
+        """The config of preset `name` for `dim`-dimensional vectors (its per-dimension values,
+        presets.DIMENSION_RULES; any field overridden) and M codes of K values."""
         from .presets import get_preset
-        p = get_preset(name, **overrides)
+        p = get_preset(name, int(dim), **overrides)
         return cls(arch=p.arch, dim=int(dim), M=int(M), K=int(K), L=p.L, hidden=p.hidden,
                    embed=p.embed, share_steps=p.share_steps, A=p.A, B=p.B, train_A=p.train_A,
                    preset=p.name)

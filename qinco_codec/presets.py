@@ -51,8 +51,39 @@ PRESETS = {
 DEFAULT_PRESET = "qinco2-XS"
 
 
-def get_preset(name, **overrides):
-    """The preset called `name`, with any field overridden; unknown names are an InputError."""
+@dataclass(frozen=True)
+class DimensionRule:
+    """Preset fields that take other values from a dimension on, because they were measured to
+    be the better trade there (the measurement is named in `why`)."""
+
+    preset: str
+    min_dim: int
+    fields: dict
+    why: str
+
+
+DIMENSION_RULES = (
+    # docs/experiments/2026-12-02-encoder-search-minilm384.md: at d=384 the pre-selection is
+    # nearly exact, so A=4 (a quarter of the candidates of A=16) costs 0.13% MSE at B=4
+    # (0.28008 against 0.27972, 16-B model, 5,000 held-out vectors) for twice the encode rate;
+    # measured at 384, applied from 256 on (GloVe-50 keeps A=16).
+    DimensionRule("qinco2-XS", 256, {"A": 4},
+                  "A=4 at B=4 costs 0.13% MSE against A=16 at d=384 and encodes twice as fast"),
+)
+
+
+def for_dimension(preset, dim):
+    """`preset` (a Preset) as it applies to `dim`-dimensional vectors: DIMENSION_RULES applied."""
+    for rule in DIMENSION_RULES:
+        if rule.preset == preset.name and dim >= rule.min_dim:
+            preset = replace(preset, **rule.fields)
+    return preset
+
+
+def get_preset(name, dim=None, **overrides):
+    """The preset called `name`, for `dim`-dimensional vectors when given (`for_dimension`), with
+    any field overridden; unknown names are an InputError."""
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]
+    p = PRESETS[name] if dim is None else for_dimension(PRESETS[name], dim)
+    return replace(p, **overrides) if overrides else p

@@ -196,13 +196,14 @@ def _resolve_steps(steps, M, nbytes, K):
     return check_steps(steps, None, None)
 
 
-def _recipe(preset, **given):
-    """The preset with the training-recipe options that were given (not None) in place of its own."""
+def _recipe(preset, dim, **given):
+    """The preset for `dim`-dimensional vectors with the training-recipe options that were given
+    (not None) in place of its own."""
     for name, value in given.items():
         _check(name, value, value is None or (_is_number(value) and value >= 0), "a number >= 0")
     train_A = given["train_A"]
     _check("train_A", train_A, train_A is None or _is_int(train_A), "an integer >= 0")
-    return get_preset(preset, **{k: v for k, v in given.items() if v is not None})
+    return get_preset(preset, dim, **{k: v for k, v in given.items() if v is not None})
 
 
 def _shape(**given):
@@ -385,7 +386,7 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
     _check("start_beam", start_beam, _is_int(start_beam) and start_beam >= 1, "an integer >= 1")
     if epochs is None and max_minutes is None:
         epochs = DEFAULT_EPOCHS
-    p = _recipe(preset, lr=lr, weight_decay=weight_decay, train_A=train_A, clip_value=clip_value,
+    p = _recipe(preset, x.shape[1], lr=lr, weight_decay=weight_decay, train_A=train_A, clip_value=clip_value,
                 clip_norm=clip_norm)
     shape = _shape(L=L, hidden=hidden, embed=embed, A=A, B=B, share_steps=share_steps)
     dev = resolve_device(device)

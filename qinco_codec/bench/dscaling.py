@@ -77,7 +77,7 @@ def _training_step(model, batch_size):
     from .. import codec, training
     from ..presets import get_preset
 
-    p = get_preset(model.config.preset)
+    p = get_preset(model.config.preset, model.dim)
     opt = torch.optim.AdamW(training._param_groups(model, p.weight_decay), lr=p.lr)
 
     def step(xb):
