@@ -101,22 +101,37 @@ def kmeans(x, K, iters=LLOYD_ITERS, generator=None, stop=None, on_iteration=None
     return centroids
 
 
+class _StepBudget:
+    """A residual k-means' side of the time budget (module docstring): `stop_for(steps_left)` is
+    the kmeans stop, asking `stop(reserve)` with the seconds the steps left would still need, each
+    the last Lloyd iteration (about one assignment pass) plus `per_step` (what a step does besides,
+    e.g. a beam-search step); `timed` records each iteration and tells `on_iteration`."""
+
+    def __init__(self, stop, on_iteration):
+        self.stop, self.on_iteration = stop, on_iteration
+        self.iteration = 0.0  # seconds of the last Lloyd iteration
+        self.per_step = 0.0
+
+    def timed(self, seconds):
+        self.iteration = seconds
+        if self.on_iteration is not None:
+            self.on_iteration()
+
+    def stop_for(self, steps_left):
+        if self.stop is None:
+            return None
+        return lambda: self.stop(steps_left * (self.iteration + self.per_step))
+
+
 def residual_kmeans(x, M, K, iters=LLOYD_ITERS, seed=0, stop=None, on_iteration=None):
     """M codebooks (each K x d) of greedy residual k-means on x (`stop`, `on_iteration`: see
     the module docstring)."""
     gen = torch.Generator().manual_seed(seed)
     residual = x.clone()
     codebooks = []
-    iteration = [0.0]  # seconds of the last Lloyd iteration: about one assignment pass
-
-    def timed(seconds):
-        iteration[0] = seconds
-        if on_iteration is not None:
-            on_iteration()
-
+    budget = _StepBudget(stop, on_iteration)
     for m in range(M):
-        step_stop = None if stop is None else (lambda left=M - m: stop(left * iteration[0]))
-        cb = kmeans(residual, K, iters, gen, step_stop, timed)
+        cb = kmeans(residual, K, iters, gen, budget.stop_for(M - m), budget.timed)
         idx, _ = nearest(residual, cb)
         residual -= cb[idx]
         codebooks.append(cb)
@@ -162,25 +177,17 @@ def beam_residual_kmeans(x, M, K, beam, iters=LLOYD_ITERS, seed=0, max_points=No
     residual = x.unsqueeze(1).clone()                                               # (n, 1, d)
     err = (x * x).sum(1, keepdim=True)                                              # (n, 1)
     codebooks = []
-    seconds = {"iteration": 0.0, "beam_step": 0.0}  # the last of each: the reserve per step left
-
-    def timed(s):
-        seconds["iteration"] = s
-        if on_iteration is not None:
-            on_iteration()
-
+    budget = _StepBudget(stop, on_iteration)
     for m in range(M):
         points = residual.reshape(-1, d)
         if max_points is not None and len(points) > max_points:
             points = points[torch.randperm(len(points), generator=gen)[:max_points]]
-        step_stop = None if stop is None else (
-            lambda left=M - m: stop(left * (seconds["iteration"] + seconds["beam_step"])))
-        cb = kmeans(points.contiguous(), K, iters, gen, step_stop, timed)
+        cb = kmeans(points.contiguous(), K, iters, gen, budget.stop_for(M - m), budget.timed)
         codebooks.append(cb)
         if m < M - 1:
             t0 = time.monotonic()
             residual, err = beam_step(residual, err, cb, min(beam, residual.shape[1] * K))
-            seconds["beam_step"] = time.monotonic() - t0
+            budget.per_step = time.monotonic() - t0
     return codebooks
 
 

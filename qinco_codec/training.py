@@ -394,8 +394,8 @@ def train(x, preset=DEFAULT_PRESET, steps=None, K=256, *,
         model, history = _fit(x, p, M, K, shape, epochs=epochs, patience=patience,
                               val=val, seed=seed, checkpoint=checkpoint, batch_size=batch_size,
                               samples_per_epoch=samples_per_epoch, last_step_loss=last_step_loss, noise=noise,
-                              dropout=dropout, start_beam=start_beam, dev=group.device, quiet=quiet or not group.main,
-                              on_epoch=on_epoch, group=group,
+                              dropout=dropout, start_beam=start_beam, dev=group.device,
+                              quiet=quiet or not group.main, on_epoch=on_epoch, group=group,
                               clock=_Clock(max_minutes * 60.0 if max_minutes else None, started))
     return TrainResult(model, history) if return_history else model
 

@@ -349,7 +349,7 @@ def run(preset, dim, nbytes, n=DEFAULT_N, threads=None, device="auto", settings=
 
 
 def _run(preset, dim, nbytes, n, threads, dev, settings, K, train_seconds, train_size, time_limit,
-         lsq_train_size, model, bf16, seed, quiet, cores, faiss, vectors=None):
+         lsq_train_size, model, bf16, seed, quiet, cores, faiss, vectors):
     import torch
 
     load_at_start = _load()

@@ -105,9 +105,9 @@ def parse_threads(values, cores, default=None):
               help="Write speed.json and speed.md (Markdown tables) to DIR.")
 @quiet_option()
 @click.pass_context
-def speed(ctx, preset, dim, nbytes, K, model_path, data_path, train_path, n, threads, device, settings, no_bf16, train_seconds,
-          train_size, lsq_train_size, time_limit, busy, wait_policies, dims, seed, json_path, out_dir,
-          quiet):
+def speed(ctx, preset, dim, nbytes, K, model_path, data_path, train_path, n, threads, device, settings,
+          no_bf16, train_seconds, train_size, lsq_train_size, time_limit, busy, wait_policies, dims, seed,
+          json_path, out_dir, quiet):
     """Encode and decode throughput (vectors/s) of our modes (exact float32, bfloat16, QINCo2
     pre-selection / beam settings) and of faiss IndexQINCo on the same weights, plus faiss RQ
     (beam 5) and LSQ encoders, in one process on the same vectors.
