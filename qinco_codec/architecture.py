@@ -175,13 +175,26 @@ class CandidateLayout(NamedTuple):
         return cls(p_off, e_off, aligned_floats(e_off + tail))
 
 
+# The expanded error's c·r for C pre-selected candidates of K: gathered rows and C dots (memory
+# traffic, C·D floats a hypothesis) instead of one (hypotheses x K) matmul and a gather of its
+# columns, when C is at most K / GATHER_CR_BELOW (measured: see gathers_cr).
+GATHER_CR_BELOW = 8
+
+
+def gathers_cr(s, C):
+    """Whether the expanded error takes c·r for C candidates per hypothesis from the C gathered
+    codebook rows rather than from the full (hypotheses x K) matmul (`steps.candidate_errors`)."""
+    return 0 < C and C * GATHER_CR_BELOW <= s.K
+
+
 def expands_error(s):
     """Whether the encoder scores a QINCo2 step's candidates by the expanded error
     ‖c − r + W_out z‖² = ‖c‖² − 2 c·r + ‖r‖² + z·(2 W_outᵀ(c − r) + W_outᵀW_out z): de·de + de
     multiply-adds a candidate (the Gram product and a dot), whatever D, instead of de·D + D for
-    the output projection and the error; c·r comes from one (hypotheses x K) matmul per step.
-    Worth it once D > de + 1 (it is exact algebra; only the rounding differs). The kept
-    hypotheses are then reconstructed by the decoder's own step."""
+    the output projection and the error; c·r comes from one (hypotheses x K) matmul per step, or
+    from the pre-selected rows (`gathers_cr`). Worth it once D > de + 1 (it is exact algebra;
+    only the rounding differs). The kept hypotheses are then reconstructed from their candidates'
+    z: x̂ + c + W_out z."""
     return s.out_proj and s.de * s.de + s.de < s.de * s.D
 
 
@@ -215,10 +228,11 @@ def candidate_macs(s):
 def hypothesis_macs(s, A):
     """Multiply-adds per hypothesis and step, shared by its candidates: W_x x̂, W1 W_x x̂ (L > 0),
     with pre-selection the distances to the K pre-selection codewords, and with the expanded
-    error W_outᵀ r, c·r for all K codewords and the kept hypothesis's reconstruction by one
-    decoding step."""
+    error W_outᵀ r, c·r (for all K codewords, or the A gathered ones: `gathers_cr`) and the kept
+    hypothesis's reconstruction W_out z."""
+    cr = s.D * (A if A and gathers_cr(s, A) else s.K)
     return (s.D * s.de + (s.de * s.h if s.L else 0) + (s.K * s.D if A else 0)
-            + ((s.D * s.de + s.K * s.D + decode_macs(s)) if expands_error(s) else 0))
+            + ((s.D * s.de + cr + s.de * s.D) if expands_error(s) else 0))
 
 
 def decode_macs(s):

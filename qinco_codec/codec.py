@@ -10,6 +10,9 @@ stays in cache, all M steps per chunk; candidates are evaluated by `QincoStep.ca
 numpy's partition, and decoding runs `QincoStep.decode_step` on chunks of 2048 vectors. Chunking
 never changes a vector's result: every row is computed independently of the others (tested).
 """
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -53,10 +56,12 @@ def _smallest(d, k):
 
 
 def _gather_rows(t, index):
-    """t (N, F, X...) gathered along dim 1 by index (N, G) -> (N, G, X...)."""
-    shape = index.shape + t.shape[2:]
-    expanded = index.reshape(index.shape + (1,) * (t.dim() - 2)).expand(shape)
-    return t.gather(1, expanded)
+    """t (N, F, X...) gathered along dim 1 by index (N, G) -> (N, G, X...): one index_select of
+    whole rows of the flattened (N·F, X...) tensor (about 15x faster on the CPU than torch.gather
+    with an expanded index, which visits every element)."""
+    N, F = t.shape[:2]
+    flat = (index + torch.arange(0, N * F, F, device=index.device).unsqueeze(1)).reshape(-1)
+    return t.reshape((N * F,) + t.shape[2:]).index_select(0, flat).view(index.shape + t.shape[2:])
 
 
 def _chunks(n, size, device):
@@ -98,10 +103,62 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32, expanded=None):
     else:
         rows = encode_chunk_rows(model) // (hypotheses * width)
     codes = torch.empty((len(x), M), dtype=torch.int64, device=x.device)
-    ws = Workspace()
-    for s, e in _chunks(len(x), rows, x.device):
+
+    def encode_rows(s, e, ws):
         codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws, identity)
+
+    _each_chunk(encode_rows, _chunks(len(x), rows, x.device), x.device)
     return codes
+
+
+def _each_chunk(fn, ranges, device):
+    """fn(start, end, workspace) for every range. On the CPU with T > 1 torch threads, T worker
+    threads take whole chunks, each chunk's operations running on its own thread (torch's
+    intra-op threads set to 1 meanwhile, then restored): the encoder's matmuls are too narrow
+    (64 to 384 columns) to split well, so whole chunks scale better, and single-threaded
+    operations have no barrier at which a descheduled thread is waited for on a busy machine.
+    Every chunk's operations are single-threaded either way, so the codes never depend on the
+    thread count. The workers inherit the caller's grad and inference mode."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads == 1 or len(ranges) <= 1:
+        ws = Workspace()
+        with _single_threaded(device):
+            for s, e in ranges:
+                fn(s, e, ws)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    pending = iter(ranges)
+    lock = threading.Lock()
+
+    def worker():
+        ws = Workspace()
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            while True:
+                with lock:
+                    rng = next(pending, None)
+                if rng is None:
+                    return
+                fn(rng[0], rng[1], ws)
+
+    with _single_threaded(device), ThreadPoolExecutor(min(threads, len(ranges))) as pool:
+        for job in [pool.submit(worker) for _ in range(min(threads, len(ranges)))]:
+            job.result()
+
+
+@contextmanager
+def _single_threaded(device):
+    """torch's intra-op threads set to 1 on the CPU for the block (restored after)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws, identity):
@@ -127,7 +184,7 @@ def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws, identity):
             n_cand = err.shape[1]
             _, j = torch.topk(err.view(N, F * n_cand), keep, dim=1, largest=False, sorted=True)
         elif tb.expanded:
-            err = step.candidate_errors(tb, xhat.reshape(N * F, D), r.reshape(N * F, D), cand, ws)
+            err, z = step.candidate_errors(tb, xhat.reshape(N * F, D), r.reshape(N * F, D), cand, ws, with_z=True)
             n_cand = err.shape[1]
             _, j = torch.topk(err.view(N, F * n_cand), keep, dim=1, largest=False, sorted=True)
         else:
@@ -137,9 +194,13 @@ def _encode_chunk(model, x, A, B, tables, use_pre, pre_sq, c0_sq, ws, identity):
             _, j = torch.topk(torch.linalg.vecdot(e, e), keep, dim=1, largest=False, sorted=True)
         parent = torch.div(j, n_cand, rounding_mode="floor")
         code = j % n_cand if cand is None else cand.reshape(N, -1).gather(1, j)
-        if c_sq is not None or tb.expanded:   # the kept hypotheses, reconstructed as the decoder will: x̂ + f
+        if c_sq is not None:                  # the kept hypotheses, reconstructed as the decoder will: x̂ + f
             xhat = step.decode_step(tb, _gather_rows(xhat, parent).reshape(N * keep, D),
                                     code.reshape(-1)).view(N, keep, D)
+        elif tb.expanded:                     # x̂ + c + W_out z from the winners' z
+            z_win = _gather_rows(z.reshape(N, F * n_cand, z.shape[-1]), j).reshape(N * keep, -1)
+            xhat = step.apply_correction(tb, _gather_rows(xhat, parent).reshape(N * keep, D),
+                                         code.reshape(-1), z_win).view(N, keep, D)
         else:
             xhat = x.unsqueeze(1) + _gather_rows(e, j)                   # x + (f − r) = x̂ + f
         codes = torch.cat([_gather_rows(codes, parent), code.unsqueeze(-1)], dim=-1)

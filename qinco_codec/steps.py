@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from .architecture import CandidateLayout, StepShape, expands_error
+from .architecture import CandidateLayout, StepShape, expands_error, gathers_cr
 
 
 class StepTables(NamedTuple):
@@ -251,7 +251,7 @@ class QincoStep(nn.Module):
         G.view(-1, G.shape[-1])[:, e_off:e_off + D].addmm_(z2, tb.out_weight)   # c − r + W_out z
         return G[:, :, e_off:e_off + D]
 
-    def candidate_errors(self, tables, xhat, r, idx=None, workspace=None):
+    def candidate_errors(self, tables, xhat, r, idx=None, workspace=None, with_z=False):
         """‖f(c, x̂) − r‖² for candidate codewords of each hypothesis, float32 (R, C), from tables
         built with the expanded error (QINCo2; `architecture.expands_error`).
 
@@ -259,9 +259,11 @@ class QincoStep(nn.Module):
         G = W_outᵀ W_out. The buffer G = [z | p | q] is filled as in `candidate_residuals`, from
         the per-codeword tables [t0 | t1 | 2 W_outᵀc] and the per-hypothesis terms
         [W_x x̂ | W1 W_x x̂ | −2 W_outᵀr]; after the blocks one (de, de) matmul accumulates Gz
-        into q. No D-wide product is evaluated per candidate: c·r comes from one (R, K) matmul.
-        The winners' reconstructions are the decoder's (`decode_step`). Same arguments as
-        `candidate_residuals`.
+        into q. The only D-wide products are c·r: one (R, K) matmul for all K codewords, or the
+        C pre-selected rows' dots (`architecture.gathers_cr`). Same arguments as
+        `candidate_residuals`; with_z also returns the candidates' last hidden states z
+        (R, C, de), a view valid until the next call with the workspace, from which
+        `apply_correction` reconstructs the winners (x̂ + c + W_out z, a D x de product each).
         """
         tb = tables
         R, C, de = xhat.shape[0], self.K if idx is None else idx.shape[-1], self.embed
@@ -269,17 +271,21 @@ class QincoStep(nn.Module):
         def tail(part):                          # −2 W_outᵀ r
             torch.mm(r, tb.out_weight.T, out=part[:, :de]).mul_(-2.0)
 
-        G, z, z2 = self._evaluate_candidates(tb, xhat, idx, workspace, tail)
+        ws = workspace if workspace is not None else Workspace()
+        G, z, z2 = self._evaluate_candidates(tb, xhat, idx, ws, tail)
         e_off = tb.layout.e_off
         G2 = G.view(R * C, -1)
         q = G2[:, e_off:e_off + de].addmm_(z2, tb.gram).view(R, C, de)   # 2 W_outᵀ(c − r) + Gz
         err = torch.linalg.vecdot(z, q)                                   # (R, C)
-        cr = torch.mm(r, tb.codebook.T)             # (R, K): one GEMM beats gathering C rows of D
-        c_sq = tb.c_sq.unsqueeze(0)
-        if idx is not None:
-            cr, c_sq = cr.gather(1, idx), tb.c_sq[idx]
+        if idx is None:
+            cr, c_sq = torch.mm(r, tb.codebook.T), tb.c_sq.unsqueeze(0)   # (R, K)
+        elif gathers_cr(self.shape, C):
+            rows = torch.index_select(tb.codebook, 0, idx.reshape(-1), out=ws.get("cr", (R * C, self.dim), r))
+            cr, c_sq = torch.linalg.vecdot(rows.view(R, C, -1), r.unsqueeze(1)), tb.c_sq[idx]   # (R, C)
+        else:
+            cr, c_sq = torch.mm(r, tb.codebook.T).gather(1, idx), tb.c_sq[idx]
         err.add_(c_sq).add_(cr, alpha=-2.0).add_(torch.linalg.vecdot(r, r).unsqueeze(1))
-        return err
+        return (err, z) if with_z else err
 
     def decode_tables(self, dtype=torch.float32):
         """What `decode_step` needs: the (K, de) first-layer table and the weights (no K x h table:
@@ -297,6 +303,11 @@ class QincoStep(nn.Module):
         z = tb.t0[codes].addmm_(xhat, tb.x_weight)                        # (R, de)
         for w_in, w_out in zip(tb.block_in, tb.block_out):
             z.addmm_(torch.mm(z, w_in).relu_(), w_out)
-        if tb.out_weight is None:
+        return self.apply_correction(tb, xhat, codes, z)
+
+    def apply_correction(self, tables, xhat, codes, z):
+        """x̂ + f from the network's last hidden state z (R, de) of codes (R,): x̂ + c + W_out z
+        (QINCo2) or x̂ + z (QINCo1), float32, updating xhat (R, dim) in place (and returning it)."""
+        if tables.out_weight is None:
             return xhat.add_(z)
-        return xhat.add_(tb.codebook[codes]).addmm_(z, tb.out_weight)
+        return xhat.add_(tables.codebook[codes]).addmm_(z, tables.out_weight)

@@ -25,25 +25,27 @@ def _model(dim, K=64, M=4, seed=0):
 
 
 @pytest.mark.parametrize("dim", DIMS)
-@pytest.mark.parametrize("with_idx", [False, True])
+@pytest.mark.parametrize("with_idx", [False, 4, 9])
 def test_expanded_errors_equal_the_direct_ones(dim, with_idx):
+    """All K candidates, 4 of 64 (c·r from the gathered rows) and 9 of 64 (from the full matmul)."""
     model = _model(dim)
     step = model.steps[0]
     assert arch.expands_error(step.shape)
     g = torch.Generator().manual_seed(1)
     xhat = torch.randn(40, dim, generator=g)
     r = torch.randn(40, dim, generator=g)
-    idx = torch.randint(0, 64, (40, 9), generator=g) if with_idx else None
+    idx = torch.randint(0, 64, (40, with_idx), generator=g) if with_idx else None
+    assert arch.gathers_cr(step.shape, with_idx) == (with_idx == 4)
     with torch.no_grad():
         e = step.candidate_residuals(step.candidate_tables(expanded=False), xhat, r, idx, Workspace())
         direct = torch.linalg.vecdot(e.double(), e.double())
         expanded = step.candidate_errors(step.candidate_tables(), xhat, r, idx, Workspace()).double()
-    assert expanded.shape == direct.shape == (40, 9 if with_idx else 64)
+    assert expanded.shape == direct.shape == (40, with_idx or 64)
     torch.testing.assert_close(expanded, direct, rtol=2e-5, atol=2e-5 * float(direct.mean()))
 
 
 @pytest.mark.parametrize("dim", DIMS)
-@pytest.mark.parametrize("A,B", [(0, 1), (16, 1), (16, 4)])
+@pytest.mark.parametrize("A,B", [(0, 1), (16, 1), (16, 4), (4, 4)])
 def test_expanded_encoder_gives_the_direct_codes(dim, A, B):
     model = _model(dim, seed=dim)
     x = torch.from_numpy(np.random.default_rng(dim).standard_normal((300, dim)).astype(np.float32))
