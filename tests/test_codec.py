@@ -89,6 +89,46 @@ def test_chunking_never_changes_results(monkeypatch, rng, preset, A, B):
         assert torch.equal(codec.decode_normalized(model, codes), dec)
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_worker_threads_give_the_single_thread_codes(monkeypatch, rng, mode):
+    """With 2 torch threads the chunks run on worker threads (`codec._each_chunk`): the same
+    codes as with 1 thread, single-threaded operations in the workers, the caller's grad mode kept
+    by the workers (no autograd graph on the model's parameters), and torch's thread count
+    restored afterwards."""
+    model = _randomize(QincoModel.from_preset("qinco2-XS", 96, 4, K=64), codebooks=True)   # expanded error
+    x = torch.from_numpy(rng.standard_normal((300, 96)).astype(np.float32))
+    monkeypatch.setattr(codec, "CPU_CHUNK_FLOATS", 40 * 256)      # several chunks
+    context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with context():
+            one = codec.encode_normalized(model, x, 8, 3)
+        seen = []
+        real = codec._encode_chunk
+
+        def spy(*args):
+            seen.append((threading_ident(), torch.get_num_threads(), torch.is_grad_enabled()))
+            return real(*args)
+
+        monkeypatch.setattr(codec, "_encode_chunk", spy)
+        torch.set_num_threads(2)
+        with context():
+            two = codec.encode_normalized(model, x, 8, 3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two) and not two.requires_grad
+    workers = {t for t, _, _ in seen}
+    assert len(seen) > 2 and threading_ident() not in workers and len(workers) <= 2, seen
+    assert all(n == 1 and not grad for _, n, grad in seen), seen
+
+
+def threading_ident():
+    import threading
+    return threading.get_ident()
+
+
 def test_smallest_is_topks_set_with_ties_and_nans():
     gen = torch.Generator().manual_seed(0)
     d = torch.randn(50, 64, generator=gen)
