@@ -67,8 +67,14 @@ DIMENSION_RULES = (
     # nearly exact, so A=4 (a quarter of the candidates of A=16) costs 0.13% MSE at B=4
     # (0.28008 against 0.27972, 16-B model, 5,000 held-out vectors) for twice the encode rate;
     # measured at 384, applied from 256 on (GloVe-50 keeps A=16).
-    DimensionRule("qinco2-XS", 256, {"A": 4},
-                  "A=4 at B=4 costs 0.13% MSE against A=16 at d=384 and encodes twice as fast"),
+    # docs/experiments/2026-12-03-beam-minilm384.md: B=2 then halves the encoder's work again
+    # (the beam is what the encoder's cost scales with once A=4) for 2.8% MSE at 16 B
+    # (0.2829 against 0.2751, 5,000 held-out vectors): 3,888 vectors/s on 2 cores, 0.68x faiss RQ
+    # beam 5's rate in the same run, where B=4 gave 1,799 (0.31x); A=2,B=4 and A=4,B=3 fall
+    # between (2,756 and 2,602 vectors/s, +1.3% and +1.1%).
+    DimensionRule("qinco2-XS", 256, {"A": 4, "B": 2},
+                  "A=4 costs 0.13% MSE against A=16 at d=384 and encodes twice as fast; "
+                  "B=2 costs 2.8% MSE against B=4 for 2.2x the rate again"),
 )
 
 
