@@ -4,8 +4,8 @@ Trains the default preset's network and smaller ones (narrower projections and h
 one step network shared by all steps) for the same number of epochs of the same size (so the
 same optimiser steps, whatever the training-set size) on nested seeded samples of a training
 set, and measures each model on held-out vectors with its default encoder. Also records the
-training-batch MSE of the last epoch and the best validation MSE (the gap says how much the
-network fits its training vectors), the parameter count and the float16 decode-only model bytes.
+training-batch MSE of the last epoch, the validation MSE of the RQ start and the best one (the
+gaps say how much training gained and how much the network fits its training vectors), the parameter count and the float16 decode-only model bytes.
 One JSON line per (n, shape) to --out; existing lines are kept and skipped (resumable).
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python scripts/experiments/data_size_network.py \\
@@ -68,7 +68,8 @@ def main():
             last = history[-1] if history else {}
             row = {"n_train": n, "shape": shape, "overrides": SHAPES[shape], "epochs": sum(1 for h in history if "train_mse" in h),
                    "train_seconds": round(seconds, 1), "mse_heldout": mse,
-                   "train_batch_mse_last": last.get("train_mse"), "best_val_mse": min(
+                   "train_batch_mse_last": last.get("train_mse"),
+                   "start_val_mse": history[0]["val_mse"] if history else None, "best_val_mse": min(
                        (h["val_mse"] for h in history if h.get("val_mse") is not None), default=None),
                    "params": sum(p.numel() for p in model.parameters()),
                    "bytes_f16_decode_only": len(model_to_bytes(model, weight_dtype="float16", decode_only=True))}
