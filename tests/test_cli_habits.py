@@ -331,7 +331,10 @@ def test_termination_signals_clean_up_like_ctrl_c(work, tmp_path, sig):
     out = tmp_path / "o.qnc"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_COMPRESS, str(work / "x.npy"), str(out),
                              "--model", str(work / "m.safetensors"), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a test run under nohup would hand its ignored SIGHUP down, and the
+                            # command rightly keeps an ignored SIGHUP ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300  # torch loads slowly on a busy machine
         while not tmp_files(tmp_path):  # wait until the write has begun: deterministic
