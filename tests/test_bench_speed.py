@@ -265,6 +265,7 @@ def test_dims_records_follow_the_architecture(dims_run):
     for r in data["dims"]:
         cfg = ModelConfig.from_preset(DEFAULT_PRESET, r["dim"], 3)
         assert r["encode_flops"] == arch.encode_flops(cfg, cfg.A, cfg.B)
+        assert (r["A"], r["B"]) == (cfg.A, cfg.B)   # the search at that d, as the report prints it
         assert r["decode_flops"] == arch.decode_flops(cfg)
         assert r["default_path"] == ("expanded" if arch.expands_error(cfg.step) else "direct")
         for suffix in ("", "_cpu"):   # per wall-clock second and per CPU second
@@ -294,7 +295,7 @@ def test_dims_cost_ratios_and_reports(dims_run):
         assert ratios[1][key] == pytest.approx(first[key] / last[key]), key
     assert "cost per vector at d over the cost at d = 8" in result.output
     md = (out / "md" / "speed-dims.md").read_text()
-    assert "| d | n | own choice |" in md and "| encode FLOPs |" in md
+    assert "| d | n | A/B | own choice |" in md and "| encode FLOPs |" in md
     assert json.loads((out / "md" / "speed-dims.json").read_text())["dims"] == data["dims"]
 
 

@@ -143,7 +143,7 @@ def measure_dim(preset, dim, M, K, n, train_size, time_limit, seed, faiss, quiet
     init_from_rq(model, inputs.train, seed=seed)
     cfg = model.config
     A, B = cfg.A, cfg.B
-    rec = {"dim": dim, "default_path": "expanded" if expands_error(cfg.step) else "direct",
+    rec = {"dim": dim, "A": A, "B": B, "default_path": "expanded" if expands_error(cfg.step) else "direct",
            "encode_flops": encode_flops(cfg, A, B), "decode_flops": decode_flops(cfg),
            "parameters": model.num_parameters()}
 
@@ -274,7 +274,8 @@ def run(preset, dims, nbytes, n=20000, threads=None, device="auto", K=256, train
         f"standard Gaussian vectors at every d (n = {n:,} at most, column n; {train_size:,} for the RQ "
         f"start, the training batches and faiss RQ); RQ-initialised models after the timed training "
         f"batches; {threads} thread(s)",
-        f"encode: the model's own search (A={p.A}, B={p.B}); 'own choice' is the error the encoder "
+        f"encode: the model's own search at each d (column A/B: the preset's A={p.A}, B={p.B} with "
+        f"presets.DIMENSION_RULES applied); 'own choice' is the error the encoder "
         "picks (architecture.expands_error: expanded where de·de + de < de·d); same codes: share of "
         "vectors whose codes the two errors agree on",
         f"training step: training.py's recipe (encode under no_grad with train_A={p.train_A}, prefix "
@@ -306,6 +307,7 @@ def run(preset, dims, nbytes, n=20000, threads=None, device="auto", K=256, train
 COLUMNS = [
     ("dim", "d", "d"),
     ("n", "n", ",d"),
+    ("search", "A/B", ""),
     ("default_path", "own choice", ""),
     ("encode_vps_expanded_cpu", "enc vec/CPU-s expanded", ",.0f"),
     ("encode_vps_direct_cpu", "enc vec/CPU-s direct", ",.0f"),
@@ -326,10 +328,11 @@ RATIO_COLUMNS = [("dim_label", "d", ""), ("dim", "d / d0", ".2f")] + [
 
 def table_rows(result):
     """The rows of the main table (derived columns added)."""
-    out = []
+    out, c = [], result["config"]
     for r in result["dims"]:
         pct = lambda v: None if v is None else 100.0 * v
         out.append({**r, "expanded_x_direct": r["encode_vps_expanded_cpu"] / r["encode_vps_direct_cpu"],
+                    "search": f"{r['A']}/{r['B']}" if "A" in r else f"{c['A']}/{c['B']}",
                     "same_codes_pct": pct(r["same_codes"]), "train_encode_pct": pct(r["train_encode_share"]),
                     "encode_mflops": r["encode_flops"] / 1e6, "decode_mflops": r["decode_flops"] / 1e6})
     return out
@@ -337,7 +340,7 @@ def table_rows(result):
 
 def text_report(result, markdown=False):
     c, mach = result["config"], result["machine"]
-    head = [f"qinco-bench speed --dims: {c['preset']} (A={c['A']}, B={c['B']}), M={c['M']} K={c['K']} "
+    head = [f"qinco-bench speed --dims: {c['preset']} (its search at each d: column A/B), M={c['M']} K={c['K']} "
             f"({c['bytes_per_vector']} B/vector), {c['threads']} thread(s)",
             f"machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, faiss {mach['faiss']}, "
             f"1-min load average at start / end {mach.get('load_average_1min_at_start') or 0:.2f} / "
