@@ -102,12 +102,29 @@ def test_help(name):
 
 
 # ---------------------------------------------------------------- train, eval
+@pytest.mark.parametrize("best, noted", [(0.995, True), (0.9, False)])
+def test_train_says_when_the_network_did_not_learn(work, data, trained, monkeypatch, best, noted):
+    """A best validation MSE less than 1% below the RQ start's gets a note on stderr naming both and
+    the training-set size; a real gain gets none. (train() is replaced by one returning that history.)"""
+    from qinco_codec.training import TrainResult
+    x, xpath = data
+    model = qinco_codec.load_model(trained[0])
+    history = [{"epoch": 0, "val_mse": 1.0}, {"epoch": 1, "train_mse": 0.5, "val_mse": best}]
+    monkeypatch.setattr(qinco_codec, "train", lambda *a, **k: TrainResult(model, history))
+    out = work / f"note-{best}.safetensors"
+    result = run(train.main, xpath, "-o", out, "--bytes", "4", "--epochs", "1")
+    assert "start_val_mse: 1\n" in result.stdout
+    assert ("note: the network gained 0.5% over its RQ start (validation MSE 1 to 0.995): "
+            f"{len(x):,} training vectors were too few" in result.stderr) == noted, result.stderr
+
+
 def test_train_then_eval(work, data, trained):
     x, xpath = data
     model_path, result, args = trained
     out = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
     assert out["sha256"] == sha256_file(model_path)
     assert float(out["val_mse"]) > 0 and out["epochs"] == "1"
+    assert float(out["start_val_mse"]) >= float(out["val_mse"])   # the best epoch, RQ start included
     assert qinco_codec.load_model(model_path).M == 4
     assert (work / "train.ckpt").is_file()
     # the same command again resumes from the checkpoint (all epochs done): the same model

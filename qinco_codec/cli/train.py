@@ -56,8 +56,10 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     """Train a model on the vectors in DATA (.npy, .fvecs, .bvecs, .fbin, .u8bin, ...; '-' reads
     an .npy from stdin) and write it to MODEL.
 
-    Prints the model id (the SHA-256 of the model file, which .qnc files refer to) and the best
-    validation MSE (squared L2 error summed over dimensions, mean over vectors) on stdout.
+    Prints the model id (the SHA-256 of the model file, which .qnc files refer to), the best
+    validation MSE (squared L2 error summed over dimensions, mean over vectors) and its RQ start's
+    (start_val_mse) on stdout; when training gained less than 1% over the start, a note on stderr
+    says the network did not learn from DATA.
 
     Launched by torchrun (python -m qinco_codec.cli.train, see the last example), it trains
     data-parallel: every process reads DATA, each computes its share of every batch, and rank 0
@@ -76,6 +78,7 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
 
     steps = steps_for_bytes(nbytes, K, None, None, name="--bytes")
     from .. import train  # torch: imported only once the paths and the rate are known to be right
+    from ..training import LEARNED_LITTLE, gain_over_start
     x = load_vectors(data)
     if unit_norm:
         from ..unit_norm import check_unit_norm
@@ -84,8 +87,9 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
         click.echo(f"resuming from checkpoint {checkpoint}", err=True)
     if val >= 1:
         val = int(val)
-    model = train(x, preset=preset, steps=steps, K=K, max_minutes=max_minutes, epochs=epochs, val=val,
-                  seed=seed, start_beam=start_beam, device=device, checkpoint=checkpoint, quiet=quiet)
+    model, history = train(x, preset=preset, steps=steps, K=K, max_minutes=max_minutes, epochs=epochs,
+                           val=val, seed=seed, start_beam=start_beam, device=device, checkpoint=checkpoint,
+                           quiet=quiet, return_history=True)
     if not is_main_process():  # every rank holds the same model: rank 0 writes and reports it
         return
     model.config = model.config.replace(unit_norm=unit_norm)   # decoding only: training is the same
@@ -95,6 +99,15 @@ def main(data, output, preset, nbytes, K, max_minutes, epochs, val, checkpoint, 
     click.echo(f"sha256: {sha}")
     click.echo(f"val_mse: {trained.get('val_mse', float('nan')):.6g}")
     click.echo(f"epochs: {trained.get('epochs', 0)}")
+    gain = gain_over_start(history)
+    if gain is not None:
+        click.echo(f"start_val_mse: {gain[0]:.6g}")
+        if gain[2] < LEARNED_LITTLE and not quiet:
+            click.echo(f"note: the network gained {100 * gain[2]:.1f}% over its RQ start (validation MSE "
+                       f"{gain[0]:.4g} to {gain[1]:.4g}): {len(x):,} training vectors were too few for it to "
+                       f"learn, or the budget too short (at 384-d it needed 25,000 to 50,000 vectors to "
+                       f"pass faiss RQ). Train on more vectors or longer; qinco-compress stores the "
+                       f"codebooks alone when they do as well", err=True)
     click.echo(f"rate: {model.M * model.bytes_per_code} bytes/vector (M={model.M}, K={model.K})")
 
 
