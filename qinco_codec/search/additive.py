@@ -24,7 +24,9 @@ after 2 rounds (4.7 s), 6.3e-6 after 4 (7.5 s), 5.5e-6 after 8 (15.3 s). lstsq i
 the exact optimum, and cheaper than alternating rounds that reach it. For a prefix of b steps
 fit the prefix (codes[:, :b] against the b-step reconstructions): at b = 8 of 16 its held-out
 error is 5.5e-5 against 0.36 for the first 8 codebooks of the full fit (whose later codebooks
-absorb part of the earlier steps' work).
+absorb part of the earlier steps' work). How additive a model is depends on how far it trained
+and on the encoder: a 60-epoch GloVe-50 16-B model with beam-16 codes of the whole base is 5.7e-2
+off (docs/experiments/2026-12-03-shortlist-row-terms.md), so its shortlists must be longer.
 """
 import numpy as np
 
