@@ -108,27 +108,37 @@ def _fit_alternating(codes, x, K, rounds):
     return C
 
 
-def _fit_lstsq(codes, x, K):
+def _normal_equations(codes, x, K):
+    """G (MK, MK) float64, G[(m1,k1),(m2,k2)] = rows holding both codes (ridge on the diagonal),
+    and b (MK, d) float64, the code-wise sums of x."""
     n, M = codes.shape
-    d = x.shape[1]
     MK = M * K
-    G = np.zeros((MK, MK), np.float64)     # G[(m1,k1),(m2,k2)]: rows holding both codes
+    G = np.zeros((MK, MK), np.float64)
     for m1 in range(M):
         for m2 in range(m1, M):
             pair = np.bincount(codes[:, m1] * K + codes[:, m2], minlength=K * K).reshape(K, K)
             G[m1 * K:(m1 + 1) * K, m2 * K:(m2 + 1) * K] = pair
             if m2 != m1:
                 G[m2 * K:(m2 + 1) * K, m1 * K:(m1 + 1) * K] = pair.T
-    b = np.zeros((MK, d), np.float64)      # code-wise sums of x
+    b = np.zeros((MK, x.shape[1]), np.float64)
     for m in range(M):
         _add_rows(b[m * K:(m + 1) * K], codes[:, m], x)
     G[np.diag_indices(MK)] += RIDGE * max(1.0, n / K) + 1e-12
+    return G, b
+
+
+def _fit_lstsq(codes, x, K):
     import torch
 
-    Gt, bt = torch.from_numpy(G), torch.from_numpy(b)
-    L, info = torch.linalg.cholesky_ex(Gt)
+    M, d = codes.shape[1], x.shape[1]
+    G, b = _normal_equations(codes, x, K)
+    bt = torch.from_numpy(b)
+    # Factor G in its own memory: G is symmetric, so its transpose is the same matrix in the
+    # column-major order LAPACK works in, and no (MK)² copy is made (128 MiB at M·K = 4096).
+    L = torch.from_numpy(G).mT
+    L, info = torch.linalg.cholesky_ex(L, out=(L, torch.empty((), dtype=torch.int32)))
     if int(info) == 0:
         C = torch.cholesky_solve(bt, L)
     else:                                  # numerically indefinite: the slower general solver
-        C = torch.linalg.lstsq(Gt, bt).solution
+        C = torch.linalg.lstsq(torch.from_numpy(_normal_equations(codes, x, K)[0]), bt).solution
     return C.numpy().reshape(M, K, d).astype(np.float32)

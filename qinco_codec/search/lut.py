@@ -57,7 +57,7 @@ def flat_indices(codes, K, base=None, limit=0):
     return idx
 
 
-def row_sqnorms(codes, codebooks, centroids=None, list_ids=None, block=65536):
+def row_sqnorms(codes, codebooks, centroids=None, list_ids=None, block=16384):
     """‖a_i‖² per row (n,) float32, a_i = Σ_m C[m, code_im] (+ centroids[list_ids[i]] when
     given: codebooks fitted to residuals to the rows' centroids), in blocks of `block` rows."""
     M, K, d = codebooks.shape
