@@ -64,6 +64,9 @@ def main():
         pts = sorted((n, mse) for n, lab, mse, _ in points if lab == label)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log")
+    sizes = sorted({p[0] for p in points})      # a plain tick at every measured size
+    ax.set_xticks(sizes, [f"{n / 1000:g}k" for n in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("training vectors")
     ax.set_ylabel("held-out MSE (16 B/vector)")
     ax.set_title("384-d MiniLM: MSE against training-set size, same steps")
