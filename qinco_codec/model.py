@@ -220,9 +220,14 @@ class QincoModel(nn.Module):
         rows = batch_size or max(1024, _work_elements(dev) // self._width() // 4)
         out = np.empty((len(codes), self.dim), dtype=np.float32)
         with torch.inference_mode(), _on_device(self, dev) as model:
-            for start in range(0, len(codes), rows):
-                cb = _upload(codes[start:start + rows, :m], dev).long()
-                _download(model.denormalize(codec.decode_normalized(model, cb, dtype)), out[start:start + rows])
+            def decode_rows(start, end, _workspace):
+                cb = _upload(codes[start:end, :m], dev).long()
+                _download(model.denormalize(codec.decode_normalized(model, cb, dtype)), out[start:end])
+
+            # on the CPU, whole chunks on worker threads (codec._each_chunk: the step networks'
+            # matmuls are too narrow to split well); the same vectors at any thread count
+            codec._each_chunk(decode_rows, [(s, min(s + rows, len(codes)))
+                                            for s in range(0, len(codes), rows)], dev)
         return out
 
     # ---- persistence ----
