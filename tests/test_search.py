@@ -208,6 +208,26 @@ def test_ivf_with_every_list_probed_equals_exhaustive(data, trained):
         assert set(ivf.lists.list_ids[row_ids[row_ids >= 0]]) <= set(probed)
 
 
+def test_ivf_search_is_the_same_at_any_thread_count(data, trained, monkeypatch):
+    """The IVF scan's query blocks and the re-ranking's decode chunks run on worker threads: the
+    results (rows and distances, bit for bit) do not depend on how many."""
+    import torch
+    _, q, codes, decoded = data
+    index = SearchIndex(codes, trained, ivf=IVF.build(decoded, 24, seed=0))
+    monkeypatch.setattr(engine, "PAIR_BLOCK", 16 * index.steps * 500)   # many blocks of queries
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(index.search(q, 10, shortlist=40, nprobe=6))
+    finally:
+        torch.set_num_threads(saved)
+    for D, I in results[1:]:
+        np.testing.assert_array_equal(I, results[0][1])
+        np.testing.assert_array_equal(D, results[0][0])
+
+
 def test_relative_codebooks_filter_the_same_rows(data, trained):
     """relative=True (codebooks of residuals to the centroids) is exact too at full shortlist."""
     _, q, codes, decoded = data

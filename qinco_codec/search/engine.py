@@ -21,6 +21,7 @@ distances) and -inf for "ip" (inner products, larger is nearer).
 import numpy as np
 import torch
 
+from ..codec import _each_chunk
 from ..errors import InputError
 from ..validation import as_float_matrix
 from .additive import fit_additive
@@ -161,8 +162,13 @@ class SearchIndex:
                 total = 0
             total += rows
         bounds.append(len(queries))
-        for a, b in zip(bounds[:-1], bounds[1:]):
+
+        def scan(a, b, _workspace):
             out[a:b] = self._shortlist_lists(queries[a:b], tables[a:b], lists[a:b], S, metric)
+
+        # whole blocks on worker threads, each single-threaded (as the codec does with chunks):
+        # the same shortlists at any thread count
+        _each_chunk(scan, list(zip(bounds[:-1], bounds[1:])), torch.device("cpu"))
         return out
 
     def _shortlist_lists(self, queries, tables, lists, S, metric):
