@@ -328,11 +328,11 @@ RATIO_COLUMNS = [("dim_label", "d", ""), ("dim", "d / d0", ".2f")] + [
 
 def table_rows(result):
     """The rows of the main table (derived columns added)."""
-    out, c = [], result["config"]
+    out = []
     for r in result["dims"]:
         pct = lambda v: None if v is None else 100.0 * v
         out.append({**r, "expanded_x_direct": r["encode_vps_expanded_cpu"] / r["encode_vps_direct_cpu"],
-                    "search": f"{r['A']}/{r['B']}" if "A" in r else f"{c['A']}/{c['B']}",
+                    "search": f"{r['A']}/{r['B']}",
                     "same_codes_pct": pct(r["same_codes"]), "train_encode_pct": pct(r["train_encode_share"]),
                     "encode_mflops": r["encode_flops"] / 1e6, "decode_mflops": r["decode_flops"] / 1e6})
     return out

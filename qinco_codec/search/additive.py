@@ -139,6 +139,7 @@ def _fit_lstsq(codes, x, K):
     L, info = torch.linalg.cholesky_ex(L, out=(L, torch.empty((), dtype=torch.int32)))
     if int(info) == 0:
         C = torch.cholesky_solve(bt, L)
-    else:                                  # numerically indefinite: the slower general solver
+    else:   # numerically indefinite: the slower general solver, on G built again (its memory
+            # now holds the failed factor)
         C = torch.linalg.lstsq(torch.from_numpy(_normal_equations(codes, x, K)[0]), bt).solution
     return C.numpy().reshape(M, K, d).astype(np.float32)
