@@ -107,18 +107,19 @@ def encode_normalized(model, x, A=0, B=1, dtype=torch.float32, expanded=None):
     def encode_rows(s, e, ws):
         codes[s:e] = _encode_chunk(model, x[s:e], A, B, tables, use_pre, pre_sq, c0_sq, ws, identity)
 
-    _each_chunk(encode_rows, _chunks(len(x), rows, x.device), x.device)
+    each_chunk(encode_rows, _chunks(len(x), rows, x.device), x.device)
     return codes
 
 
-def _each_chunk(fn, ranges, device):
+def each_chunk(fn, ranges, device):
     """fn(start, end, workspace) for every range. On the CPU with T > 1 torch threads, T worker
     threads take whole chunks, each chunk's operations running on its own thread (torch's
-    intra-op threads set to 1 meanwhile, then restored): the encoder's matmuls are too narrow
-    (64 to 384 columns) to split well, so whole chunks scale better, and single-threaded
+    intra-op threads set to 1 meanwhile, then restored): the step networks' matmuls are too
+    narrow (64 to 384 columns) to split well, so whole chunks scale better, and single-threaded
     operations have no barrier at which a descheduled thread is waited for on a busy machine.
-    Every chunk's operations are single-threaded either way, so the codes never depend on the
-    thread count. The workers inherit the caller's grad and inference mode."""
+    Every chunk's operations are single-threaded either way, so results (codes, decoded vectors,
+    search shortlists) never depend on the thread count. Used by encoding, QincoModel.decode and
+    the IVF scan (search/engine.py). The workers inherit the caller's grad and inference mode."""
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     if threads == 1 or len(ranges) <= 1:
         ws = Workspace()

@@ -224,9 +224,9 @@ class QincoModel(nn.Module):
                 cb = _upload(codes[start:end, :m], dev).long()
                 _download(model.denormalize(codec.decode_normalized(model, cb, dtype)), out[start:end])
 
-            # on the CPU, whole chunks on worker threads (codec._each_chunk: the step networks'
+            # on the CPU, whole chunks on worker threads (codec.each_chunk: the step networks'
             # matmuls are too narrow to split well); the same vectors at any thread count
-            codec._each_chunk(decode_rows, [(s, min(s + rows, len(codes)))
+            codec.each_chunk(decode_rows, [(s, min(s + rows, len(codes)))
                                             for s in range(0, len(codes), rows)], dev)
         return out
 

@@ -91,7 +91,7 @@ def test_chunking_never_changes_results(monkeypatch, rng, preset, A, B):
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_worker_threads_give_the_single_thread_codes(monkeypatch, rng, mode):
-    """With 2 torch threads the chunks run on worker threads (`codec._each_chunk`): the same
+    """With 2 torch threads the chunks run on worker threads (`codec.each_chunk`): the same
     codes as with 1 thread, single-threaded operations in the workers, the caller's grad mode kept
     by the workers (no autograd graph on the model's parameters), and torch's thread count
     restored afterwards."""

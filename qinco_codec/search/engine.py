@@ -21,7 +21,7 @@ distances) and -inf for "ip" (inner products, larger is nearer).
 import numpy as np
 import torch
 
-from ..codec import _each_chunk
+from ..codec import each_chunk
 from ..errors import InputError
 from ..validation import as_float_matrix
 from .additive import fit_additive
@@ -168,7 +168,7 @@ class SearchIndex:
 
         # whole blocks on worker threads, each single-threaded (as the codec does with chunks):
         # the same shortlists at any thread count
-        _each_chunk(scan, list(zip(bounds[:-1], bounds[1:])), torch.device("cpu"))
+        each_chunk(scan, list(zip(bounds[:-1], bounds[1:])), torch.device("cpu"))
         return out
 
     def _shortlist_lists(self, queries, tables, lists, S, metric):
