@@ -106,16 +106,18 @@ def external_model_size(model_arg, sha256_hex):
     return (os.path.getsize(store) if store else None), store
 
 
-def ivf_summary(ivf, stored_bytes):
+def ivf_summary(ivf, stored_bytes, residual_codes=False):
     """The `ivf` entry of the report: for a formats.ivf.IvfSection, nlist, the rows per list
-    (min, median, max; lists may be empty), the number of empty lists and the section's payload
-    bytes (`stored_bytes`); None for a file without inverted lists."""
+    (min, median, max; lists may be empty), the number of empty lists, the section's payload
+    bytes (`stored_bytes`) and whether the codes are residuals to its centroids (SPEC.md 5.4);
+    None for a file without inverted lists."""
     if ivf is None:
         return None
     sizes = ivf.list_sizes()
     return {"nlist": ivf.nlist, "list_size_min": int(sizes.min()),
             "list_size_median": float(np.median(sizes)), "list_size_max": int(sizes.max()),
-            "empty_lists": int((sizes == 0).sum()), "bytes": stored_bytes}
+            "empty_lists": int((sizes == 0).sum()), "bytes": stored_bytes,
+            "residual_codes": bool(residual_codes)}
 
 
 def ivf_lines(info):
@@ -126,7 +128,9 @@ def ivf_lines(info):
     empty = f", {ivf['empty_lists']:,} empty" if ivf["empty_lists"] else ""
     return [f"ivf:         {ivf['nlist']:,} inverted lists, rows per list min {ivf['list_size_min']:,} "
             f"median {ivf['list_size_median']:,.0f} max {ivf['list_size_max']:,}{empty}; "
-            f"{ivf['bytes']:,} bytes"]
+            f"{ivf['bytes']:,} bytes"] + (
+        ["             codes are residuals to the list centroids (IVF-QINCo): decoding needs them"]
+        if ivf.get("residual_codes") else [])
 
 
 def describe(header, plane_sizes, file_size, model_bytes, model_in_store, path=None, ivf=None):

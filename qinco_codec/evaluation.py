@@ -44,13 +44,19 @@ def report_steps(M):
     return steps + [M]
 
 
-def prefix_quality(model, x, codes, device="auto"):
+def prefix_quality(model, x, codes, device="auto", offsets=None):
     """Per prefix length m of report_steps(codes' columns), the error of decoding x's codes from
-    their first m columns: a list of {steps, bytes_per_vector, mse, rel_mse, cosine}."""
+    their first m columns: a list of {steps, bytes_per_vector, mse, rel_mse, cosine}. With
+    `offsets` (n, d), x and the codes are of residuals to them (IVF-QINCo): the figures are of
+    the vectors x + offsets and their reconstructions decode + offsets."""
+    if offsets is not None:
+        x = x + offsets
     var = variance(x) if len(x) else 0.0
     rows = []
     for m in report_steps(codes.shape[1]):
         recon = model.decode(codes[:, :m], device=device)
+        if offsets is not None:
+            recon += offsets
         err = mse(x, recon)
         rows.append({"steps": m, "bytes_per_vector": m * model.bytes_per_code, "mse": err,
                      "rel_mse": err / var if var else 0.0, "cosine": cosine(x, recon)})

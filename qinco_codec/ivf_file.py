@@ -50,6 +50,16 @@ def list_id_dtype(nlist):
     return np.uint16 if nlist <= 1 << 16 else np.uint32
 
 
+def refuse_residual(header, path):
+    """InputError for a file whose codes are residuals to its inverted lists (SPEC.md 5.4):
+    its lists cannot be replaced or dropped without re-encoding every row."""
+    if header.residual_codes:
+        raise InputError(f"{os.fspath(path)}: its codes are residuals to its inverted lists "
+                         f"(IVF-QINCo, written by qinco-compress --ivf-residual), so the lists "
+                         f"cannot be replaced or removed without re-encoding: compress the "
+                         f"vectors again with the --ivf you want")
+
+
 def assign_decoded(qnc, centroids, *, batch_size=ASSIGN_BATCH, device="auto", quiet=True):
     """The list id of every row of an open QncFile: its nearest centroid (L2) to the row's
     decoded vector, decoded and assigned one batch at a time."""
@@ -65,21 +75,25 @@ def assign_decoded(qnc, centroids, *, batch_size=ASSIGN_BATCH, device="auto", qu
     return ids
 
 
-def rewrite_with_ivf(source, out, ivf, *, zstd_level=ZSTD_DEFAULT_LEVEL):
+def rewrite_with_ivf(source, out, ivf, *, zstd_level=ZSTD_DEFAULT_LEVEL, residual=False):
     """Write `source` (a .qnc path) to `out` with `ivf` (an IvfSection, or None to drop the
     section) as its ivf section: the same header fields, model_config, user_metadata,
     embedded model and quality_report, every chunk copied byte for byte (QncReader.raw_chunks,
     CRCs verified on the way). Sections of types this version does not know are not copied
     (whether they still hold for the rewritten file cannot be known). The output is written under
     a temporary name, fsynced and renamed into place (formats.atomic), so `out` may be `source`.
-    `zstd_level` applies to the list ids only (SPEC.md 12); the planes keep their encoding."""
+    `zstd_level` applies to the list ids only (SPEC.md 12); the planes keep their encoding.
+    `residual=True` marks the codes of `source` as residuals to the centroids of `ivf` (the
+    ivf_residual section, SPEC.md 5.4). A source whose codes already are residuals to its lists
+    is refused: other lists (or none) would change every decoded vector."""
     with QncReader(source) as reader:
         h = reader.header
+        refuse_residual(h, source)
         with QncWriter(out, n=h.n, dim=h.dim, source_dtype=h.source_dtype, K=h.K, M=h.M,
                        model_sha256=h.model_sha256, model_config=h.model_config,
                        metadata=h.metadata, model_bytes=reader.model_bytes(),
                        chunk_rows=h.chunk_rows, zstd_level=zstd_level,
-                       quality_report=h.quality_report, ivf=ivf) as writer:
+                       quality_report=h.quality_report, ivf=ivf, ivf_residual=residual) as writer:
             for raw in reader.raw_chunks():
                 writer.write_raw_chunk(raw)
 
@@ -100,6 +114,50 @@ class _AssigningSource:
             yield batch
 
 
+class _ResidualSource:
+    """A vector source whose rows are the residuals x − c(x) to their nearest centroid (what
+    compress trains on and encodes for IVF-QINCo codes); batches read to encode are also put in
+    their lists. Rows by index (`array[rows]`) when the wrapped source allows it; every other
+    attribute (n, dim, the source dtype the file records, name) is the wrapped source's."""
+
+    def __init__(self, src, lists):
+        self._src, self._lists = src, lists
+
+    def __getattr__(self, name):
+        if name == "vectors":
+            raise AttributeError(name)   # rows by index go through `array`, as residuals
+        if name == "array":
+            if not hasattr(self._src, "array") and not hasattr(self._src, "vectors"):
+                raise AttributeError(name)
+            return _ResidualRows(self._src, self._lists)
+        return getattr(self._src, name)
+
+    def sample(self, k, seed=0):
+        return self._lists.split(self._src.sample(k, seed))[0]
+
+    def iter_batches(self, batch_size):
+        start = 0
+        for batch in self._src.iter_batches(batch_size):
+            residual, _ = self._lists.split(batch, row_offset=start, record=True)
+            start += len(batch)
+            yield residual
+
+
+class _ResidualRows:
+    """`array[rows]` of a _ResidualSource: those rows of the wrapped source, as residuals."""
+
+    def __init__(self, src, lists):
+        self._src, self._lists = src, lists
+
+    def __getitem__(self, rows):
+        if hasattr(self._src, "array"):
+            x = np.asarray(self._src.array[rows])
+        else:
+            x = np.concatenate([self._src.vectors.read(r, r + 1) for r in rows]) if len(rows) \
+                else np.empty((0, self._src.dim), np.float32)
+        return self._lists.split(x)[0]
+
+
 class CompressLists:
     """The inverted lists `compress(..., ivf=nlist)` writes: centroids fitted by k-means on the
     input's own training sample (`train_size` rows drawn with `seed`, the rows a model compress
@@ -107,10 +165,14 @@ class CompressLists:
     vector while it is encoded (`source` wraps the input). Measured on GloVe-50 (README,
     "Inverted lists"), original vectors give a higher recall at small nprobe than decoded ones,
     which are what add_ivf must use since it has no originals. The file is written without the section
-    first and then rewritten with it (`finish`): the section precedes the chunks, the list ids
-    are known only once every row has been read."""
+    first and then rewritten with it (`written_to`): the section precedes the chunks, the list
+    ids are known only once every row has been read.
 
-    def __init__(self, src, nlist, *, train_size, seed=0, quiet=True):
+    residual=True (IVF-QINCo, SPEC.md 5.4): `source` yields the residuals x − c(x) instead of x,
+    for the model to be trained on and to encode, and the file is marked so that decoding adds
+    each row's centroid back."""
+
+    def __init__(self, src, nlist, *, train_size, seed=0, quiet=True, residual=False):
         from .search.ivf import train_coarse
         from .validation import as_float_matrix
 
@@ -123,7 +185,8 @@ class CompressLists:
         self.centroids = train_coarse(sample, self.nlist, seed=seed)
         self.ids = np.empty(src.n, list_id_dtype(self.nlist))
         self.rows = 0
-        self.source = _AssigningSource(src, self)
+        self.residual = bool(residual)
+        self.source = _ResidualSource(src, self) if residual else _AssigningSource(src, self)
 
     def add(self, batch):
         """Assign the next rows of the input (any numeric dtype) to their nearest centroids."""
@@ -132,6 +195,22 @@ class CompressLists:
         x = np.asarray(batch, dtype=np.float32)
         self.ids[self.rows:self.rows + len(x)] = assign(x, self.centroids)  # (rows,) int32
         self.rows += len(x)
+
+    def split(self, batch, *, row_offset=0, record=False):
+        """(residuals x − c(x), offsets c(x)) of rows of the input, both (rows, d) float32, c(x)
+        the centroid nearest x; `record`: they are the next rows of the file (their list ids are
+        kept). The rows are checked as compress checks its input (numeric, finite)."""
+        from .search.ivf import assign
+        from .validation import as_float_matrix
+
+        x = as_float_matrix(batch, dim=self.centroids.shape[1], name="input",
+                            row_offset=row_offset, allow_empty=True)
+        ids = assign(x, self.centroids)                                   # (rows,) int32
+        if record:
+            self.ids[self.rows:self.rows + len(x)] = ids
+            self.rows += len(x)
+        offsets = self.centroids[ids]
+        return x - offsets, offsets
 
     @contextlib.contextmanager
     def written_to(self, path, zstd_level=ZSTD_DEFAULT_LEVEL):
@@ -147,13 +226,15 @@ class CompressLists:
             if self.rows != len(self.ids):
                 raise InputError(f"ivf: {self.rows:,} rows were assigned, the file has "
                                  f"{len(self.ids):,}")
-            rewrite_with_ivf(tmp, path, IvfSection(self.centroids, self.ids), zstd_level=zstd_level)
+            rewrite_with_ivf(tmp, path, IvfSection(self.centroids, self.ids), zstd_level=zstd_level,
+                             residual=self.residual)
         finally:
             os.unlink(tmp)
 
     def summary(self):
         sizes = np.bincount(self.ids, minlength=self.nlist)
-        return {"nlist": self.nlist, "list_size_min": int(sizes.min()),
+        return {"nlist": self.nlist, "residual_codes": self.residual,
+                "list_size_min": int(sizes.min()),
                 "list_size_median": float(np.median(sizes)), "list_size_max": int(sizes.max())}
 
 
@@ -177,6 +258,7 @@ def add_ivf(path, nlist, *, out=None, seed=0, sample=DEFAULT_SAMPLE, model=None,
                          f"got {sample!r}")
     out = path if out is None else out
     with qncfile.open(path, model) as f:
+        refuse_residual(f.header, path)
         nlist = check_nlist(nlist, f.n)
         if sample < nlist:
             raise InputError(f"sample={sample:,} rows cannot fit nlist={nlist:,} centroids: "

@@ -31,6 +31,9 @@ The sections of the merged file:
   centroids (the same coarse quantizer: each row keeps its list, the list ids are concatenated);
   otherwise (some shards without lists, or other centroids) dropped, and the summary says so and
   why: rebuild the lists on the merged file (qinco-index).
+* `ivf_residual` (SPEC.md 5.4: codes of residuals to the lists' centroids): kept when every
+  shard has it and the lists merge; refused otherwise (such codes do not decode without their
+  lists).
 * any other section (of a later version, or private): dropped, and the summary names each.
 
 This module is part of the byte layer's world: it imports no torch (nor any model code).
@@ -46,14 +49,15 @@ from .formats.chunks import decode_plane, zstd_compressor
 from .formats.header import decode_fixed_header, decode_header_prefix
 from .formats.ivf import IvfSection
 from .formats.layout import (ENCODING_ZSTD, HEADER_PREFIX, SECTION_EMBEDDED_MODEL,
-                             SECTION_HEADER_SIZE, SECTION_IVF, SECTION_MODEL_CONFIG,
+                             SECTION_HEADER_SIZE, SECTION_IVF, SECTION_IVF_RESIDUAL,
+                             SECTION_MODEL_CONFIG,
                              SECTION_QUALITY_REPORT, SECTION_USER_METADATA, ZSTD_DEFAULT_LEVEL,
                              code_dtype, ivf_id_dtype, ivf_id_bytes)
 from .formats.sections import decode_section_header
 from .progress import bar, note
 
 KNOWN_SECTIONS = (SECTION_MODEL_CONFIG, SECTION_USER_METADATA, SECTION_EMBEDDED_MODEL,
-                  SECTION_QUALITY_REPORT, SECTION_IVF)
+                  SECTION_QUALITY_REPORT, SECTION_IVF, SECTION_IVF_RESIDUAL)
 # The header fields every shard must share with the first, in the order they are checked.
 MATCHED_FIELDS = ("model_sha256", "dim", "K", "M", "chunk_rows", "source_dtype")
 PROBE_CHUNKS = 4  # chunks of each shard searched for a zstd plane that tells the zstd level
@@ -144,6 +148,24 @@ def _merged_ivf(paths, readers):
     return IvfSection(first.centroids, ids), "merged"
 
 
+def _merged_residual(paths, headers, ivf, ivf_fate):
+    """Whether the merged file's codes are residuals to its lists (SPEC.md 5.4): when every
+    shard's are and their lists merge. InputError when some shards' are and others' are not, or
+    when residual lists would be dropped: those codes do not decode without them."""
+    residual = [h.residual_codes for h in headers]
+    if not any(residual):
+        return False
+    if not all(residual):
+        plain, other = paths[residual.index(False)], paths[residual.index(True)]
+        raise InputError(f"merge: the codes of {other} are residuals to its inverted lists "
+                         f"(IVF-QINCo) and those of {plain} are not; they cannot share one file")
+    if ivf is None:
+        raise InputError(f"merge: the shards' codes are residuals to their inverted lists, which "
+                         f"do not merge ({ivf_fate.removeprefix('dropped: ')}); shards of one "
+                         f"collection must share the coarse centroids")
+    return True
+
+
 def _split_planes(raw):
     """The stored bytes of each plane of a RawChunk."""
     view, position, out = memoryview(raw.planes), 0, []
@@ -224,6 +246,7 @@ def merge(paths, out, *, metadata=KEEP, zstd_level=None, quiet=True):
         meta, meta_fate = _merged_metadata(paths, headers, metadata)
         report, report_fate = _merged_report(headers)
         ivf, ivf_fate = _merged_ivf(paths, readers)
+        residual = _merged_residual(paths, headers, ivf, ivf_fate)
         first, chunk_rows = headers[0], headers[0].chunk_rows
         n = sum(h.n for h in headers)
         aligned = all(h.n % chunk_rows == 0 for h in headers[:-1])
@@ -246,7 +269,7 @@ def merge(paths, out, *, metadata=KEEP, zstd_level=None, quiet=True):
                        M=first.M, model_sha256=first.model_sha256,
                        model_config=first.model_config, metadata=meta, model_bytes=model_bytes,
                        chunk_rows=chunk_rows, zstd_level=level or None,
-                       quality_report=report, ivf=ivf) as writer, \
+                       quality_report=report, ivf=ivf, ivf_residual=residual) as writer, \
                 bar(total=n, desc="merge", unit="vec", quiet=quiet) as pbar:
             written = 0
             for path, reader in zip(paths, readers):

@@ -105,7 +105,8 @@ class QncFile:
         else:
             model_bytes, store = external_model_size(self._model_arg, self.model_sha256)
         info = describe(self.header, self.plane_sizes(), self._file_size, model_bytes, store,
-                        path=self._source_name, ivf=ivf_summary(self._reader.ivf(), self._reader.ivf_size))
+                        path=self._source_name, ivf=ivf_summary(self._reader.ivf(), self._reader.ivf_size,
+                                            self.residual_codes))
         if verify:
             self.verify()
             info["verified"] = True
@@ -145,7 +146,17 @@ class QncFile:
         codes = self._reader.codes(steps=steps, rows=rows)
         if len(codes) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
-        return model.decode(codes, device=device)
+        decoded = model.decode(codes, device=device)
+        if self.residual_codes:
+            ids = self._reader.ivf().list_ids
+            decoded += self._reader.ivf().centroids[ids if rows is None else ids[rows]]
+        return decoded
+
+    @property
+    def residual_codes(self):
+        """Whether the codes are residuals to the ivf centroids (IVF-QINCo, SPEC.md 5.4): the
+        decoded vectors then add each row's list centroid, which decode() does."""
+        return self.header.residual_codes
 
     def search(self, queries, k=10, *, shortlist=None, nprobe=None, steps=None, bytes=None,
                metric="l2", device="auto"):
@@ -183,7 +194,8 @@ class QncFile:
             codes = self._reader.codes(steps=steps)
             read_ivf = getattr(self._reader, "ivf", None)   # the IVF section's reader (SPEC 5.3)
             ivf = read_ivf() if callable(read_ivf) else None
-            cache[steps] = SearchIndex(codes, model, ivf=ivf, device=device)
+            cache[steps] = SearchIndex(codes, model, ivf=ivf, residual=self.residual_codes,
+                                       device=device)
         return cache[steps]
 
     def iter_decode(self, steps=None, batch_size=65536, device="auto", prefetch=True, *, bytes=None):
@@ -201,5 +213,18 @@ class QncFile:
             self.model  # noqa: B018 - resolve (and check) the model before the first batch
         stats = self.stream_stats = new_stream_stats(prefetch)
         blocks = (block for _, block in self._reader.iter_chunks(steps=steps))
-        return iter_decoded(blocks, lambda codes: self.model.decode(codes, device=device),
-                            batch_size, prefetch, stats)
+        return iter_decoded(blocks, self._batch_decoder(device), batch_size, prefetch, stats)
+
+    def _batch_decoder(self, device):
+        """decode(codes) for consecutive batches of rows from row 0, in file order: with
+        residual codes each batch adds the centroids of its rows' lists."""
+        if not self.residual_codes:
+            return lambda codes: self.model.decode(codes, device=device)
+        ivf, start = self._reader.ivf(), [0]
+
+        def decode(codes):
+            out = self.model.decode(codes, device=device)
+            out += ivf.centroids[ivf.list_ids[start[0]:start[0] + len(codes)]]
+            start[0] += len(codes)
+            return out
+        return decode

@@ -361,7 +361,7 @@ def m_section(rng, base):
                 expect = "reject"  # the model no longer hashes to model_sha256
         desc = f"section {i} (type {secs[i].type}) payload of {len(secs[i].payload)} bytes"
     elif op == "add":
-        kind = rng.choice([0, 1, 2, 3, 4, 5, 0x1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+        kind = rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 0x1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
         flags = rng.choice([0, 1, 2, 0x80000000, 0xFFFFFFFF])
         payload = rng.choice([b"", b"{}", _rand_bytes(rng, rng.randrange(1, 300))])
         secs.insert(rng.randrange(len(secs) + 1), Section(kind, flags, payload))
@@ -369,14 +369,15 @@ def m_section(rng, base):
         if kind == 3 and flags == 0 and base.model is None and \
                 hashlib.sha256(payload).digest() == parts.header["model_sha256"]:
             model, expect = payload, "accept"  # (the golden tiny_example names the empty model)
-        elif kind in (0, 3, 5) or (kind == 1 and flags == 1) or (kind == 4 and flags != 0):
+        elif kind in (0, 3, 5, 6) or (kind == 1 and flags == 1) or (kind == 4 and flags != 0):
             # type 0, a second model_config, a model of another hash, quality_report (type 4
             # since 1.1) with flags other than its exact 0, an ivf section (type 5 since 1.2)
-            # whose payload is not a valid one (none of those drawn here is)
+            # whose payload is not a valid one (none of those drawn here is), an ivf_residual
+            # section (type 6 since 1.3: REQUIRED, exactly 8 bytes, and it needs an ivf section)
             expect = "reject"
-        elif kind >= 6 and flags & 1:
+        elif kind >= 7 and flags & 1:
             expect = "reject"  # an unknown section marked REQUIRED
-        elif kind >= 6:
+        elif kind >= 7:
             expect = "accept"  # an unknown optional section is skipped
     elif op == "duplicate":
         i = rng.randrange(len(secs))
@@ -390,7 +391,9 @@ def m_section(rng, base):
             model = None  # a valid file with an external model
         if removed.type == SEC_IVF:
             ivf = None  # a valid file without inverted lists
-        expect = "reject" if removed.type == 1 else "accept"
+        # model_config is required; an ivf section is required by an ivf_residual one (5.4)
+        residual_left = removed.type == SEC_IVF and any(s.type == 6 for s in secs)
+        expect = "reject" if removed.type == 1 or residual_left else "accept"
     elif op == "reorder":
         rng.shuffle(secs)
         desc = f"sections reordered to {[s.type for s in secs]}"
@@ -651,7 +654,7 @@ def m_header_valid_variants(rng, base):
         parts.header["source_dtype"] = rng.randrange(1, 13)
     else:
         parts.sections.insert(rng.randrange(len(parts.sections) + 1),
-                              Section(rng.choice([6, 0x1000, 0x80000000]), 0,
+                              Section(rng.choice([7, 0x1000, 0x80000000]), 0,
                                       _rand_bytes(rng, rng.randrange(300))))
     return Case(bytes(emit(parts).buf), f"valid variant: {op}", expect="accept")
 

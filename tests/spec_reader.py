@@ -101,17 +101,21 @@ DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 
 SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_EMBEDDED_MODEL, SEC_QUALITY_REPORT = 1, 2, 3, 4
 SEC_IVF = 5  # section 5.3, since version 1.2
-# section 5: occurrences allowed for the types version 1.2 knows (type 0: "never")
+SEC_IVF_RESIDUAL = 6  # section 5.4, since version 1.3
+# section 5: occurrences allowed for the types version 1.3 knows (type 0: "never")
 MAX_OCCURRENCES = {SEC_MODEL_CONFIG: 1, SEC_USER_METADATA: 1, SEC_EMBEDDED_MODEL: 1,
-                   SEC_QUALITY_REPORT: 1, SEC_IVF: 1}
+                   SEC_QUALITY_REPORT: 1, SEC_IVF: 1, SEC_IVF_RESIDUAL: 1}
 REQUIRED = 1
 # section 5, "flags (exact value)" column
 EXACT_FLAGS = {SEC_MODEL_CONFIG: REQUIRED, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
-               SEC_QUALITY_REPORT: 0, SEC_IVF: 0}
+               SEC_QUALITY_REPORT: 0, SEC_IVF: 0, SEC_IVF_RESIDUAL: REQUIRED}
 JSON_TYPES = (SEC_MODEL_CONFIG, SEC_USER_METADATA, SEC_QUALITY_REPORT)
 # sections 10, 12: the minor version that defines each type
 SECTION_MINOR = {SEC_MODEL_CONFIG: 0, SEC_USER_METADATA: 0, SEC_EMBEDDED_MODEL: 0,
-                 SEC_QUALITY_REPORT: 1, SEC_IVF: 2}
+                 SEC_QUALITY_REPORT: 1, SEC_IVF: 2, SEC_IVF_RESIDUAL: 3}
+# section 5.4: the ivf_residual payload, exactly 8 bytes: offset_kind (u32), 4 reserved bytes
+IVF_RESIDUAL = struct.Struct("<I4s")
+OFFSET_KIND_LIST_CENTROID = 1
 
 # section 5.3: the ivf payload's head: n, dim, nlist, id_bytes, ids_encoding, 6 reserved bytes,
 # ids_stored_len; then nlist * dim binary32 centroids; then the stored list ids
@@ -261,6 +265,7 @@ class SpecFile:
     embedded_model: bytes | None = None
     quality_report: dict | None = None  # section 5.2 (version 1.1)
     ivf: "SpecIvf | None" = None  # section 5.3 (version 1.2)
+    residual_codes: bool = False  # section 5.4 (version 1.3): vectors add the list's centroid
     index_offset: int = 0
     index_length: int = 0
     chunks: list = field(default_factory=list)  # (chunk_offset, chunk_length)
@@ -412,6 +417,12 @@ def _parse_sections(f: SpecFile, verify_skipped: bool = True) -> None:
             f.quality_report = json_object(payload, "quality_report")
         elif typ == SEC_IVF:  # this reader uses every section it knows: checked at open
             f.ivf = _parse_ivf(payload, f)
+        elif typ == SEC_IVF_RESIDUAL:
+            _need(length == IVF_RESIDUAL.size,
+                  f"ivf_residual: payload of {length} bytes, must be exactly {IVF_RESIDUAL.size}")
+            kind, _reserved = IVF_RESIDUAL.unpack(payload)
+            _need(kind == OFFSET_KIND_LIST_CENTROID, f"ivf_residual: unknown offset_kind {kind}")
+            f.residual_codes = True
         elif typ == SEC_EMBEDDED_MODEL:
             _need(hashlib.sha256(payload).digest() == f.model_sha256,
                   "embedded_model: SHA-256 does not match model_sha256")
@@ -420,6 +431,18 @@ def _parse_sections(f: SpecFile, verify_skipped: bool = True) -> None:
         pos += SECTION_HEADER_SIZE + length
     _need(pos == end, "sections: do not exactly fill the sections area")
     _need(counts.get(SEC_MODEL_CONFIG, 0) == 1, "sections: model_config missing")
+    _need(not f.residual_codes or f.ivf is not None,
+          "sections: ivf_residual without an ivf section")
+
+
+def spec_vector_offsets(f: SpecFile, rows=None) -> np.ndarray | None:
+    """Section 13 / 5.4: what is added to the model's output of each row (rows: None for all, or
+    row numbers) to give its vector: the centroid of its ivf list when the file has an
+    ivf_residual section, else nothing (None)."""
+    if not f.residual_codes:
+        return None
+    ids = f.ivf.list_ids if rows is None else f.ivf.list_ids[np.asarray(rows)]
+    return f.ivf.centroids[ids.astype(np.int64)]
 
 
 def check_index(idx: bytes, f: SpecFile, index_offset: int) -> list:

@@ -48,7 +48,7 @@ def files(tmp_path_factory):
 
 QUICK = ["--threads", "1", "--nlist", NLIST, "--nprobe", "1", NLIST, "--our-nprobe", NLIST,
          "--shortlist", "5", N_BASE, "--ef-search", "16", "--ivf-variants", "filter",
-         "relative", "--quiet"]
+         "residual", "--epochs", "1", "--samples-per-epoch", "256", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def test_json_structure(run):
     curves = {r["curve"] for r in rows}
     assert set(bench.CURVES.values()) <= curves
     assert {"ours, exhaustive", "ours, full decode", f"ours, IVF{NLIST}",
-            f"ours, IVF{NLIST}, relative"} <= curves
+            "ours IVF-QINCo, full decode", f"ours IVF-QINCo, IVF{NLIST}"} <= curves
+    residual = [r for r in rows if r["curve"].startswith("ours IVF-QINCo")]
+    assert all(r["params"]["residual"] and r["extra_bytes"] > 0 for r in residual)
     for r in rows:
         assert r["bytes"] == 2 and r["family"] in ("qinco", "faiss")
         assert set(r["qps"]) == {"1"} and r["qps"]["1"] > 0 and r["seconds"]["1"] > 0
@@ -84,7 +86,7 @@ def test_json_structure(run):
     assert {r["params"]["nprobe"] for r in rows if r["curve"] == "faiss IVF-RQ"} == {1, NLIST}
     ceilings = {r["curve"] for r in rows if r["ceiling"]}
     assert ceilings == {"faiss PQ, exhaustive", "faiss PQ fast scan, exhaustive",
-                        "faiss RQ, exhaustive", "ours, full decode"}
+                        "faiss RQ, exhaustive", "ours, full decode", "ours IVF-QINCo, full decode"}
     assert all(r["extra_bytes"] == bench.ID_BYTES for r in rows if "IVF" in r["curve"])
     assert data["targets"] and data["targets"][0]["bytes"] == 2
     # outputs beside the JSON, and every curve in the printed table
@@ -100,13 +102,14 @@ def test_ceilings_hold_where_they_must(run):
     shortlist of every row (exhaustive, and IVF with every list probed, whatever the variant)
     has the full-decode ceiling's recall exactly."""
     rows = run[2]["rows"]
-    ceiling = next(r for r in rows if r["curve"] == "ours, full decode")
-    full = [r for r in rows if r["family"] == "qinco" and not r["ceiling"]
-            and r["params"]["shortlist"] == N_BASE]
-    assert len(full) == 3   # exhaustive, IVF filter and relative at nprobe = nlist
-    for r in full:
-        assert [r[f"R@{k}"] for k in bench.RECALL_AT] == [ceiling[f"R@{k}"]
-                                                           for k in bench.RECALL_AT]
+    for prefix, expected in (("ours,", 2), ("ours IVF-QINCo,", 1)):  # exhaustive + filter; residual
+        ceiling = next(r for r in rows if r["curve"] == f"{prefix} full decode")
+        full = [r for r in rows if r["family"] == "qinco" and not r["ceiling"]
+                and r["params"]["shortlist"] == N_BASE and r["curve"].startswith(prefix)]
+        assert len(full) == expected
+        for r in full:
+            assert [r[f"R@{k}"] for k in bench.RECALL_AT] == [ceiling[f"R@{k}"]
+                                                               for k in bench.RECALL_AT]
 
 
 def test_ceiling_equals_brute_force_over_decoded(files, run):
@@ -206,7 +209,7 @@ def test_baselines_from_keeps_the_faiss_rows(files, run, tmp_path):
     earlier = run[1] / "search.json"
     common = [files["base"], "--queries", files["queries"], "--train", files["train"],
               "--bytes", "2", "--model", files["model"]]
-    quick = [a for a in QUICK if a != "relative"]     # only the filter variant of our IVF
+    quick = [a for a in QUICK if a != "residual"]     # only the filter variant of our IVF
     res = invoke(*common, *quick, "--baselines-from", earlier,
                  "--out", tmp_path / "again")
     assert res.exit_code == 0, (res.stderr, res.exception)

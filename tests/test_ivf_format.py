@@ -406,7 +406,7 @@ def test_compress_with_ivf_assigns_the_original_vectors_and_keeps_the_codes(tmp_
         ivf = r.ivf()
     np.testing.assert_array_equal(ivf.list_ids, assign(vectors[0], ivf.centroids))
     sizes = ivf.list_sizes()
-    assert summary["ivf"] == {"nlist": 12, "list_size_min": sizes.min(),
+    assert summary["ivf"] == {"nlist": 12, "residual_codes": False, "list_size_min": sizes.min(),
                               "list_size_median": float(np.median(sizes)),
                               "list_size_max": sizes.max()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.qnc"]

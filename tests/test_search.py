@@ -228,14 +228,47 @@ def test_ivf_search_is_the_same_at_any_thread_count(data, trained, monkeypatch):
         np.testing.assert_array_equal(D, results[0][0])
 
 
-def test_relative_codebooks_filter_the_same_rows(data, trained):
-    """relative=True (codebooks of residuals to the centroids) is exact too at full shortlist."""
-    _, q, codes, decoded = data
-    ivf = IVF.build(decoded, 16, seed=1)
-    D, I = SearchIndex(codes, trained, ivf=ivf, relative=True).search(
-        q[:20], 5, shortlist=len(codes), nprobe=16)
-    Db, Ib = brute_force(q[:20], decoded, 5)
+@pytest.fixture(scope="module")
+def residual_data(trained, data):
+    """IVF-QINCo codes: each row encoded as its residual to the nearest of 16 centroids, and the
+    vectors they stand for (centroid plus the decoded residual)."""
+    base = data[0]
+    ivf = IVF.build(base, 16, seed=1)
+    offsets = ivf.centroids[ivf.lists.list_ids]                         # (n, d)
+    codes = trained.encode(np.ascontiguousarray(base - offsets), B=1)
+    return ivf, codes, trained.decode(codes) + offsets
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_residual_codes_at_full_shortlist_are_brute_force(trained, data, residual_data, metric):
+    """residual=True: with every list probed and every row re-ranked, the result is an exact
+    search over centroid + decoded residual, distances included."""
+    q = data[1][:20]
+    ivf, codes, vectors = residual_data
+    D, I = SearchIndex(codes, trained, ivf=ivf, residual=True).search(
+        q, 5, shortlist=len(codes), nprobe=16, metric=metric)
+    Db, Ib = brute_force(q, vectors, 5, metric)
     np.testing.assert_array_equal(I, Ib)
+    np.testing.assert_allclose(D, Db, rtol=1e-4, atol=1e-3)
+
+
+def test_residual_shortlist_scores_the_centroid(trained, data, residual_data):
+    """The additive stage of residual codes ranks by centroid + residual: a short shortlist over
+    every list finds most true neighbours; the same codes scored without their centroids (as if
+    they were codes of the vectors) find almost none."""
+    q = data[1]
+    ivf, codes, vectors = residual_data
+    _, Ib = brute_force(q, vectors, 10)
+    _, I = SearchIndex(codes, trained, ivf=ivf, residual=True).search(q, 10, shortlist=40,
+                                                                       nprobe=16)
+    _, I_wrong = SearchIndex(codes, trained, ivf=ivf).search(q, 10, shortlist=40, nprobe=16)
+    assert recall(I, Ib) >= 0.85
+    assert recall(I_wrong, Ib) < 0.5
+
+
+def test_residual_needs_an_ivf(trained, data):
+    with pytest.raises(InputError, match="residual=True needs an IVF"):
+        SearchIndex(data[2], trained, residual=True)
 
 
 def test_k_larger_than_n_is_padded(trained, data):

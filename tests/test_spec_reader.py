@@ -64,7 +64,7 @@ def test_spec_reader_imports_nothing_of_the_package():
 def test_golden_set_is_complete():
     expected = {"tiny_example", "k256_raw", "k256_zstd", "k4096_u16", "embedded_model",
                 "external_model", "empty", "minor_1_1_unknown_section", "ivf",
-                "ivf_zstd"}  # section 15
+                "ivf_zstd", "ivf_residual"}  # section 15
     assert expected <= set(GOLDEN_NAMES)
     assert set(MANIFEST["files"]) == set(GOLDEN_NAMES)
     for name in GOLDEN_NAMES:
@@ -955,6 +955,26 @@ def test_golden_ivf_section_matches_the_package(name):
     np.testing.assert_array_equal(got.centroids, f.ivf.centroids)
     np.testing.assert_array_equal(got.list_ids, f.ivf.list_ids)
     assert got.list_ids.dtype.itemsize == f.ivf.id_bytes
-    assert (f.version_major, f.version_minor) == (1, 2)
+    assert (f.version_major, f.version_minor) == ((1, 3) if f.residual_codes else (1, 2))
     assert [s.flags for s in f.sections if s.type == SEC_IVF] == [0]  # REQUIRED clear
     np.testing.assert_array_equal(spec_codes(spec_open(data, verify_skipped=False)), spec_codes(f))
+
+
+def test_golden_residual_file_adds_each_rows_centroid_and_older_readers_refuse_it(monkeypatch):
+    """Sections 5.4 and 13: in the 1.3 golden file the codes are residuals, so a row's vector adds
+    the centroid of its list; a 1.2 reader, which does not know type 6, must refuse the file
+    (REQUIRED set), and a file of 1.2 holds no such section, so it still decodes unchanged."""
+    import spec_reader
+
+    data = _golden("ivf_residual")
+    f = spec_open(data)
+    assert f.residual_codes and [s.flags for s in f.sections if s.type == 6] == [REQUIRED]
+    offsets = spec_reader.spec_vector_offsets(f, [0, 1, 2, 3, 7])
+    np.testing.assert_array_equal(offsets, f.ivf.centroids[[0, 1, 2, 3, 3]])
+    assert spec_reader.spec_vector_offsets(spec_open(_golden("ivf"))) is None
+    with monkeypatch.context() as m:   # what a 1.2 reader is: type 6 unknown to it
+        for table in (spec_reader.MAX_OCCURRENCES, spec_reader.EXACT_FLAGS):
+            m.delitem(table, spec_reader.SEC_IVF_RESIDUAL)
+        with pytest.raises(spec_reader.SpecFormatError, match="unknown and REQUIRED"):
+            spec_open(data)
+        assert spec_open(_golden("ivf")).ivf is not None

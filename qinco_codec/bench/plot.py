@@ -19,7 +19,7 @@ def _lines(rows):
 
 FAISS_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
                 "tab:gray", "tab:olive", "tab:cyan", "gold"]
-OUR_COLORS = ["crimson", "black", "darkgreen", "navy", "darkorange", "magenta"]
+OUR_COLORS = ["crimson", "black", "darkgreen", "navy", "darkviolet", "saddlebrown", "magenta"]
 
 
 def plot_rd(rows, path, title="", variance=None):

@@ -89,8 +89,16 @@ def _earlier_run(path):
 @many_option("--ivf-variants", item=str, choices=set(IVF_VARIANTS), metavar="NAME...",
              default=IVF_VARIANTS, show_default=True,
              help="Our IVF variants: 'filter' (the lists only choose the rows scanned), "
-                  "'relative' (the additive stage also scores each row's residual to its "
-                  "centroid; the codes are the same).")
+                  "'residual' (IVF-QINCo: codes of each row's residual to its list's centroid, "
+                  "by a model trained on the training set's residuals: --residual-model, else "
+                  "one trained here).")
+@click.option("--residual-model", "residual_paths", metavar="PATH", multiple=True,
+              help="Our IVF-QINCo model (repeat for several rates), trained on the residuals of "
+                   "the training vectors to the --ivf-centroids (scripts/experiments/"
+                   "train_ivf_models.py writes both).")
+@click.option("--ivf-centroids", metavar="PATH.npy", default=None,
+              help="The coarse centroids (nlist, d) of our IVF instead of k-means here: the ones "
+                   "a --residual-model was trained with.")
 @many_option("--shortlist", metavar="N...", default=tuple(map(str, DEFAULT_SHORTLIST)),
              show_default=True, help="Our shortlist sizes (rows re-ranked with the QINCo "
                                      "decoder); the full decode (every row) is always added.")
@@ -125,7 +133,7 @@ def _earlier_run(path):
 @quiet_option()
 def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_paths, preset,
            train_minutes, epochs, samples_per_epoch, nlist, nprobe, our_nprobe, shortlist,
-           ef_search, ivf_variants, threads, repeats, metric, train_size, n_base, n_queries, A, B,
+           ef_search, ivf_variants, residual_paths, ivf_centroids, threads, repeats, metric, train_size, n_base, n_queries, A, B,
            device, seed, out_dir, cache_dir, baselines_from, quiet):
     """Recall against speed: R@1, R@10 and R@100 (share of queries whose exact nearest
     neighbour is among the first 1, 10, 100 results) and queries per second at each --threads
@@ -169,9 +177,13 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
         raise click.UsageError("--model goes with the method qinco (see --methods)")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    for path in model_paths:
+    for option, path in [("--model", p) for p in model_paths] + \
+            [("--residual-model", p) for p in residual_paths] + \
+            ([("--ivf-centroids", ivf_centroids)] if ivf_centroids else []):
         if not os.path.isfile(path):
-            raise InputError(f"--model {path}: no such file")
+            raise InputError(f"{option} {path}: no such file")
+    if residual_paths and "residual" not in ivf_variants:
+        raise click.UsageError("--residual-model goes with --ivf-variants residual")
     earlier = _earlier_run(baselines_from) if baselines_from else None
 
     from ..bench import search as bench
@@ -188,6 +200,13 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
                              f"vector, below every --bytes ({', '.join(map(str, nbytes))}); a "
                              f"model is searched at its own rate or a prefix of it")
         models.append(model)
+    residual_models = [load_model(path) for path in residual_paths]
+    centroids = read_vectors(ivf_centroids) if ivf_centroids else None
+    if centroids is not None and nlist is not None and len(centroids) != nlist:
+        raise InputError(f"--ivf-centroids {ivf_centroids}: {len(centroids):,} centroids, but "
+                         f"--nlist {nlist}")
+    if centroids is not None:
+        nlist = len(centroids)
     if dataset == "glove50":
         inputs = bench.glove50_inputs(metric, train_size, n_base, n_queries, seed)
     elif dataset == "minilm384":
@@ -211,6 +230,7 @@ def search(data, dataset, data_dir, queries, train_path, nbytes, methods, model_
                        ef_search=ef_search,
                        threads=threads, repeats=repeats, metric=metric, A=A, B=B, device=device,
                        seed=seed, cache_dir=cache_dir, quiet=quiet,
+                       residual_models=residual_models, ivf_centroids=centroids,
                        on_rows=lambda partial: bench.write_partial(partial, out_dir),
                        baseline_run=earlier)
     paths = bench.write_outputs(result, out_dir)

@@ -34,6 +34,9 @@ class QncHeader:
     has_embedded_model: bool
     quality_report: Optional[dict] = None  # the quality_report section (version 1.1), if any
     has_ivf: bool = False  # whether the file has an ivf section (version 1.2; QncReader.ivf())
+    # whether the codes are residuals to the ivf centroids (the ivf_residual section, version
+    # 1.3): a row's vector is then its decoded codes plus the centroid of its list
+    residual_codes: bool = False
 
     @property
     def num_chunks(self):

@@ -13,7 +13,7 @@ CHUNK_TAG = b"QCHK"
 INDEX_TAG = b"QIDX"
 
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # the latest minor version this implementation reads and writes
+VERSION_MINOR = 3  # the latest minor version this implementation reads and writes
 
 # Fixed header: magic, version_major, version_minor, header_size, n, sections_length, dim, K, M,
 # chunk_rows, source_dtype, bytes_per_code, header_flags, model_sha256; then (after any bytes a
@@ -38,12 +38,15 @@ SECTION_USER_METADATA = 2
 SECTION_EMBEDDED_MODEL = 3
 SECTION_QUALITY_REPORT = 4  # since version 1.1
 SECTION_IVF = 5  # since version 1.2: coarse centroids and each row's inverted list (formats/ivf.py)
+# since version 1.3, REQUIRED: the codes are residuals to the ivf centroids (formats/residual.py)
+SECTION_IVF_RESIDUAL = 6
 SECTION_NAMES = {
     SECTION_MODEL_CONFIG: "model_config",
     SECTION_USER_METADATA: "user_metadata",
     SECTION_EMBEDDED_MODEL: "embedded_model",
     SECTION_QUALITY_REPORT: "quality_report",
     SECTION_IVF: "ivf",
+    SECTION_IVF_RESIDUAL: "ivf_residual",
 }
 # The minor version that defines each section type: a writer writes the highest among the
 # sections of its file, so a file without a 1.1 section stays a 1.0 file, byte for byte.
@@ -53,6 +56,7 @@ SECTION_MINOR = {
     SECTION_EMBEDDED_MODEL: 0,
     SECTION_QUALITY_REPORT: 1,
     SECTION_IVF: 2,
+    SECTION_IVF_RESIDUAL: 3,
 }
 # The exact flags of each known section type; readers reject any other value.
 SECTION_FLAGS = {
@@ -61,6 +65,7 @@ SECTION_FLAGS = {
     SECTION_EMBEDDED_MODEL: 0,
     SECTION_QUALITY_REPORT: 0,
     SECTION_IVF: 0,
+    SECTION_IVF_RESIDUAL: SECTION_FLAG_REQUIRED,
 }
 JSON_SECTIONS = (SECTION_MODEL_CONFIG, SECTION_USER_METADATA, SECTION_QUALITY_REPORT)
 MAX_JSON_SECTION = 1 << 24  # bytes; bounds what a reader parses as JSON
@@ -78,6 +83,11 @@ READ_MAX_INT_DIGITS = 4300
 IVF_HEAD = struct.Struct("<QIIBB6xQ")
 IVF_CENTROID_DTYPE = "<f4"
 MAX_NLIST = 1 << 24
+
+# ivf_residual section payload (SPEC.md 5.4): offset_kind (u32), then 4 reserved bytes; exactly
+# 8 bytes. offset_kind 1: a row's vector is its decoded residual plus the centroid of its list.
+IVF_RESIDUAL_PAYLOAD = struct.Struct("<I4x")
+OFFSET_LIST_CENTROID = 1
 
 
 def ivf_id_bytes(nlist):

@@ -18,8 +18,10 @@ from .chunks import RawChunk, decode_chunk_header, decode_plane, verify_planes
 from .header import QncHeader, decode_fixed_header, decode_header_prefix
 from .index import decode_index, decode_trailer
 from .ivf import decode_ivf
+from .residual import decode_ivf_residual
 from .layout import (ENCODING_ZSTD, HEADER_PREFIX, JSON_SECTIONS, MAX_JSON_SECTION,
-                     SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_IVF, SECTION_MODEL_CONFIG,
+                     SECTION_EMBEDDED_MODEL, SECTION_HEADER_SIZE, SECTION_IVF, SECTION_IVF_RESIDUAL,
+                     SECTION_MODEL_CONFIG,
                      SECTION_QUALITY_REPORT, SECTION_USER_METADATA, TRAILER_SIZE, chunk_header_size,
                      chunk_row_count, index_size)
 from .sections import check_section_payload, decode_json, decode_section_header, is_required
@@ -184,13 +186,17 @@ class QncReader:
             raise QncFormatError("the model_config section is missing")
         self._model = found.get(SECTION_EMBEDDED_MODEL)
         self._ivf_section, self._ivf = found.get(SECTION_IVF), None
+        if SECTION_IVF_RESIDUAL in found and SECTION_IVF not in found:
+            raise QncFormatError("the ivf_residual section says the codes are residuals to the "
+                                 "ivf centroids, but the file has no ivf section")
         self.header = QncHeader(
             version=fixed.version, n=fixed.n, dim=fixed.dim, source_dtype=fixed.source_dtype,
             K=fixed.K, bytes_per_code=fixed.bytes_per_code, M=fixed.M,
             chunk_rows=fixed.chunk_rows, model_sha256=fixed.model_sha256,
             model_config=found[SECTION_MODEL_CONFIG],
             metadata=found.get(SECTION_USER_METADATA), has_embedded_model=self._model is not None,
-            quality_report=found.get(SECTION_QUALITY_REPORT), has_ivf=SECTION_IVF in found)
+            quality_report=found.get(SECTION_QUALITY_REPORT), has_ivf=SECTION_IVF in found,
+            residual_codes=SECTION_IVF_RESIDUAL in found)
 
     def _read_sections(self, length):
         """Parse the sections area; returns {type: decoded JSON, or for the model (section
@@ -217,6 +223,11 @@ class QncReader:
                 if payload is None:
                     src.skip(section.length, what)
                 found[section.type] = (section, offset, payload)
+            elif section.type == SECTION_IVF_RESIDUAL:
+                # within the sections area (checked above), so bounded by the file's size
+                payload = src.read(section.length, what)
+                check_section_payload(section, payload)
+                found[section.type] = decode_ivf_residual(payload)
             elif section.type in JSON_SECTIONS:
                 if section.length > MAX_JSON_SECTION:
                     raise QncFormatError(f"{what} is {section.length} bytes, over the "

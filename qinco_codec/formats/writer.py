@@ -16,7 +16,9 @@ from .chunks import PlaneEncoder, raw_chunk_header
 from .header import encode_fixed_header, parameter_problem
 from .index import encode_index, encode_trailer
 from .ivf import encode_ivf, ivf_problem
-from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_IVF, SECTION_MINOR,
+from .residual import encode_ivf_residual
+from .layout import (DTYPE_IDS, SECTION_EMBEDDED_MODEL, SECTION_FLAGS, SECTION_IVF, SECTION_IVF_RESIDUAL,
+                     SECTION_MINOR,
                      SECTION_MODEL_CONFIG, SECTION_QUALITY_REPORT, SECTION_USER_METADATA,
                      ZSTD_DEFAULT_LEVEL, bytes_per_code, native_code_dtype)
 from .sections import encode_json, encode_section
@@ -56,11 +58,15 @@ class QncWriter:
     `ivf` (a formats.ivf.IvfSection, optional) is written as the ivf section (SPEC.md 5.3,
     version 1.2: the file is then a 1.2 file): centroids (nlist, dim) and the list id of each of
     the n rows, in row order; its list ids are zstd-coded at `zstd_level` when that is shorter.
+
+    `ivf_residual=True` (needs `ivf`) adds the ivf_residual section (SPEC.md 5.4, version 1.3:
+    the file is then a 1.3 file, which older readers refuse): the codes written are of each
+    row's residual to the centroid of its list, so decoding adds that centroid.
     """
 
     def __init__(self, path, *, n, dim, source_dtype, K, M, model_sha256, model_config,
                  metadata=None, model_bytes=None, chunk_rows=65536,
-                 zstd_level=ZSTD_DEFAULT_LEVEL, quality_report=None, ivf=None):
+                 zstd_level=ZSTD_DEFAULT_LEVEL, quality_report=None, ivf=None, ivf_residual=False):
         n, dim, K, M, chunk_rows = (_as_int(v, name) for v, name in (
             (n, "n"), (dim, "dim"), (K, "K"), (M, "M"), (chunk_rows, "chunk_rows")))
         problem = parameter_problem(n=n, dim=dim, K=K, M=M, chunk_rows=chunk_rows,
@@ -102,6 +108,14 @@ class QncWriter:
             types.append(SECTION_IVF)
             sections.append(encode_section(SECTION_IVF, SECTION_FLAGS[SECTION_IVF],
                                            encode_ivf(ivf, zstd_level=zstd_level or None)))
+        if ivf_residual:
+            if ivf is None:
+                raise InputError("ivf_residual=True needs ivf: the codes are residuals to its "
+                                 "centroids")
+            types.append(SECTION_IVF_RESIDUAL)
+            sections.append(encode_section(SECTION_IVF_RESIDUAL,
+                                           SECTION_FLAGS[SECTION_IVF_RESIDUAL],
+                                           encode_ivf_residual()))
         body = b"".join(sections)
         self._preamble = encode_fixed_header(
             n=n, sections_length=len(body), dim=dim, K=K, M=M, chunk_rows=chunk_rows,

@@ -3,7 +3,8 @@
 The pipeline (QINCo paper §4.3, QINCo2 §5), per block of queries:
 
 1. IVF probe (when an IVF is given): the `nprobe` nearest coarse centroids; only the rows of
-   those lists are scored. Without one every row is.
+   those lists are scored. Without one every row is. For codes of residuals to the centroids
+   (IVF-QINCo, `residual=True`) the centroid enters both later stages.
 2. Additive shortlist: each candidate row is scored with per-query lookup tables over the
    additive codebooks (additive.py, lut.py) and the best `shortlist` rows are kept.
 3. Re-rank: the shortlist rows are decoded with the QINCo model (batched, once per distinct row
@@ -72,18 +73,13 @@ def sample_rows(n, size, seed=0):
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-def fit_for_codes(codes, model, *, sample=FIT_SAMPLE, seed=0, device="auto", centroids=None,
-                  list_ids=None):
+def fit_for_codes(codes, model, *, sample=FIT_SAMPLE, seed=0, device="auto"):
     """Additive codebooks (m, K, d) for `codes` (n, m): decode a sample of them with the model
-    at that prefix and fit (additive.fit_additive). With `centroids` (nlist, d) and `list_ids`
-    (n,), each row's centroid is subtracted from its decoded vector first (codebooks of
-    residuals)."""
+    at that prefix and fit (additive.fit_additive). For codes of residuals (IVF-QINCo) the
+    model's output is the residual, so the codebooks are the residual's."""
     rows = sample_rows(len(codes), sample, seed)
     sample_codes = codes[rows]
-    decoded = model.decode(sample_codes, device=device)
-    if centroids is not None:
-        decoded -= centroids[list_ids[rows]]
-    return fit_additive(sample_codes, decoded, model.K)
+    return fit_additive(sample_codes, model.decode(sample_codes, device=device), model.K)
 
 
 class SearchIndex:
@@ -94,15 +90,15 @@ class SearchIndex:
     Building it fits the additive codebooks (unless given) and does one pass over the codes;
     keep it to search many query blocks (QncFile.search caches one per prefix).
 
-    relative=True (needs an IVF) fits the codebooks to the residuals x̂ − c_list and adds each
-    probed list's ⟨q, c⟩ term to its rows' scores, so the centroid enters the shortlist score.
-    Measured, it does not pay: the codes were chosen for x̂, not for x̂ − c, and fixed codebooks
-    of the residual fit worse than of x̂ itself (GloVe-50, 16 B, 1024 lists, nprobe 32: R@10
-    0.785 against 0.924 with shortlist 30, 0.870 against 0.924 with 100). The default (False)
-    lets the lists only choose the rows.
+    residual=True (needs an IVF) is for codes of the residual x − c_list (IVF-QINCo, SPEC.md
+    5.4): a row's vector is its list's centroid plus the model's output. The additive codebooks
+    are then the residual's, each row's ‖c + a‖² is kept, the scan adds each probed list's
+    −2⟨q, c⟩ (−⟨q, c⟩ for "ip"), and the re-ranking adds the centroid to the decoded rows.
+    (Scoring residuals to the centroids for codes that are not residuals was measured and does
+    not pay: GloVe-50, 16 B, 1024 lists, nprobe 32, R@10 0.785 against 0.924 with shortlist 30.)
     """
 
-    def __init__(self, codes, model, *, additive=None, ivf=None, relative=False, device="auto",
+    def __init__(self, codes, model, *, additive=None, ivf=None, residual=False, device="auto",
                  sample=FIT_SAMPLE):
         self.codes = _check_codes(codes, model)
         self.model = model
@@ -116,15 +112,14 @@ class SearchIndex:
             if self.ivf.centroids.shape[1] != model.dim:
                 raise InputError(f"ivf: centroids of dimension {self.ivf.centroids.shape[1]}, "
                                  f"expected {model.dim} (the model's)")
-        if relative and self.ivf is None:
-            raise InputError("relative=True needs an IVF (codebooks of residuals to centroids)")
-        self.relative = bool(relative)
-        base = (self.ivf.centroids, self.ivf.lists.list_ids) if self.relative else (None, None)
+        if residual and self.ivf is None:
+            raise InputError("residual=True needs an IVF (the centroids the codes are residuals to)")
+        self.residual = bool(residual)
+        base = (self.ivf.centroids, self.ivf.lists.list_ids) if self.residual else (None, None)
         if additive is None and self.n == 0:
             additive = np.zeros((self.steps, self.K, model.dim), np.float32)
         elif additive is None:
-            additive = fit_for_codes(self.codes, model, sample=sample, device=device,
-                                     centroids=base[0], list_ids=base[1])
+            additive = fit_for_codes(self.codes, model, sample=sample, device=device)
         additive = np.ascontiguousarray(additive, dtype=np.float32)
         if additive.shape != (self.steps, self.K, model.dim):
             raise InputError(f"additive: expected codebooks of shape {(self.steps, self.K, model.dim)}"
@@ -190,7 +185,7 @@ class SearchIndex:
         sc = torch.nn.functional.embedding_bag(flat, table, mode="sum")[:, 0]   # (P,)
         if metric == "l2":
             sc += torch.from_numpy(self._sqnorms[pos])
-        if self.relative:
+        if self.residual:
             qc = np.einsum("qd,qpd->qp", queries, self.ivf.centroids[lists])       # (Q, p)
             qc *= -2.0 if metric == "l2" else -1.0
             sc += torch.from_numpy(np.repeat(qc.ravel(), lengths.ravel()).astype(np.float32))
@@ -221,6 +216,8 @@ class SearchIndex:
             return D, I
         uniq, inverse = np.unique(candidates[valid], return_inverse=True)
         decoded = self.model.decode(self.codes[uniq], device=device)     # (U, d)
+        if self.residual:
+            decoded += self.ivf.centroids[self.ivf.lists.list_ids[uniq]]
         qi = np.nonzero(valid)[0]
         score = np.empty(len(qi), np.float32)                            # (P,) pairs
         for s in range(0, len(qi), SCORE_PAIRS):   # (pairs, d) temporaries of SCORE_PAIRS rows
@@ -309,7 +306,7 @@ def shortlist_size(k, shortlist):
 
 
 def search(queries, codes, model, k=10, *, shortlist=None, ivf=None, nprobe=None, steps=None,
-           metric="l2", additive=None, device="auto"):
+           metric="l2", additive=None, residual=False, device="auto"):
     """The k nearest rows of `codes` (n, m) for each query (nq, dim): D (nq, k) float32 and I
     (nq, k) int64, nearest first, I = -1 with D = inf (-inf for "ip") where fewer than k.
 
@@ -318,8 +315,9 @@ def search(queries, codes, model, k=10, *, shortlist=None, ivf=None, nprobe=None
     that only the `nprobe` nearest lists are scanned (default nlist / 32); steps: search at that
     prefix of the codes (default all their columns); metric "l2" (squared distances) or "ip"
     (inner products, larger is nearer); additive: codebooks (steps, K, dim) from
-    additive.fit_additive (default: fitted here on up to FIT_SAMPLE decoded rows); device:
-    where the re-ranking decodes. To search several query blocks, build a SearchIndex once.
+    additive.fit_additive (default: fitted here on up to FIT_SAMPLE decoded rows); residual:
+    the codes are of x − centroid of the row's list (IVF-QINCo; needs `ivf`); device: where the
+    re-ranking decodes. To search several query blocks, build a SearchIndex once.
     """
     model_dim = model.dim
     q = check_queries(queries, model_dim)
@@ -328,5 +326,5 @@ def search(queries, codes, model, k=10, *, shortlist=None, ivf=None, nprobe=None
         from ..rates import check_steps
         codes = codes[:, :check_steps(steps, codes.shape[1], "the codes' columns")]
     _check_metric(metric)
-    index = SearchIndex(codes, model, additive=additive, ivf=ivf, device=device)
+    index = SearchIndex(codes, model, additive=additive, ivf=ivf, residual=residual, device=device)
     return index.search(q, k, shortlist=shortlist, nprobe=nprobe, metric=metric, device=device)

@@ -1,12 +1,12 @@
 """Inverted lists in memory: a coarse k-means quantizer whose cells filter the rows a query scans.
 
-The codes do not depend on the lists (each vector is encoded by the QINCo model alone, not as a
-residual to its centroid), so an IVF can be fitted afterwards on a file's decoded vectors and
-added to an existing file without re-encoding it; the lists only say which rows to score. The
+Two kinds of codes use the lists. Codes of the vectors themselves do not depend on them, so an
+IVF can be fitted afterwards on a file's decoded vectors and added to an existing file without
+re-encoding it (the lists only say which rows to score). Codes of the residual to the row's
+centroid (IVF-QINCo; `qinco-compress --ivf NLIST --ivf-residual`) need the lists to decode,
+and gain the log2(nlist) bits of the list a row sits in (engine.SearchIndex, `residual`). The
 on-disk form (centroids and per-row list ids) is the .qnc IVF section (formats/ivf.py); this
-module is what search builds from it. Scoring the shortlist relative to the centroid (IVF-QINCo's
-residual) was measured and does not pay when the codes were not encoded relative to it (see
-engine.SearchIndex, `relative`).
+module is what search builds from it.
 
 Probing is by L2 distance to the centroids for both metrics: the cells are L2 Voronoi cells, and
 for normalised embeddings the L2-nearest rows are the inner-product-nearest ones.

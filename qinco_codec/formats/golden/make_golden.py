@@ -127,6 +127,15 @@ CASES = {
              ivf=IvfSection(np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(3, 8),
                             np.repeat(np.arange(3, dtype=np.uint16), 200))),
         _codes(8, 600, 4, 256, 0.3)),
+    "ivf_residual": (
+        "version 1.3: an ivf section (nlist=4, raw u16 list ids) and an ivf_residual section "
+        "(SPEC.md 5.4, REQUIRED): the codes are residuals to the list centroids; raw planes, 2 chunks",
+        dict(n=20, dim=4, source_dtype="float32", K=16, M=2, model_sha256=MODEL_SHA,
+             model_config=_config(16, 2, 4), chunk_rows=16, zstd_level=None,
+             ivf=IvfSection(np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, -3, 0], [0.5, 0.5, 0.5, 0.5]],
+                                     np.float32), np.arange(20, dtype=np.uint16) % 4),
+             ivf_residual=True),
+        _codes(9, 20, 2, 16, 0)),
 }
 FUTURE_MINOR = ("minor_1_1_unknown_section",
                 "version 1.1 variant of k256_raw: 8 extra fixed-header bytes and an unknown "
