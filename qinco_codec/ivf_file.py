@@ -55,7 +55,7 @@ def refuse_residual(header, path):
     its lists cannot be replaced or dropped without re-encoding every row."""
     if header.residual_codes:
         raise InputError(f"{os.fspath(path)}: its codes are residuals to its inverted lists "
-                         f"(IVF-QINCo, written by qinco-compress --ivf-residual), so the lists "
+                         f"(IVF-QINCo, as qinco-compress --ivf writes them), so the lists "
                          f"cannot be replaced or removed without re-encoding: compress the "
                          f"vectors again with the --ivf you want")
 

@@ -38,7 +38,8 @@ def _compress(vectors, path, **kw):
 def files(vectors, tmp_path_factory):
     d = tmp_path_factory.mktemp("residual")
     plain, residual = d / "plain.qnc", d / "residual.qnc"
-    summaries = _compress(vectors, plain), _compress(vectors, residual, ivf_residual=True)
+    summaries = (_compress(vectors, plain, ivf_residual=False),
+                 _compress(vectors, residual, ivf_residual=True))
     return plain, residual, summaries
 
 
@@ -82,8 +83,24 @@ def test_every_way_of_decoding_agrees(files):
     with qinco_codec.open(residual) as f:
         np.testing.assert_array_equal(f.model.decode(f.codes()) + spec_reader.spec_vector_offsets(spec),
                                       whole)
-    with qinco_codec.open(io.BytesIO(data)) as f:   # a pipe-like object: the same vectors
+    with qinco_codec.open(Pipe(data)) as f:   # front to back: the ivf payload kept from the sections
+        assert not f._reader.seekable
         np.testing.assert_array_equal(np.concatenate(list(f.iter_decode(batch_size=1000))), whole)
+
+
+class Pipe(io.RawIOBase):
+    """A non-seekable stream with short reads."""
+
+    def __init__(self, data):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        piece = self._data.read(min(len(buffer), 97))
+        buffer[:len(piece)] = piece
+        return len(piece)
 
 
 def test_search_of_a_residual_file_is_brute_force_at_full_shortlist(vectors, files):
@@ -161,9 +178,9 @@ def test_cli_writes_a_residual_file_and_refuses_without_ivf(vectors, tmp_path):
 
     np.save(tmp_path / "x.npy", vectors[:1500])
     runner = cli_runner()
-    bad = runner.invoke(compress_main, [str(tmp_path / "x.npy"), str(tmp_path / "a.qnc"),
-                                        "--ivf-residual"])
-    assert bad.exit_code == 2 and "--ivf-residual needs --ivf NLIST" in bad.output
+    for flag in ("--ivf-residual", "--ivf-filter"):
+        bad = runner.invoke(compress_main, [str(tmp_path / "x.npy"), str(tmp_path / "a.qnc"), flag])
+        assert bad.exit_code == 2 and f"{flag} needs --ivf NLIST" in bad.output
     res = runner.invoke(compress_main, [str(tmp_path / "x.npy"), str(tmp_path / "r.qnc"),
                                         "--bytes", "2", "--ivf", "16", "--ivf-residual",
                                         "--model-choice", "codebooks", "--max-minutes", "0.1"])
@@ -171,6 +188,28 @@ def test_cli_writes_a_residual_file_and_refuses_without_ivf(vectors, tmp_path):
     assert "codes are residuals to the list centroids" in res.output
     with qinco_codec.open(tmp_path / "r.qnc") as f:
         assert f.residual_codes and f.header.version == (1, 3)
+    common = [str(tmp_path / "x.npy"), "--bytes", "2", "--ivf", "16", "--model-choice", "codebooks",
+              "--max-minutes", "0.1", "--quiet"]
+    for flag, residual, version in (([], True, (1, 3)), (["--ivf-filter"], False, (1, 2))):
+        out = tmp_path / f"d{len(flag)}.qnc"   # the default for a model trained here: residual
+        res = runner.invoke(compress_main, [common[0], str(out), *common[1:], *flag])
+        assert res.exit_code == 0, res.output
+        with qinco_codec.open(out) as f:
+            assert f.residual_codes == residual and f.header.version == version
+
+
+def test_compress_defaults_to_residual_codes_only_for_a_model_it_trains(vectors, tmp_path, rq_model):
+    """ivf_residual=None: residual for a self-trained model, plain lists for a given one and for
+    a unit-norm model (whose rows must be unit norm, which residuals are not)."""
+    unit = vectors[:800] / np.linalg.norm(vectors[:800], axis=1, keepdims=True)
+    cases = [(dict(x=vectors[:800], model=None), True), (dict(x=vectors[:800], model=rq_model), False),
+             (dict(x=unit, model=None, unit_norm=True), False)]
+    for i, (kw, residual) in enumerate(cases):
+        x, model = kw.pop("x"), kw.pop("model")
+        s = qinco_codec.compress(x, tmp_path / f"{i}.qnc", model, ivf=8, quiet=True,
+                                 max_minutes=0.1, model_choice="codebooks" if model is None else "auto",
+                                 **({"steps": 2} if model is None else {}), **kw)
+        assert s["ivf"]["residual_codes"] == residual, kw
 
 
 # -- the section's refusals (reader) --------------------------------------------------------------

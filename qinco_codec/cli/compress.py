@@ -78,12 +78,14 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
               help="Also add NLIST inverted lists for qinco-search (k-means on the training sample, "
                    "each row in the list nearest its input vector; the codes are unchanged). "
                    "qinco-index adds them to an existing file.")
-@click.option("--ivf-residual", is_flag=True,
-              help="With --ivf, for a model trained here: encode each row as its residual to its "
-                   "list's centroid (IVF-QINCo; the model is trained on those residuals). The list "
-                   "then carries log2(NLIST) bits that the codes do not pay for (GloVe-50 at 8 B: "
-                   "20% lower MSE). The file is a .qnc 1.3 file, which older readers refuse, and "
-                   "its lists cannot be replaced by qinco-index.")
+@click.option("--ivf-residual/--ivf-filter", "ivf_residual", default=None,
+              help="With --ivf. --ivf-residual (the default for a model trained here, unless "
+                   "--unit-norm): encode each row as its residual to its list's centroid "
+                   "(IVF-QINCo; the model is trained on those residuals). The list then carries "
+                   "log2(NLIST) bits that the codes do not pay for (GloVe-50 at 8 B: 26% lower "
+                   "MSE in the same file size). The file is a .qnc 1.3 file, which older readers "
+                   "refuse, and its lists cannot be replaced by qinco-index. --ivf-filter (the "
+                   "only choice with --model): the lists only filter rows; a .qnc 1.2 file.")
 @click.option("--model-out", metavar="PATH", default=None,
               help="Also write the model used (trained or converted to --weights) to PATH.")
 @force_option("OUTPUT.qnc and --model-out")
@@ -110,8 +112,9 @@ def main(input_path, output, model_path, preset, nbytes, file_bytes, model_choic
     An existing OUTPUT.qnc (or --model-out) is refused unless -f/--force; no output may be the
     same file as an input or as the other output. --model may name a .qnc file: its embedded
     model is used, exactly as stored. --ivf NLIST writes a .qnc 1.2 file with inverted lists
-    (SPEC.md 5.3) that qinco-search probes instead of scanning every row; with --ivf-residual
-    the codes are residuals to the lists' centroids (SPEC.md 5.4, a .qnc 1.3 file).
+    (SPEC.md 5.3) that qinco-search probes instead of scanning every row; for a model trained
+    here the codes are then residuals to the lists' centroids (SPEC.md 5.4, a .qnc 1.3 file)
+    unless --ivf-filter.
     """
     if model_path is not None:
         given = [name for name, value in (("--preset", preset), ("--max-minutes", max_minutes),
@@ -119,16 +122,16 @@ def main(input_path, output, model_path, preset, nbytes, file_bytes, model_choic
         given += [name for name, flag in (("--unit-norm", unit_norm), ("--full-model", full_model),
                                           ("--file-bytes", file_bytes is not None),
                                           ("--model-choice", model_choice != "auto"),
-                                          ("--ivf-residual", ivf_residual)) if flag]
+                                          ("--ivf-residual", ivf_residual is True)) if flag]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only used to train a model, not with --model")
     metadata_file = metadata[1:] if metadata and metadata.startswith("@") else None
     check_distinct(inputs=[("INPUT", input_path), ("--model", model_path),
                            ("--metadata", metadata_file)],
                    outputs=[("OUTPUT", output), ("--model-out", model_out)])
-    if ivf_residual and ivf is None:
-        raise click.UsageError("--ivf-residual needs --ivf NLIST: the codes are residuals to those "
-                               "lists' centroids")
+    if ivf_residual is not None and ivf is None:
+        raise click.UsageError(f"--ivf-{'residual' if ivf_residual else 'filter'} needs --ivf "
+                               f"NLIST: it says how the codes relate to those lists")
     check_output(output, "OUTPUT", force)
     check_output(model_out, "--model-out", force)
     meta = parse_json_object(metadata, "--metadata")
@@ -175,7 +178,7 @@ def main(input_path, output, model_path, preset, nbytes, file_bytes, model_choic
         compress(source, path, model, steps=steps, chunk_rows=chunk_rows,
                  embed_model=not no_embed_model, metadata=meta, zstd_level=zstd_level, A=A, B=B,
                  weight_dtype=weights, model_out=model_out, device=device, quiet=quiet, seed=seed,
-                 ivf=ivf, **kwargs, **({"ivf_residual": True} if ivf_residual else {}))
+                 ivf=ivf, ivf_residual=ivf_residual, **kwargs)
         if not quiet:
             with QncFile(path) as f:
                 info = f.describe()

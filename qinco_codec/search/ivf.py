@@ -3,7 +3,7 @@
 Two kinds of codes use the lists. Codes of the vectors themselves do not depend on them, so an
 IVF can be fitted afterwards on a file's decoded vectors and added to an existing file without
 re-encoding it (the lists only say which rows to score). Codes of the residual to the row's
-centroid (IVF-QINCo; `qinco-compress --ivf NLIST --ivf-residual`) need the lists to decode,
+centroid (IVF-QINCo; `qinco-compress --ivf NLIST`'s default) need the lists to decode,
 and gain the log2(nlist) bits of the list a row sits in (engine.SearchIndex, `residual`). The
 on-disk form (centroids and per-row list ids) is the .qnc IVF section (formats/ivf.py); this
 module is what search builds from it.
