@@ -56,15 +56,48 @@ def fits_float16(model):
 
 
 def _fit_model(n, dim, steps, preset, weight_dtype, decode_only, quiet):
-    """The model shape and weight precision that keep a self-trained file below float16 size."""
-    from .sizing import fit_model_to_file
+    """The model shape and weight precision for a self-trained file that embeds its model: below
+    float16 size (sizing.fit_model_to_file), and narrower when the width rule says the bytes are
+    worth more as codes (sizing.shape_for_file)."""
+    from .sizing import ModelChoice, fit_model_to_file, model_file_bytes, shape_for_file
     choice = fit_model_to_file(n, dim, steps * bytes_per_code(TRAIN_K), TRAIN_K, preset, weight_dtype,
                                decode_only)
+    if not choice.overrides:
+        narrow, line = shape_for_file(n, dim, steps, TRAIN_K, preset, choice.weight_dtype, decode_only)
+        if narrow:
+            from .config import ModelConfig
+            size = model_file_bytes(ModelConfig.from_preset(preset, dim, steps, TRAIN_K, **narrow),
+                                    choice.weight_dtype, decode_only)
+            note(line, quiet)
+            return ModelChoice(narrow, choice.weight_dtype, size, choice.budget_bytes)
     if choice.overrides or choice.weight_dtype != weight_dtype:
         shape = ", ".join(f"{k}={v}" for k, v in choice.overrides.items()) or "the preset's shape"
         note(f"model sized for {n:,} vectors: {preset} with {shape}, {choice.weight_dtype} weights "
              f"({choice.model_bytes:,} bytes), so that the file stays below float16 size", quiet)
     return choice
+
+
+def _network_under_budget(n, dim, budget, chunk_rows, meta_bytes, preset, quiet):
+    """(steps, shape overrides) of the network a whole-file budget affords: the preset's, or the
+    narrow one when the steps its saved bytes buy are worth more than its cost (sizing.py's
+    width rule)."""
+    from . import rate_control as rc
+    from .sizing import NARROW, narrow_applies, narrow_pays
+
+    steps = rc.most_network_steps(n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, preset,
+                                  "float16", rc.MAX_STEPS)[0]
+    if not narrow_applies(dim, preset):
+        return steps, {}
+    narrow_steps, narrow_bytes = rc.most_network_steps(n, dim, TRAIN_K, budget, chunk_rows,
+                                                       meta_bytes, preset, "float16", rc.MAX_STEPS,
+                                                       overrides=NARROW)
+    extra = (narrow_steps - steps) * bytes_per_code(TRAIN_K)
+    if narrow_steps >= 2 and narrow_pays(extra):
+        note(f"network width: embed {NARROW['embed']}, hidden {NARROW['hidden']} "
+             f"({narrow_bytes:,} bytes): the budget then holds {narrow_steps} steps, not {steps}, "
+             f"worth more than the ~2% MSE the narrower network costs (width rule, sizing.py)", quiet)
+        return narrow_steps, dict(NARROW)
+    return steps, {}
 
 
 def _training_sample(src, train_size, seed, unit_norm, quiet):
@@ -137,16 +170,17 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
         rc.check_file_budget(n, dim, TRAIN_K, file_bytes, chunk_rows, meta_bytes)
         budget = int(file_bytes * n)
         m_cb = rc.most_codebook_steps(n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, rc.MAX_STEPS)
-        m_net = 0 if model_choice == "codebooks" else rc.most_network_steps(
-            n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, preset, "float16", rc.MAX_STEPS)[0]
+        m_net, shape = 0, {}
+        if model_choice != "codebooks":
+            m_net, shape = _network_under_budget(n, dim, budget, chunk_rows, meta_bytes, preset, quiet)
         if model_choice == "network" and m_net < 2:
             raise InputError(f"--file-bytes {file_bytes:g}: no {preset} network fits the budget for "
                              f"{n:,} vectors (it needs at least two steps); let rate control choose "
                              f"codebooks only, or raise --file-bytes")
         codebooks = None if model_choice == "network" else polish(
             fit_codebooks(m_cb), reserve if m_net >= 2 else seconds_left())
-        network = None if m_net < 2 else _train_network(sample, m_net, preset, {}, minutes_left(), seed,
-                                                        device, quiet, unit_norm)
+        network = None if m_net < 2 else _train_network(sample, m_net, preset, shape, minutes_left(),
+                                                        seed, device, quiet, unit_norm)
         choice = rc.decide_file_budget(network, codebooks, compare_on, file_bytes, device, label)
     else:
         fit = None

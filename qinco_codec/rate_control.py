@@ -155,14 +155,16 @@ def most_codebook_steps(n, dim, K, budget, chunk_rows, metadata_bytes, limit):
     return best
 
 
-def most_network_steps(n, dim, K, budget, chunk_rows, metadata_bytes, preset, weight_dtype, limit):
-    """The most steps (<= limit) a file with the preset's network (decode-only, `weight_dtype`)
-    keeps within `budget` bytes, and that model's bytes (0, None when not even one fits)."""
+def most_network_steps(n, dim, K, budget, chunk_rows, metadata_bytes, preset, weight_dtype, limit,
+                       overrides=None):
+    """The most steps (<= limit) a file with the preset's network (shape `overrides`, decode-only,
+    `weight_dtype`) keeps within `budget` bytes, and that model's bytes (0, None when not even
+    one fits)."""
     from .config import ModelConfig
     from .sizing import model_file_bytes
     best = (0, None)
     for steps in range(2, limit + 1):   # a network needs a second step to act on
-        config = ModelConfig.from_preset(preset, dim, steps, K)
+        config = ModelConfig.from_preset(preset, dim, steps, K, **(overrides or {}))
         model_bytes = model_file_bytes(config, weight_dtype, decode_only=True)
         if _container_bytes(n, steps, K, chunk_rows, model_bytes, _config_bytes(config),
                             metadata_bytes) > budget:

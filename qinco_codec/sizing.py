@@ -6,6 +6,8 @@ weight precision when the file then stays below what float16 storage of the vect
 else the same preset with float16 weights, else narrower and shallower networks (float16). When
 not even the smallest fits, the collection is too small to carry its own model and the caller
 gets a clear error (share one model across files instead: --no-embed-model and the model store).
+Where the preset fits, the width rule (`shape_for_file`, fitted on measurements written down
+below) may still choose the narrow network: when the bytes it saves are worth more as codes.
 """
 from dataclasses import dataclass
 
@@ -14,6 +16,21 @@ from .formats.layout import bytes_per_code
 
 # Narrower and shallower rungs tried after the preset itself: (embed, hidden, L).
 SMALLER_SHAPES = ((32, 64, 2), (16, 32, 1))
+
+# The width rule for a file that embeds its network (`shape_for_file`), fitted on the 384-d
+# MiniLM measurements and written down here. Once a network learns, the narrow one (embed 32,
+# hidden 64: SMALLER_SHAPES[0]) reaches 2.0-2.1% higher MSE than qinco2-XS's (75,000 and 200,000
+# training vectors, docs/experiments/2026-12-03-data-size-minilm384.md), while a byte of code per
+# vector lowers the MSE by about 2.9% (faiss RQ from 16 to 32 B at 384-d: 0.3196 to 0.2001). So
+# the narrow network is the better use of the file's bytes when what it saves, spent on codes,
+# buys more than its cost: more than about 0.71 bytes per vector (below about 2.8M vectors at
+# 384-d, 16 B). Measured at d = 384 only, so applied from NARROW_MIN_DIM on and to NARROW_PRESET;
+# the break-even size itself is computed, not measured (no 384-d collection of millions here).
+NARROW_PRESET = "qinco2-XS"
+NARROW_MIN_DIM = 256
+NARROW = {"embed": 32, "hidden": 64, "L": 2}
+NARROW_MSE_COST = 0.021            # relative MSE the narrow network costs at equal steps
+CODE_MSE_GAIN_PER_BYTE = 0.029     # relative MSE one more byte of code per vector saves
 # Bytes kept free for the container's header, sections and index.
 CONTAINER_SLACK = 4096
 # Upper bounds on a model file's safetensors header: per tensor entry (name, dtype, shape and
@@ -61,6 +78,34 @@ def candidates(preset, weight_dtype):
     small = "float16" if weight_dtype == "float32" else weight_dtype
     for embed, hidden, L in SMALLER_SHAPES:
         yield {"embed": embed, "hidden": hidden, "L": L}, small
+
+
+def narrow_applies(dim, preset):
+    """Whether the width rule was measured for this dimension and preset."""
+    return preset == NARROW_PRESET and dim >= NARROW_MIN_DIM
+
+
+def narrow_pays(bytes_per_vector):
+    """Whether `bytes_per_vector` more of code (what the narrow network frees) lower the MSE by
+    more than the narrow network costs (the width rule above; compared as log-ratios)."""
+    import math
+    return -bytes_per_vector * math.log1p(-CODE_MSE_GAIN_PER_BYTE) > math.log1p(NARROW_MSE_COST)
+
+
+def shape_for_file(n, dim, M, K, preset, weight_dtype, decode_only=True):
+    """(overrides, line): the narrow network (NARROW) when the width rule says its saved bytes are
+    worth more as codes for a file of n vectors, else ({}, None); line says what and why."""
+    if not narrow_applies(dim, preset):
+        return {}, None
+    full = _model_bytes(preset, dim, M, K, {}, weight_dtype, decode_only)
+    small = _model_bytes(preset, dim, M, K, NARROW, weight_dtype, decode_only)
+    saved = (full - small) / max(n, 1)
+    if not narrow_pays(saved):
+        return {}, None
+    return NARROW, (f"network width: embed {NARROW['embed']}, hidden {NARROW['hidden']} "
+                    f"({small:,} bytes, not {preset}'s {full:,}): it saves {saved:.2f} bytes per "
+                    f"vector, worth more as codes than the ~{NARROW_MSE_COST:.0%} MSE it costs "
+                    f"(width rule, sizing.py)")
 
 
 def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32", decode_only=False):

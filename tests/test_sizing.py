@@ -62,3 +62,43 @@ def test_sizing_a_huge_model_is_refused_at_once(dim):
     elapsed, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert elapsed < 1.0 and peak < 1 << 20, (elapsed, peak)
+
+
+# -- the width rule (sizing.shape_for_file): narrow when its saved bytes are worth more as codes --
+
+def test_the_width_rule_breaks_even_near_0_71_bytes_per_vector():
+    from qinco_codec.sizing import narrow_pays
+    assert not narrow_pays(0.0) and not narrow_pays(0.70)
+    assert narrow_pays(0.72) and narrow_pays(1.0)
+
+
+def test_the_width_rule_picks_narrow_below_millions_of_384d_vectors_only():
+    from qinco_codec.sizing import NARROW, shape_for_file
+    shape, line = shape_for_file(100_000, 384, 16, 256, "qinco2-XS", "float16")
+    assert shape == NARROW and "saves 19.36 bytes per vector" in line
+    assert shape_for_file(2_700_000, 384, 16, 256, "qinco2-XS", "float16")[0] == NARROW
+    assert shape_for_file(2_800_000, 384, 16, 256, "qinco2-XS", "float16") == ({}, None)
+    # measured at 384-d for qinco2-XS only: not applied at d=50 nor to another preset
+    assert shape_for_file(1_000, 50, 16, 256, "qinco2-XS", "float16") == ({}, None)
+    assert shape_for_file(1_000, 384, 16, 256, "qinco2-S", "float16") == ({}, None)
+
+
+def test_compress_embeds_the_narrow_network_at_high_d_and_says_why(tmp_path, capsys):
+    x = np.random.default_rng(0).standard_normal((4000, 256)).astype(np.float32)
+    qinco_codec.compress(x, tmp_path / "n.qnc", steps=2, model_choice="network", max_minutes=0.05,
+                         report=False)
+    err = capsys.readouterr().err
+    assert "network width: embed 32, hidden 64" in err and "width rule" in err
+    with qinco_codec.open(tmp_path / "n.qnc") as f:
+        assert (f.model.config.embed, f.model.config.hidden) == (32, 64)
+
+
+def test_a_whole_file_budget_spends_the_narrow_networks_savings_on_steps():
+    from qinco_codec import rate_control as rc
+    from qinco_codec.compressor import _network_under_budget
+    from qinco_codec.sizing import NARROW
+    n, dim, budget = 4000, 256, 900_000
+    full = rc.most_network_steps(n, dim, 256, budget, 65536, None, "qinco2-XS", "float16", 64)[0]
+    steps, shape = _network_under_budget(n, dim, budget, 65536, None, "qinco2-XS", quiet=True)
+    assert shape == NARROW and steps > full >= 2
+    assert _network_under_budget(n, 50, budget, 65536, None, "qinco2-XS", quiet=True)[1] == {}

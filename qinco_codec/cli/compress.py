@@ -43,7 +43,9 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
               show_default=True,
               help="Without --model, for the embedded model: auto keeps the trained network only when "
                    "it gives a lower held-out error than codebooks only (no network) in a file of the "
-                   "same size; network or codebooks forces one.")
+                   "same size; network or codebooks forces one. From d=256 on the network is the "
+                   "narrow one (embed 32, hidden 64) when the bytes it saves are worth more as codes "
+                   "(below about 2.8M vectors at 384-d; one line says so).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Training budget when no --model is given. [default: 5]")
 @click.option("--train-size", type=click.IntRange(min=2), default=None,
