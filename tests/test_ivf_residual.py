@@ -272,3 +272,21 @@ def test_writer_marks_the_section_required_and_the_file_1_3(tmp_path):
     assert (f.version_major, f.version_minor) == (1, 3) and f.residual_codes
     assert [s.flags for s in f.sections if s.type == SECTION_IVF_RESIDUAL] == [SECTION_FLAG_REQUIRED]
     assert encode_section(SECTION_IVF_RESIDUAL, 1, (1).to_bytes(4, "little") + bytes(4)) in data
+
+
+def test_cli_compresses_residual_codes_from_stdin(vectors, tmp_path):
+    """'-': the training sample is the stream's first rows; the file decodes to centroid plus
+    residual with the error its quality report states."""
+    from qinco_codec.cli.compress import main as compress_main
+
+    buf = io.BytesIO()
+    np.save(buf, vectors[:1200])
+    res = cli_runner().invoke(compress_main, ["-", str(tmp_path / "s.qnc"), "--bytes", "2", "--ivf",
+                                              "8", "--model-choice", "codebooks", "--max-minutes",
+                                              "0.1", "--quiet"], input=buf.getvalue())
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    with qinco_codec.open(tmp_path / "s.qnc") as f:
+        assert f.residual_codes and f.n == 1200
+        mse = float(((f.decode() - vectors[:1200]) ** 2).sum(1).mean())
+        reported = f.header.quality_report["rates"][-1]["mse"]
+    assert abs(mse - reported) < 0.1 * mse
