@@ -14,6 +14,7 @@ import pytest
 import zstandard
 
 import spec_reader  # tests/spec_reader.py: written from SPEC.md alone
+from pipe_stream import Pipe
 from qinco_codec.errors import InputError, QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.ivf import IvfSection, decode_ivf, encode_ivf
@@ -23,21 +24,6 @@ from qinco_codec.formats.sections import encode_section
 
 GOLDEN = Path(__file__).resolve().parents[1] / "qinco_codec" / "formats" / "golden"
 SHA = hashlib.sha256(b"model").digest()
-
-
-class Pipe(io.RawIOBase):
-    """A non-seekable stream with short reads."""
-
-    def __init__(self, data):
-        self._data = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        piece = self._data.read(min(len(buffer), 97))
-        buffer[:len(piece)] = piece
-        return len(piece)
 
 
 def lists(n, dim, nlist, seed=0, sort=False):

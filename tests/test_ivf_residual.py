@@ -11,6 +11,7 @@ import pytest
 
 import qinco_codec
 import spec_reader  # tests/spec_reader.py: written from SPEC.md alone
+from pipe_stream import Pipe
 from qinco_codec.errors import InputError, QncFormatError
 from qinco_codec.formats import QncReader, QncWriter
 from qinco_codec.formats.ivf import IvfSection
@@ -86,21 +87,6 @@ def test_every_way_of_decoding_agrees(files):
     with qinco_codec.open(Pipe(data)) as f:   # front to back: the ivf payload kept from the sections
         assert not f._reader.seekable
         np.testing.assert_array_equal(np.concatenate(list(f.iter_decode(batch_size=1000))), whole)
-
-
-class Pipe(io.RawIOBase):
-    """A non-seekable stream with short reads."""
-
-    def __init__(self, data):
-        self._data = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        piece = self._data.read(min(len(buffer), 97))
-        buffer[:len(piece)] = piece
-        return len(piece)
 
 
 def test_search_of_a_residual_file_is_brute_force_at_full_shortlist(vectors, files):
