@@ -127,11 +127,13 @@ def _train_network(sample, steps, preset, overrides, max_minutes, seed, device, 
 
 
 def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, train_size, max_minutes,
-                  seed, device, quiet, unit_norm, decode_only, model_choice, chunk_rows, metadata):
+                  seed, device, quiet, unit_norm, decode_only, model_choice, chunk_rows, metadata,
+                  reserved_bytes=0):
     """The model compress trains for the source: (model, weight dtype, rows trained on, steps to
     store, rate control's Choice or None). A file that embeds it gets what rate control picks
     (rate_control.py): the network or codebooks only, whichever gives the lower error for the
-    file's size; `model_choice` 'network' or 'codebooks' forces one."""
+    file's size; `model_choice` 'network' or 'codebooks' forces one. `reserved_bytes`: what the
+    file's inverted lists take of a whole-file budget."""
     from . import rate_control as rc
     from .presets import DEFAULT_PRESET
 
@@ -167,8 +169,8 @@ def _self_trained(src, steps, file_bytes, preset, embed_model, weight_dtype, tra
         return rc.refined(codebooks, rc.refine_sample(sample, seed), seconds, device, quiet)
 
     if file_bytes is not None:
-        rc.check_file_budget(n, dim, TRAIN_K, file_bytes, chunk_rows, meta_bytes)
-        budget = int(file_bytes * n)
+        rc.check_file_budget(n, dim, TRAIN_K, file_bytes, chunk_rows, meta_bytes, reserved_bytes)
+        budget = int(file_bytes * n) - reserved_bytes
         m_cb = rc.most_codebook_steps(n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, rc.MAX_STEPS)
         m_net, shape = 0, {}
         if model_choice != "codebooks":
@@ -345,7 +347,17 @@ def _encode_into(writer, src, model, steps, A, B, device, batch_size, rate, quie
             start += len(batch)
 
 
-def _check_residual_request(ivf, model, unit_norm, file_bytes):
+def _lists_bytes(n, dim, nlist, residual):
+    """The most bytes the inverted lists of a file take (its ivf section, and its ivf_residual
+    section with residual codes): what a whole-file budget keeps for them."""
+    if nlist is None:
+        return 0
+    from .formats.ivf import ivf_section_bound
+    from .formats.residual import IVF_RESIDUAL_SECTION_BYTES
+    return ivf_section_bound(n=n, dim=dim, nlist=nlist) + (IVF_RESIDUAL_SECTION_BYTES if residual else 0)
+
+
+def _check_residual_request(ivf, model, unit_norm):
     """InputError unless ivf_residual=True can be honoured: it needs the lists (ivf=NLIST) and a
     model compress trains on the residuals itself."""
     if ivf is None:
@@ -357,9 +369,6 @@ def _check_residual_request(ivf, model, unit_norm, file_bytes):
     if unit_norm:
         raise InputError("ivf_residual with unit_norm: residuals to the centroids are not unit "
                          "norm; leave out one of them")
-    if file_bytes is not None:
-        raise InputError("file_bytes with ivf: the inverted lists are not counted in the budget "
-                         "yet; use steps")
 
 
 def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, embed_model=True,
@@ -407,7 +416,8 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
     'auto' (default) embeds the network or codebooks only (no network), whichever gives the lower
     held-out error for the file's size; 'network' or 'codebooks' forces one. `file_bytes` (bytes
     per vector, everything in the file counted) replaces `steps`: the code rate and the model are
-    chosen together and the file stays within file_bytes * n bytes. The summary's `model_choice`
+    chosen together and the file stays within file_bytes * n bytes (with `ivf`, the lists'
+    sections are counted at their largest: list ids raw). The summary's `model_choice`
     says what was chosen and why (None when rate control did not run).
     """
     from .serialize import model_from_bytes, model_to_bytes, sha256_hex
@@ -418,12 +428,12 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
         check_nlist(ivf, src.n, "ivf")  # before any training or encoding
     lists, originals = None, src
     if ivf_residual is None:
-        ivf_residual = ivf is not None and model is None and not unit_norm and file_bytes is None
+        ivf_residual = ivf is not None and model is None and not unit_norm
         if ivf is not None and model is None and unit_norm:
             note("ivf: the lists only filter rows (codes of residuals to the centroids are not "
                  "unit norm, as --unit-norm needs)", quiet)
     if ivf_residual:
-        _check_residual_request(ivf, model, unit_norm, file_bytes)
+        _check_residual_request(ivf, model, unit_norm)
         from .ivf_file import CompressLists
         lists = CompressLists(src, ivf, train_size=train_size, seed=seed, quiet=quiet, residual=True)
         src = lists.source   # the model is trained on, and encodes, residuals to the centroids
@@ -440,15 +450,13 @@ def compress(x, path, model=None, *, steps=None, chunk_rows=DEFAULT_CHUNK_ROWS, 
         steps, bytes = deprecated_bytes(steps, bytes, TRAIN_K, None, ""), None
         if file_bytes is not None and steps is not None:
             raise InputError("file_bytes and steps: give one (file_bytes chooses the code rate)")
-        if file_bytes is not None and ivf is not None:
-            raise InputError("file_bytes with ivf: the inverted lists are not counted in the budget "
-                             "yet; add them afterwards (qinco-index) or use steps")
         if model_choice not in ("auto", "network", "codebooks"):
             raise InputError(f"model_choice must be 'auto', 'network' or 'codebooks', got {model_choice!r}")
         steps = DEFAULT_STEPS if steps is None else steps
         model, weight_dtype, trained_rows, steps, choice = _self_trained(
             src, steps, file_bytes, preset, embed_model, weight_dtype, train_size, max_minutes, seed,
-            device, quiet, bool(unit_norm), decode_only, model_choice, chunk_rows, metadata)
+            device, quiet, bool(unit_norm), decode_only, model_choice, chunk_rows, metadata,
+            _lists_bytes(src.n, src.dim, ivf, ivf_residual))
         if choice is not None and choice.kind != "network":
             decode_only = True   # codebooks only: encoded exhaustively, nothing to pre-select
         if chosen_dtype and weight_dtype == "float16" and not fits_float16(model):

@@ -179,13 +179,16 @@ def smallest_file(n, dim, K, chunk_rows, metadata_bytes):
                             _config_bytes(codebooks_only_config(dim, 1, K)), metadata_bytes)
 
 
-def check_file_budget(n, dim, K, file_bytes, chunk_rows, metadata_bytes):
-    """Refuse a whole-file budget (bytes per vector) too small for any code."""
-    need = smallest_file(n, dim, K, chunk_rows, metadata_bytes)
+def check_file_budget(n, dim, K, file_bytes, chunk_rows, metadata_bytes, reserved_bytes=0):
+    """Refuse a whole-file budget (bytes per vector) too small for any code (`reserved_bytes`:
+    what other sections, such as inverted lists, take of it)."""
+    need = smallest_file(n, dim, K, chunk_rows, metadata_bytes) + reserved_bytes
     if file_bytes * n < need:
         raise InputError(f"--file-bytes {file_bytes:g}: {n:,} vectors of dim {dim} need at least "
                          f"{need / max(n, 1):,.2f} bytes per vector in a self-contained file (one "
-                         f"code each, its codebook and the container); raise --file-bytes, or share a "
+                         f"code each, its codebook and the container"
+                         + (f", and {reserved_bytes / max(n, 1):,.2f} of inverted lists"
+                            if reserved_bytes else "") + "); raise --file-bytes, or share a "
                          f"model across files (--model PATH --no-embed-model) and use --bytes")
 
 

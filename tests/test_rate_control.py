@@ -76,6 +76,24 @@ def test_file_bytes_keeps_the_whole_file_within_its_budget(tmp_path, glove, per_
         assert f.decode().shape == base.shape
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_file_bytes_counts_the_inverted_lists(tmp_path, glove, residual):
+    """With ivf=NLIST the lists (and, for residual codes, the ivf_residual section) come out of
+    the budget: the whole file stays within it, and it holds fewer steps than without lists."""
+    base, per_vector = glove[1], 44
+    path, plain = tmp_path / "l.qnc", tmp_path / "p.qnc"
+    summary = qinco_codec.compress(base, path, file_bytes=per_vector, ivf=100, ivf_residual=residual,
+                                   max_minutes=0.1, quiet=True, model_choice="codebooks")
+    without = qinco_codec.compress(base, plain, file_bytes=per_vector, max_minutes=0.1, quiet=True,
+                                   model_choice="codebooks")
+    assert path.stat().st_size <= per_vector * len(base)
+    assert summary["steps"] < without["steps"]
+    with qinco_codec.open(path) as f:
+        assert f.residual_codes == residual and f.decode().shape == base.shape
+    with pytest.raises(InputError, match=r"and \d+\.\d\d of inverted lists\); raise --file-bytes"):
+        qinco_codec.compress(base, tmp_path / "x.qnc", file_bytes=9, ivf=1000, quiet=True)
+
+
 def test_file_bytes_refusals(tmp_path, glove):
     base = glove[1]
     with pytest.raises(InputError, match=r"--file-bytes 1: 3,000 vectors of dim 50 need at least "

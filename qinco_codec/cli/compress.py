@@ -37,7 +37,7 @@ qinco-compress base.npy - --model model.safetensors | ssh host 'cat > base.qnc' 
                    "at most the model's rate) [default: the model's rate].")
 @click.option("--file-bytes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Size of the whole file per vector, everything counted (codes, the embedded "
-                   "model, the container): the code rate and the model are chosen together for the "
+                   "model, the container, --ivf's lists): the code rate and the model are chosen together for the "
                    "lowest error within it (instead of --bytes; without --model only).")
 @click.option("--model-choice", type=click.Choice(["auto", "network", "codebooks"]), default="auto",
               show_default=True,

@@ -18,7 +18,7 @@ import numpy as np
 from .chunks import _unzstd, zstd_compressor
 from .errors import InputError, QncFormatError
 from .layout import (ENCODING_NAMES, ENCODING_RAW, ENCODING_ZSTD, IVF_CENTROID_DTYPE, IVF_HEAD,
-                     MAX_NLIST, ZSTD_DEFAULT_LEVEL, ZSTD_MAX_EXPANSION, ivf_id_bytes,
+                     MAX_NLIST, SECTION_HEADER_SIZE, ZSTD_DEFAULT_LEVEL, ZSTD_MAX_EXPANSION, ivf_id_bytes,
                      ivf_id_dtype)
 
 
@@ -96,6 +96,13 @@ def encode_ivf(section, *, zstd_level=ZSTD_DEFAULT_LEVEL):
 def ivf_payload_length(*, n, dim, nlist, ids_stored_len):
     """The exact length of an ivf payload with these fields."""
     return IVF_HEAD.size + 4 * nlist * dim + ids_stored_len
+
+
+def ivf_section_bound(*, n, dim, nlist):
+    """The most bytes an ivf section (header and payload) of these sizes takes: list ids stored
+    raw (a zstd frame is kept only when shorter)."""
+    return SECTION_HEADER_SIZE + ivf_payload_length(n=n, dim=dim, nlist=nlist,
+                                                    ids_stored_len=n * ivf_id_bytes(nlist))
 
 
 def decode_ivf(payload, *, dim, n):

@@ -8,9 +8,12 @@ vectors. Payload: exactly 8 bytes, `offset_kind` (u32, 1 = the centroid of the r
 4 reserved bytes.
 """
 from .errors import QncFormatError
-from .layout import IVF_RESIDUAL_PAYLOAD, OFFSET_LIST_CENTROID
+from .layout import IVF_RESIDUAL_PAYLOAD, OFFSET_LIST_CENTROID, SECTION_HEADER_SIZE
 
 OFFSET_KINDS = {OFFSET_LIST_CENTROID: "centroid of the row's ivf list"}
+
+
+IVF_RESIDUAL_SECTION_BYTES = SECTION_HEADER_SIZE + IVF_RESIDUAL_PAYLOAD.size  # header and payload
 
 
 def encode_ivf_residual(offset_kind=OFFSET_LIST_CENTROID):
