@@ -24,7 +24,7 @@ from .formats.layout import bytes_per_code
 from .model_resolution import load_model_arg
 from .progress import bar, duration, note
 from .rates import deprecated_bytes
-from .sources import _sample_rows, as_source
+from .sources import _sample_rows, as_source, read_rows
 from .unit_norm import check_unit_norm
 from .validation import as_float_matrix
 
@@ -82,7 +82,7 @@ def _network_under_budget(n, dim, budget, chunk_rows, meta_bytes, preset, quiet)
     narrow one when the steps its saved bytes buy are worth more than its cost (sizing.py's
     width rule)."""
     from . import rate_control as rc
-    from .sizing import NARROW, narrow_applies, narrow_pays
+    from .sizing import NARROW, narrow_applies, narrow_line, narrow_pays
 
     steps = rc.most_network_steps(n, dim, TRAIN_K, budget, chunk_rows, meta_bytes, preset,
                                   "float16", rc.MAX_STEPS)[0]
@@ -93,9 +93,8 @@ def _network_under_budget(n, dim, budget, chunk_rows, meta_bytes, preset, quiet)
                                                        overrides=NARROW)
     extra = (narrow_steps - steps) * bytes_per_code(TRAIN_K)
     if narrow_steps >= 2 and narrow_pays(extra):
-        note(f"network width: embed {NARROW['embed']}, hidden {NARROW['hidden']} "
-             f"({narrow_bytes:,} bytes): the budget then holds {narrow_steps} steps, not {steps}, "
-             f"worth more than the ~2% MSE the narrower network costs (width rule, sizing.py)", quiet)
+        note(narrow_line(f"{narrow_bytes:,} bytes", f"the budget then holds {narrow_steps} steps, "
+                                                    f"not {steps}, worth more"), quiet)
         return narrow_steps, dict(NARROW)
     return steps, {}
 
@@ -238,12 +237,7 @@ def _sample(src, trained_rows, seed):
     else:
         rows = _sample_rows(n, min(n, SAMPLE_ROWS), seed + 1)
         held = None if trained_rows is None else False
-    if hasattr(src, "array"):
-        x = np.asarray(src.array[rows])
-    else:
-        x = np.concatenate([src.vectors.read(r, r + 1) for r in rows]) if len(rows) else \
-            np.empty((0, src.dim), np.float32)
-    return as_float_matrix(x, dim=src.dim, name="input", allow_empty=True), held
+    return as_float_matrix(read_rows(src, rows), dim=src.dim, name="input", allow_empty=True), held
 
 
 def _piece_rows(rate, batch_size):

@@ -136,11 +136,8 @@ class _ResidualSource:
         return self._lists.split(self._src.sample(k, seed))[0]
 
     def iter_batches(self, batch_size):
-        start = 0
         for batch in self._src.iter_batches(batch_size):
-            residual, _ = self._lists.split(batch, row_offset=start, record=True)
-            start += len(batch)
-            yield residual
+            yield self._lists.split(batch, record=True)[0]
 
 
 class _ResidualRows:
@@ -150,12 +147,8 @@ class _ResidualRows:
         self._src, self._lists = src, lists
 
     def __getitem__(self, rows):
-        if hasattr(self._src, "array"):
-            x = np.asarray(self._src.array[rows])
-        else:
-            x = np.concatenate([self._src.vectors.read(r, r + 1) for r in rows]) if len(rows) \
-                else np.empty((0, self._src.dim), np.float32)
-        return self._lists.split(x)[0]
+        from .sources import read_rows
+        return self._lists.split(read_rows(self._src, rows))[0]
 
 
 class CompressLists:
@@ -192,23 +185,26 @@ class CompressLists:
         """Assign the next rows of the input (any numeric dtype) to their nearest centroids."""
         from .search.ivf import assign
 
-        x = np.asarray(batch, dtype=np.float32)
-        self.ids[self.rows:self.rows + len(x)] = assign(x, self.centroids)  # (rows,) int32
-        self.rows += len(x)
+        self._record(assign(np.asarray(batch, dtype=np.float32), self.centroids))
 
-    def split(self, batch, *, row_offset=0, record=False):
+    def _record(self, ids):
+        """Keep the list ids (rows,) of the file's next rows."""
+        self.ids[self.rows:self.rows + len(ids)] = ids
+        self.rows += len(ids)
+
+    def split(self, batch, *, record=False):
         """(residuals x − c(x), offsets c(x)) of rows of the input, both (rows, d) float32, c(x)
         the centroid nearest x; `record`: they are the next rows of the file (their list ids are
-        kept). The rows are checked as compress checks its input (numeric, finite)."""
+        kept, and errors name their row numbers). The rows are checked as compress checks its
+        input (numeric, finite)."""
         from .search.ivf import assign
         from .validation import as_float_matrix
 
         x = as_float_matrix(batch, dim=self.centroids.shape[1], name="input",
-                            row_offset=row_offset, allow_empty=True)
+                            row_offset=self.rows if record else 0, allow_empty=True)
         ids = assign(x, self.centroids)                                   # (rows,) int32
         if record:
-            self.ids[self.rows:self.rows + len(x)] = ids
-            self.rows += len(x)
+            self._record(ids)
         offsets = self.centroids[ids]
         return x - offsets, offsets
 

@@ -148,8 +148,8 @@ class QncFile:
             return np.empty((0, self.dim), dtype=np.float32)
         decoded = model.decode(codes, device=device)
         if self.residual_codes:
-            ids = self._reader.ivf().list_ids
-            decoded += self._reader.ivf().centroids[ids if rows is None else ids[rows]]
+            ivf = self._reader.ivf()
+            decoded += ivf.centroids[ivf.list_ids if rows is None else ivf.list_ids[rows]]
         return decoded
 
     @property

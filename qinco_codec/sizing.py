@@ -28,7 +28,7 @@ SMALLER_SHAPES = ((32, 64, 2), (16, 32, 1))
 # the break-even size itself is computed, not measured (no 384-d collection of millions here).
 NARROW_PRESET = "qinco2-XS"
 NARROW_MIN_DIM = 256
-NARROW = {"embed": 32, "hidden": 64, "L": 2}
+NARROW = dict(zip(("embed", "hidden", "L"), SMALLER_SHAPES[0]))
 NARROW_MSE_COST = 0.021            # relative MSE the narrow network costs at equal steps
 CODE_MSE_GAIN_PER_BYTE = 0.029     # relative MSE one more byte of code per vector saves
 # Bytes kept free for the container's header, sections and index.
@@ -102,10 +102,14 @@ def shape_for_file(n, dim, M, K, preset, weight_dtype, decode_only=True):
     saved = (full - small) / max(n, 1)
     if not narrow_pays(saved):
         return {}, None
-    return NARROW, (f"network width: embed {NARROW['embed']}, hidden {NARROW['hidden']} "
-                    f"({small:,} bytes, not {preset}'s {full:,}): it saves {saved:.2f} bytes per "
-                    f"vector, worth more as codes than the ~{NARROW_MSE_COST:.0%} MSE it costs "
-                    f"(width rule, sizing.py)")
+    return NARROW, narrow_line(f"{small:,} bytes, not {preset}'s {full:,}",
+                               f"it saves {saved:.2f} bytes per vector, worth more as codes")
+
+
+def narrow_line(size, why):
+    """The one line saying the width rule chose the narrow network: its size, and why."""
+    return (f"network width: embed {NARROW['embed']}, hidden {NARROW['hidden']} ({size}): {why} "
+            f"than the ~{NARROW_MSE_COST:.0%} MSE it costs (width rule, sizing.py)")
 
 
 def fit_model_to_file(n, dim, M, K, preset, weight_dtype="float32", decode_only=False):

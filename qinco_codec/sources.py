@@ -11,6 +11,16 @@ from .errors import InputError
 SAMPLE_READ_ROWS = 65536
 
 
+def read_rows(src, rows):
+    """The rows `rows` (sorted indices) of a source with random access (an array, `.array`, or a
+    vector file, `.vectors`), as an array of the source's dtype; streams have neither."""
+    if hasattr(src, "array"):
+        return np.asarray(src.array[rows])
+    if not len(rows):
+        return np.empty((0, src.dim), np.float32)
+    return np.concatenate([src.vectors.read(r, r + 1) for r in rows])
+
+
 def _sample_rows(n, k, seed):
     """k distinct row numbers of [0, n), sorted (the same for the same n, k and seed)."""
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))

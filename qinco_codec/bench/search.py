@@ -368,20 +368,37 @@ def train_model(inputs, nbytes, opts, quiet):
                  samples_per_epoch=opts["samples_per_epoch"], seed=opts["seed"], quiet=quiet)
 
 
-def full_decode_search(model, codes, queries, k, metric, device, faiss):
+def full_decode_search(model, codes, queries, k, metric, device, faiss, offsets=None):
     """The ceiling of our codes: every row decoded once (for all the queries) and searched
-    exactly (faiss's flat index over the decoded vectors). Returns (D, I)."""
-    decoded = np.ascontiguousarray(model.decode(codes, device=device), dtype=np.float32)
+    exactly (faiss's flat index over the decoded vectors; `offsets` (n, d), the centroids of
+    residual codes, added first). Returns (D, I)."""
+    decoded = model.decode(codes, device=device)
+    if offsets is not None:
+        decoded += offsets
+    decoded = np.ascontiguousarray(decoded, dtype=np.float32)
     flat = (faiss.IndexFlatL2 if metric == "l2" else faiss.IndexFlatIP)(decoded.shape[1])
     flat.add(decoded)
     return flat.search(queries, k)
+
+
+def _our_method(label, model, nbytes, opts):
+    """(steps, method name, the parameters every point of it records) of our model searched at
+    nbytes per vector (a prefix of its codes when it has more)."""
+    steps = nbytes // model.bytes_per_code
+    name = f"{label} ({model.config.preset}, {nbytes} B" + (
+        f" prefix of {model.bytes_per_vector} B" if steps < model.M else "") + ")"
+    common = {"preset": model.config.preset, "M": model.M, "K": model.K, "steps": steps,
+              "model_bytes_per_vector": model.bytes_per_vector,
+              "A": model.config.A if opts["A"] is None else opts["A"],
+              "B": model.config.B if opts["B"] is None else opts["B"]}
+    return steps, name, common
 
 
 def run_ours(inputs, model, nbytes, opts, step, cache_dir):
     """Our model's codes searched through `search.engine.SearchIndex` (built once per variant,
     as `QncFile.search` keeps one): exhaustive over every --shortlist, then the full decode (the
     ceiling), and through an inverted file (--our-nprobe x --shortlist; 'filter': the lists only
-    choose the rows, 'relative': the additive stage also scores the residual to the centroid).
+    choose the rows; 'residual': IVF-QINCo codes of a second model, run_residual).
     Returns (rows, build info)."""
     from ..search import engine
     from ..search.ivf import IVF, assign, train_coarse
@@ -389,7 +406,7 @@ def run_ours(inputs, model, nbytes, opts, step, cache_dir):
     faiss = opts["faiss"]
     base, queries, nq = inputs.base, inputs.queries, len(inputs.queries)
     n, k = len(base), min(max(RECALL_AT), len(base))
-    steps = nbytes // model.bytes_per_code
+    steps, name, common = _our_method("ours", model, nbytes, opts)
     prefix = steps < model.M
     set_threads(max(opts["threads"]), faiss)
     codes, enc_s, cached = encode_cached(model, base, cache_dir, opts["A"], opts["B"],
@@ -398,12 +415,6 @@ def run_ours(inputs, model, nbytes, opts, step, cache_dir):
                                                f"encoded in {enc_s:.1f} s"))
     codes = np.ascontiguousarray(codes[:, :steps])
     trained = model.config.trained or {}
-    name = f"ours ({model.config.preset}, {nbytes} B" + (f" prefix of {model.bytes_per_vector} B"
-                                                          if prefix else "") + ")"
-    common = {"preset": model.config.preset, "M": model.M, "K": model.K, "steps": steps,
-              "model_bytes_per_vector": model.bytes_per_vector,
-              "A": model.config.A if opts["A"] is None else opts["A"],
-              "B": model.config.B if opts["B"] is None else opts["B"]}
     info = {"method": name, "bytes": nbytes, "encode_s": enc_s, "codes_cached": cached,
             "epochs": trained.get("epochs"), "val_mse": trained.get("val_mse"),
             "training_samples": trained.get("samples"), "params": common,
@@ -486,7 +497,8 @@ def run_residual(inputs, ivf, nbytes, opts, step, cache_dir, info, nprobes):
     base, queries, nq = inputs.base, inputs.queries, len(inputs.queries)
     n, k = len(base), min(max(RECALL_AT), len(base))
     model, origin = residual_model(inputs, ivf, nbytes, opts, step)
-    steps = nbytes // model.bytes_per_code
+    steps, name, common = _our_method("ours IVF-QINCo", model, nbytes, opts)
+    common["residual"] = True
     offsets = ivf.centroids[ivf.lists.list_ids]                          # (n, d)
     codes, enc_s, cached = encode_cached(model, np.ascontiguousarray(base - offsets), cache_dir,
                                          opts["A"], opts["B"], opts["device"])
@@ -495,12 +507,6 @@ def run_residual(inputs, ivf, nbytes, opts, step, cache_dir, info, nprobes):
     info["residual"] = {"model": origin, "encode_s": enc_s, "codes_cached": cached,
                         "epochs": trained.get("epochs"), "val_mse": trained.get("val_mse"),
                         "training_samples": trained.get("samples")}
-    name = f"ours IVF-QINCo ({model.config.preset}, {nbytes} B" + (
-        f" prefix of {model.bytes_per_vector} B" if steps < model.M else "") + ")"
-    common = {"preset": model.config.preset, "M": model.M, "K": model.K, "steps": steps,
-              "model_bytes_per_vector": model.bytes_per_vector, "residual": True,
-              "A": model.config.A if opts["A"] is None else opts["A"],
-              "B": model.config.B if opts["B"] is None else opts["B"]}
     rows = []
 
     def measure(line, params, search, ceiling=False):
@@ -511,13 +517,9 @@ def run_residual(inputs, ivf, nbytes, opts, step, cache_dir, info, nprobes):
         rows.append(row)
         step(f"  {line}, {param_text(row)}: " + progress_text(row))
 
-    def full_decode():
-        decoded = np.ascontiguousarray(model.decode(codes, device=opts["device"]) + offsets)
-        flat = (faiss.IndexFlatL2 if opts["metric"] == "l2" else faiss.IndexFlatIP)(decoded.shape[1])
-        flat.add(decoded)
-        return flat.search(queries, k)
-
-    measure(f"{name}, full decode", {"shortlist": n}, full_decode, ceiling=True)
+    measure(f"{name}, full decode", {"shortlist": n},
+            lambda: full_decode_search(model, codes, queries, k, opts["metric"], opts["device"],
+                                       faiss, offsets), ceiling=True)
     set_threads(max(opts["threads"]), faiss)
     t0 = time.perf_counter()
     index = engine.SearchIndex(codes, model, ivf=ivf, residual=True, device=opts["device"])
@@ -528,7 +530,6 @@ def run_residual(inputs, ivf, nbytes, opts, step, cache_dir, info, nprobes):
                     lambda: index.search(queries, min(k, s), shortlist=s, nprobe=p,
                                          metric=opts["metric"], device=opts["device"]))
     return rows
-    return rows, info
 
 
 # ---------------------------------------------------------------- the run
